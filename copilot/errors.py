@@ -1,0 +1,212 @@
+"""Every error the ``copilot`` package raises on purpose.
+
+The hierarchy::
+
+    CopilotError
+    ├── InvalidArgumentError (also ValueError)      a malformed session id, an empty prompt, a bad option
+    ├── InvalidArgumentTypeError (also TypeError)   a prompt or id that is not a string
+    ├── ClientStateError                            the client is stopped, or used from its own event thread
+    ├── ConfigError                                 the config file or a routing entry is malformed
+    ├── SessionError
+    │   ├── SessionNotFoundError (also LookupError) resume/delete of an id the store does not hold
+    │   ├── SessionExistsError                      create_session with an id that is taken
+    │   └── SessionClosedError                      use of a session after destroy()
+    ├── ModelNotAvailableError                      no provider can serve the model (names the fix)
+    ├── TurnError
+    │   ├── TurnAbortedError                        the turn was aborted (abort(), destroy, kernel interrupt)
+    │   └── TurnTimeoutError (also TimeoutError)    send_and_wait() gave up waiting; the turn goes on
+    ├── ProviderError                               a model call failed (after any retries)
+    │   ├── ProviderConnectionError                 connection refused, reset, DNS
+    │   │   └── ProviderTimeoutError                no answer in time
+    │   ├── ProviderStatusError                     the endpoint answered with an HTTP error status
+    │   │   ├── AuthenticationError                 401/403: a missing or wrong API key
+    │   │   └── RateLimitError                      429; ``retry_after`` holds the server's hint
+    │   └── ProviderResponseError                   a malformed or cut-off stream
+    └── StoreError                                  the event store cannot be read or written
+        └── StoreCorruptedError                     a stored record is not what this package writes
+
+Third-party exceptions (openai, anthropic, httpx, llama.cpp) are translated into these at the
+provider boundary, once; nothing above catches them again.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "ClientStateError",
+    "ConfigError",
+    "CopilotError",
+    "InvalidArgumentError",
+    "InvalidArgumentTypeError",
+    "ModelNotAvailableError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderResponseError",
+    "ProviderStatusError",
+    "ProviderTimeoutError",
+    "RateLimitError",
+    "SessionClosedError",
+    "SessionError",
+    "SessionExistsError",
+    "SessionNotFoundError",
+    "StoreCorruptedError",
+    "StoreError",
+    "TurnAbortedError",
+    "TurnError",
+    "TurnTimeoutError",
+]
+
+
+class CopilotError(Exception):
+    """Base class of every error raised on purpose by ``copilot``."""
+
+
+class InvalidArgumentError(CopilotError, ValueError):
+    """An argument has the right type but a value the API cannot accept."""
+
+
+class InvalidArgumentTypeError(CopilotError, TypeError):
+    """An argument has the wrong type."""
+
+
+class ClientStateError(CopilotError):
+    """The client cannot do this in its current state (stopped, or called from its own thread)."""
+
+
+class ConfigError(CopilotError):
+    """The configuration file or a routing entry is malformed."""
+
+
+class SessionError(CopilotError):
+    """A problem with a session as a whole."""
+
+    def __init__(self, message: str, session_id: str | None = None) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
+class SessionNotFoundError(SessionError, LookupError):
+    """No session with this id is stored."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"no session {session_id!r} in the store; client.list_sessions() lists the stored "
+            "sessions, and client.get_session_metadata(id) returns None for a missing one",
+            session_id,
+        )
+
+    def __str__(self) -> str:  # LookupError's KeyError-like repr quoting is not wanted here
+        return self.args[0]
+
+
+class SessionExistsError(SessionError):
+    """A session with this id already exists."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"a session {session_id!r} already exists; resume it with "
+            f"client.resume_session({session_id!r}) or choose another id",
+            session_id,
+        )
+
+
+class SessionClosedError(SessionError):
+    """The session object was destroyed; its data is still on disk."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"session {session_id!r} was destroyed in this client; its data is kept: "
+            f"client.resume_session({session_id!r}) opens it again",
+            session_id,
+        )
+
+
+class ModelNotAvailableError(CopilotError):
+    """No provider can serve the requested model; the message names what would fix it."""
+
+    def __init__(self, message: str, model: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class TurnError(CopilotError):
+    """A turn did not produce a complete answer."""
+
+    def __init__(self, message: str, message_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message_id = message_id
+
+
+class TurnAbortedError(TurnError):
+    """The turn was aborted; any partial reply is stored in an ``abort`` event."""
+
+
+class TurnTimeoutError(TurnError, TimeoutError):
+    """``send_and_wait`` stopped waiting; the turn itself continues in the background."""
+
+
+class ProviderError(CopilotError):
+    """A model call failed. ``retryable`` says whether trying again may help."""
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.model = model
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class ProviderConnectionError(ProviderError):
+    """The endpoint could not be reached (refused, reset, name resolution)."""
+
+    retryable = True
+
+
+class ProviderTimeoutError(ProviderConnectionError):
+    """The endpoint did not answer in time."""
+
+
+class ProviderStatusError(ProviderError):
+    """The endpoint answered with an HTTP error status."""
+
+    def __init__(self, message: str, *, status_code: int, **kwargs) -> None:
+        kwargs.setdefault("retryable", status_code >= 500 or status_code in (408, 409))
+        super().__init__(message, **kwargs)
+        self.status_code = status_code
+
+
+class AuthenticationError(ProviderStatusError):
+    """The endpoint refused the credentials (HTTP 401 or 403)."""
+
+
+class RateLimitError(ProviderStatusError):
+    """HTTP 429. ``retry_after`` is the server's hint in seconds, when it gave one."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs) -> None:
+        kwargs.setdefault("status_code", 429)
+        kwargs.setdefault("retryable", True)
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ProviderResponseError(ProviderError):
+    """The endpoint's answer was malformed or cut off."""
+
+    retryable = True
+
+
+class StoreError(CopilotError):
+    """The event store cannot be read or written."""
+
+
+class StoreCorruptedError(StoreError):
+    """A stored record is not what this package writes (never unpickled, never trusted)."""

@@ -1,0 +1,140 @@
+"""Session events: the records a session emits and its log stores.
+
+Every event has ``id``, ``type``, ``timestamp`` (ISO 8601, UTC), ``parentId`` (the id of the
+event before it in the session), ``ephemeral`` and ``data``. Ephemeral events (streaming
+deltas, ``session.idle``) reach handlers but are never stored. Events read like the seed shows,
+``event["type"]`` and ``event["data"]``, and like attributes, ``event.type`` and
+``event.data.content``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["Event", "EventData", "EventType", "new_id", "utc_now"]
+
+
+class EventType(StrEnum):
+    """The event types a session emits."""
+
+    SESSION_START = "session.start"
+    SESSION_RESUME = "session.resume"
+    SESSION_ERROR = "session.error"
+    SESSION_WARNING = "session.warning"
+    SESSION_IDLE = "session.idle"
+    SESSION_TRUNCATION = "session.truncation"
+    SESSION_MODEL_CHANGE = "session.model_change"
+    USER_MESSAGE = "user.message"
+    ASSISTANT_TURN_START = "assistant.turn_start"
+    ASSISTANT_MESSAGE_DELTA = "assistant.message_delta"
+    ASSISTANT_MESSAGE = "assistant.message"
+    ASSISTANT_USAGE = "assistant.usage"
+    ASSISTANT_TURN_END = "assistant.turn_end"
+    ABORT = "abort"
+
+
+#: types that are delivered to handlers but never stored
+EPHEMERAL_TYPES = frozenset({EventType.ASSISTANT_MESSAGE_DELTA, EventType.SESSION_IDLE})
+
+
+def new_id() -> str:
+    """A new random event or message id."""
+    return uuid.uuid4().hex
+
+
+def utc_now() -> str:
+    """The current time as an ISO 8601 UTC string with microseconds."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class EventData(dict):
+    """An event's ``data``: a plain dict that also allows ``data.content``."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"event data has no field {name!r}") from None
+
+
+class Event(Mapping[str, Any]):
+    """One session event. Immutable; read it as a mapping or through attributes.
+
+    ``seq`` is the event's position in its session's log (None for ephemeral events).
+    """
+
+    __slots__ = ("data", "ephemeral", "id", "parent_id", "seq", "timestamp", "type")
+
+    def __init__(
+        self,
+        type: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        timestamp: str | None = None,
+        parent_id: str | None = None,
+        ephemeral: bool | None = None,
+        seq: int | None = None,
+    ) -> None:
+        self.type = str(type)
+        self.data = EventData(data or {})
+        self.id = id or new_id()
+        self.timestamp = timestamp or utc_now()
+        self.parent_id = parent_id
+        self.ephemeral = self.type in EPHEMERAL_TYPES if ephemeral is None else ephemeral
+        self.seq = seq
+
+    _KEYS = ("id", "type", "timestamp", "parentId", "ephemeral", "data")
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "parentId":
+            return self.parent_id
+        if key in self._KEYS:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._KEYS)
+
+    def __len__(self) -> int:
+        return len(self._KEYS)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Event):
+            return self.to_dict() == other.to_dict()
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking mapping: not hashable
+
+    def __repr__(self) -> str:
+        return f"Event(type={self.type!r}, id={self.id!r}, data={dict(self.data)!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as a JSON-ready dict with the wire names."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "timestamp": self.timestamp,
+            "parentId": self.parent_id,
+            "ephemeral": self.ephemeral,
+            "data": dict(self.data),
+        }
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any], seq: int | None = None) -> Event:
+        """Rebuild an event from :meth:`to_dict` output."""
+        return cls(
+            record["type"],
+            record.get("data"),
+            id=record["id"],
+            timestamp=record["timestamp"],
+            parent_id=record.get("parentId"),
+            ephemeral=bool(record.get("ephemeral", False)),
+            seq=seq,
+        )

@@ -1,0 +1,145 @@
+"""The one interface every model provider implements.
+
+A provider turns a :class:`ModelRequest` (the provider's own model name, the chat messages,
+options) into an async stream: zero or more :class:`TextDelta`, then exactly one
+:class:`Completion`. A stream that ends without a ``Completion`` is a cut-off reply, and the
+core never stores it as a complete answer.
+
+Providers raise only :mod:`copilot.errors` provider errors: third-party exceptions are
+translated here, at the boundary. Retries live in the core (one policy for every provider), so
+providers make exactly one attempt per call and set their SDK's own retries to zero.
+
+Secrets (API keys) are read from the environment when the provider is built and kept only
+inside the SDK client; they never enter a request object, an event, a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+__all__ = [
+    "Availability",
+    "ChatMessage",
+    "Completion",
+    "ModelRequest",
+    "Provider",
+    "StreamItem",
+    "TextDelta",
+    "estimate_tokens",
+]
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of the model context."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """What the core asks of a provider for one turn.
+
+    ``model`` is the provider's own name for the model (``gpt-4.1``, not ``openai:gpt-4.1``).
+    ``options`` holds generation options such as ``temperature`` and ``max_tokens``.
+    ``timeout`` bounds the whole call in seconds (None: the provider's default).
+    """
+
+    model: str
+    messages: tuple[ChatMessage, ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of the reply's text, in order."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The end of a reply: the full text, the model that answered and the token usage."""
+
+    content: str
+    model: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reason: str | None = None
+
+
+StreamItem = TextDelta | Completion
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    """Whether a provider can serve requests now, and if not, what would fix it."""
+
+    usable: bool
+    reason: str = ""
+
+
+def estimate_tokens(text: str) -> int:
+    """Estimate a token count offline: one token per 4 characters, rounded up.
+
+    This is the documented fallback where no exact tokenizer is available offline (tiktoken
+    downloads its encodings on first use). English prose averages about 4 characters per
+    token with the GPT and Claude tokenizers; code and non-Latin scripts run denser, so the
+    core keeps a safety margin below each model's context window.
+    """
+    return math.ceil(len(text) / 4) if text else 0
+
+
+class Provider(ABC):
+    """Base class of model providers. Subclasses set ``name`` and implement :meth:`stream`.
+
+    ``settings`` are the non-secret settings from the config file and the client's
+    ``providers=`` argument (a base URL, a default context window, timeouts).
+    """
+
+    #: the provider's prefix in model ids (``openai`` in ``openai:gpt-4.1``)
+    name: ClassVar[str]
+    #: the pip extra or package that installs this provider's dependency, for error messages
+    install_hint: ClassVar[str | None] = None
+    #: context window for models the provider knows nothing specific about
+    default_context_window: ClassVar[int] = 8192
+
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
+        self.settings: dict[str, Any] = dict(settings or {})
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}>"
+
+    def availability(self) -> Availability:
+        """Whether this provider can serve requests now (package installed, key set)."""
+        return Availability(True)
+
+    def models(self) -> list[str]:
+        """The model names this provider knows (its own names, without the prefix)."""
+        return []
+
+    def context_window(self, model: str) -> int:
+        """The context window of ``model`` in tokens."""
+        return int(self.settings.get("context_window", self.default_context_window))
+
+    def count_tokens(self, model: str, text: str) -> int:
+        """Count (or estimate) the tokens ``text`` takes for ``model``."""
+        return estimate_tokens(text)
+
+    @abstractmethod
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+        """Stream the reply: ``TextDelta`` items, then one ``Completion``.
+
+        Implemented as an ``async def`` generator. Raise only ``copilot.errors`` provider errors.
+        """
+
+    async def aclose(self) -> None:
+        """Release connections and other resources. Called once, on the core's event loop."""

@@ -1,0 +1,619 @@
+"""Sessions: the turn queue and its recording (the core), and the sync and async faces.
+
+:class:`SessionCore` lives on the client's private event loop. It takes turns from a queue in
+order, one at a time; different sessions run concurrently. A turn records ``user.message`` and
+``assistant.turn_start``, builds the model context from the conversation tail, streams the
+reply (ephemeral ``assistant.message_delta`` events), and records ``assistant.message``,
+``assistant.usage`` and ``assistant.turn_end``, then emits ``session.idle``. A failure becomes a
+stored ``session.error``, an abort a stored ``abort`` with the partial reply: every prompt that
+was sent ends with a reply, an error or an abort in the log.
+
+:class:`Session` and :class:`AsyncSession` only wait; the logic exists once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .context import ConversationTail
+from .errors import (
+    CopilotError,
+    ProviderError,
+    SessionClosedError,
+    TurnAbortedError,
+    TurnTimeoutError,
+)
+from .events import Event, EventType, new_id
+from .providers.base import ModelRequest, estimate_tokens
+from .routing import Route
+from .turn import stream_reply
+from .validation import validate_prompt
+
+if TYPE_CHECKING:
+    from ._loop import LoopThread
+    from .client import ClientCore
+
+__all__ = ["AsyncSession", "EventHandler", "Session", "SessionCore"]
+
+log = logging.getLogger("copilot")
+
+EventHandler = Callable[[Event], Any]
+
+#: how many finished turns keep their result for a late send_and_wait / wait_for
+_KEEP_RESULTS = 256
+#: how far back resume looks for turns a dead process left open
+_RECOVERY_SCAN = 200
+_HOST = socket.gethostname()
+
+
+@dataclass(slots=True)
+class _Turn:
+    message_id: str
+    prompt: str
+    replaces: str | None
+    options: dict[str, Any]
+    future: asyncio.Future[Event]
+
+
+@dataclass(slots=True)
+class _ModelChange:
+    model: str
+    future: asyncio.Future[None]
+    message_id: str = field(default_factory=new_id)
+
+
+def _mark_retrieved(future: asyncio.Future[Any]) -> None:
+    # A turn nobody waits on may fail; its error is in the log, so don't warn on shutdown.
+    if not future.cancelled():
+        future.exception()
+
+
+def _process_alive(pid: int, host: str, writer: str, live_writers: set[str]) -> bool:
+    if host != _HOST:
+        return True  # another machine: we cannot tell, so we do not touch its turn
+    if pid == os.getpid():
+        return writer in live_writers
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SessionCore:
+    """A session on the client's event loop: the queue, the worker, the handlers, the tail."""
+
+    def __init__(self, client: ClientCore, metadata: Mapping[str, Any]) -> None:
+        self.client = client
+        self.session_id: str = metadata["sessionId"]
+        self.model: str = metadata["model"]
+        self.streaming: bool = bool(metadata.get("streaming", True))
+        self._system_message: str | None = metadata.get("systemMessage")
+        self._handlers: tuple[EventHandler, ...] = ()
+        self._queue: asyncio.Queue[_Turn | _ModelChange] = asyncio.Queue()
+        self._results: OrderedDict[str, asyncio.Future[Event]] = OrderedDict()
+        self._current: _Turn | None = None
+        self._turn_task: asyncio.Task[None] | None = None
+        self._partial: list[str] = []
+        self._tail: ConversationTail | None = None
+        self._fallback_warned: str | None = None
+        self.closed = False
+        self._closing = False
+        self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    # -- events ------------------------------------------------------------------------------
+
+    def on(self, handler: EventHandler) -> Callable[[], None]:
+        """Call ``handler(event)`` for every event; return a function that unsubscribes it."""
+        if not callable(handler):
+            raise TypeError("an event handler is a callable taking one event")
+        self._handlers = (*self._handlers, handler)
+
+        def unsubscribe() -> None:
+            self._handlers = tuple(h for h in self._handlers if h is not handler)
+
+        return unsubscribe
+
+    def _emit(self, event: Event) -> None:
+        for handler in self._handlers:
+            try:
+                handler(event)
+            except Exception:  # one broken handler must not silence the others
+                log.exception("event handler %r raised on %s", handler, event.type)
+
+    def record(self, events: list[Event], update: Callable[[dict], None] | None = None) -> None:
+        """Append events to the log, then deliver them to the handlers."""
+        for event in self.client.store.append(self.session_id, events, update=update):
+            self._emit(event)
+
+    # -- the queue ---------------------------------------------------------------------------
+
+    def check_open(self) -> None:
+        """Raise :class:`SessionClosedError` if this session object was destroyed."""
+        if self.closed or self._closing:
+            raise SessionClosedError(self.session_id)
+
+    def submit(self, prompt: str, replaces: str | None, options: dict[str, Any]) -> str:
+        """Queue a turn and return its message id (the id its ``user.message`` will have)."""
+        self.check_open()
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_mark_retrieved)
+        turn = _Turn(new_id(), prompt, replaces, options, future)
+        self._results[turn.message_id] = future
+        while len(self._results) > _KEEP_RESULTS:
+            self._results.popitem(last=False)
+        self._queue.put_nowait(turn)
+        return turn.message_id
+
+    async def wait_for(self, message_id: str, timeout: float | None) -> Event:
+        """Wait for the final ``assistant.message`` of a turn sent by this session object."""
+        future = self._results.get(message_id)
+        if future is None:
+            raise CopilotError(f"no turn {message_id!r} was sent through this session object")
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            raise TurnTimeoutError(
+                f"no reply within {timeout} s; the turn goes on in the background "
+                f"(session.abort() stops it)",
+                message_id,
+            ) from None
+
+    async def change_model(self, model: str) -> None:
+        """Switch the model for the turns queued after this call, keeping the context."""
+        self.check_open()
+        self.client.router.resolve(model)  # fail now, not at the next turn
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_ModelChange(model, future))
+        await future
+
+    def abort(self, message_id: str | None = None) -> bool:
+        """Abort the running turn (or the queued/running turn ``message_id``). True if any."""
+        current = self._current
+        if current is not None and message_id in (None, current.message_id):
+            if self._turn_task is not None and not self._turn_task.done():
+                self._turn_task.cancel()
+                return True
+        if message_id is not None:
+            for turn in list(self._queue._queue):
+                if isinstance(turn, _Turn) and turn.message_id == message_id:
+                    self._queue._queue.remove(turn)
+                    self._queue.task_done()
+                    self._abort_unstarted(turn, "aborted before it started")
+                    return True
+        return False
+
+    async def close(self, timeout: float | None) -> None:
+        """Let queued turns finish (up to ``timeout`` s), abort what is left, stop the worker."""
+        if self.closed:
+            return
+        self._closing = True
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                self._queue.task_done()
+                if isinstance(item, _Turn):
+                    self._abort_unstarted(item, "the session was closed before this turn started")
+                else:
+                    item.future.cancel()
+            if self._turn_task is not None and not self._turn_task.done():
+                self._turn_task.cancel()
+                await asyncio.wait([self._turn_task])
+        self._worker.cancel()
+        await asyncio.wait([self._worker])
+        self.closed = True
+
+    def _abort_unstarted(self, turn: _Turn, reason: str) -> None:
+        events = [
+            Event(EventType.USER_MESSAGE, {"content": turn.prompt}, id=turn.message_id),
+            Event(EventType.ABORT, {"messageId": turn.message_id, "reason": reason}),
+        ]
+        self.record(events, update=_count_prompt(turn.prompt))
+        if not turn.future.done():
+            turn.future.set_exception(TurnAbortedError(reason, turn.message_id))
+
+    async def _work(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                if isinstance(item, _ModelChange):
+                    self._apply_model_change(item)
+                else:
+                    self._current = item
+                    self._turn_task = asyncio.get_running_loop().create_task(self._run(item))
+                    await asyncio.wait([self._turn_task])
+            except Exception:  # a bug here must not kill the session's worker
+                log.exception("session %s: unexpected error in a turn", self.session_id)
+            finally:
+                self._current = None
+                self._turn_task = None
+                self._queue.task_done()
+
+    def _apply_model_change(self, change: _ModelChange) -> None:
+        previous, self.model = self.model, change.model
+        event = Event(
+            EventType.SESSION_MODEL_CHANGE, {"previousModel": previous, "newModel": change.model}
+        )
+        self.record([event], update=lambda meta: meta.update(model=change.model))
+        if not change.future.done():
+            change.future.set_result(None)
+
+    # -- a turn ------------------------------------------------------------------------------
+
+    async def _run(self, turn: _Turn) -> None:
+        user_data: dict[str, Any] = {"content": turn.prompt}
+        if turn.replaces:
+            user_data["replaces"] = turn.replaces
+        user = Event(EventType.USER_MESSAGE, user_data, id=turn.message_id)
+        try:
+            route = self.client.router.resolve(self.model)
+        except CopilotError as error:
+            self.record([user], update=_count_prompt(turn.prompt))
+            self._fail(turn, error)
+            return
+        events = [user]
+        if route.warning and self._fallback_warned != route.model_id:
+            self._fallback_warned = route.model_id
+            events.append(
+                Event(
+                    EventType.SESSION_WARNING,
+                    {"warningType": "fallback", "message": route.warning, "model": route.model_id},
+                )
+            )
+        start_data = {
+            "messageId": turn.message_id,
+            "model": route.model_id,
+            "pid": os.getpid(),
+            "host": _HOST,
+            "writer": self.client.writer_id,
+        }
+        events.append(Event(EventType.ASSISTANT_TURN_START, start_data))
+        self.record(events, update=_count_prompt(turn.prompt))
+        try:
+            request = self._build_request(turn, route)
+            result = await stream_reply(
+                self.client.provider(route.provider),
+                request,
+                self.client.retry_policy,
+                on_delta=lambda text, attempt: self._on_delta(turn, text, attempt),
+                on_retry=lambda error, attempt, delay: self._on_retry(turn, error, attempt, delay),
+                partial=self._partial,
+            )
+        except asyncio.CancelledError:
+            self._aborted(turn, "aborted")
+            return
+        except CopilotError as error:
+            self._fail(turn, error)
+            return
+        except Exception as exc:  # a provider bug: report it like any failure
+            error = ProviderError(
+                f"{route.provider} failed unexpectedly: {type(exc).__name__}: {exc}"
+            )
+            self._fail(turn, error)
+            return
+        completion = result.completion
+        message = Event(
+            EventType.ASSISTANT_MESSAGE,
+            {
+                "messageId": turn.message_id,
+                "content": completion.content,
+                "model": route.model_id,
+                "responseModel": completion.model,
+                "finishReason": completion.finish_reason,
+            },
+        )
+        usage = Event(
+            EventType.ASSISTANT_USAGE,
+            {
+                "messageId": turn.message_id,
+                "model": route.model_id,
+                "inputTokens": completion.input_tokens,
+                "outputTokens": completion.output_tokens,
+                "duration": round(result.duration_ms, 3),
+                "timeToFirstToken": (
+                    None if result.first_token_ms is None else round(result.first_token_ms, 3)
+                ),
+                "attempts": result.attempts,
+            },
+        )
+        end = Event(EventType.ASSISTANT_TURN_END, {"messageId": turn.message_id})
+
+        def count_reply(meta: dict[str, Any]) -> None:
+            meta["messageCount"] = meta.get("messageCount", 0) + 1
+            meta["lastModel"] = route.model_id
+
+        self.record([message, usage, end], update=count_reply)
+        self._emit(Event(EventType.SESSION_IDLE, {}))
+        if not turn.future.done():
+            turn.future.set_result(message)
+
+    def _build_request(self, turn: _Turn, route: Route) -> ModelRequest:
+        provider = self.client.provider(route.provider)
+        window = provider.context_window(route.name)
+        max_tokens = turn.options.get("max_tokens")
+        reserve = int(max_tokens) if max_tokens else min(1024, window // 4)
+        budget = max(window - reserve, 1)
+        tail = self._refresh_tail(window)
+        counter = f"{route.provider}:{route.name}"
+        built = tail.build(
+            turn.prompt, budget, lambda text: provider.count_tokens(route.name, text), counter
+        )
+        tail.forget_before(window, counter)
+        if built.omitted_turns:
+            data = {
+                "messageId": turn.message_id,
+                "tokenLimit": budget,
+                "tokensSent": built.tokens,
+                "turnsSent": (len(built.messages) - 1) // 2,
+                "turnsOmitted": built.omitted_turns,
+                "tokensOmitted": built.omitted_tokens,
+            }
+            self.record([Event(EventType.SESSION_TRUNCATION, data)])
+        options = {k: v for k, v in turn.options.items() if k != "timeout"}
+        timeout = turn.options.get("timeout", self.client.request_timeout)
+        return ModelRequest(route.name, built.messages, options, timeout)
+
+    def _refresh_tail(self, window: int) -> ConversationTail:
+        """The conversation tail, topped up with the events stored since it was last read."""
+        store = self.client.store
+        if self._tail is not None:
+            self._tail.fold(store.read_events(self.session_id, after=self._tail.last_seq))
+            return self._tail
+        loaded: list[Event] = []
+        tokens = 0
+        for event in store.iter_events_backwards(self.session_id):
+            loaded.append(event)
+            if event.type in (EventType.USER_MESSAGE, EventType.ASSISTANT_MESSAGE):
+                tokens += estimate_tokens(event.data.get("content", ""))
+                if tokens > window:
+                    break
+        loaded.reverse()
+        meta = store.get_session(self.session_id) or {}
+        prompts = sum(1 for e in loaded if e.type == EventType.USER_MESSAGE)
+        self._tail = ConversationTail(
+            self._system_message, max(0, meta.get("turnCount", 0) - prompts)
+        )
+        self._tail.fold(loaded)
+        return self._tail
+
+    def _on_delta(self, turn: _Turn, text: str, attempt: int) -> None:
+        if self.streaming:
+            data = {"messageId": turn.message_id, "deltaContent": text, "attempt": attempt}
+            self._emit(Event(EventType.ASSISTANT_MESSAGE_DELTA, data))
+
+    def _on_retry(self, turn: _Turn, error: ProviderError, attempt: int, delay: float) -> None:
+        data = {
+            "warningType": "retry",
+            "messageId": turn.message_id,
+            "message": f"retrying in {delay:.1f} s after: {error}",
+            "errorType": type(error).__name__,
+            "attempt": attempt + 1,
+        }
+        self.record([Event(EventType.SESSION_WARNING, data)])
+
+    def _fail(self, turn: _Turn, error: CopilotError) -> None:
+        data = {
+            "messageId": turn.message_id,
+            "errorType": type(error).__name__,
+            "message": str(error),
+        }
+        status = getattr(error, "status_code", None)
+        if status is not None:
+            data["statusCode"] = status
+        events = [Event(EventType.SESSION_ERROR, data)]
+        events.append(Event(EventType.ASSISTANT_TURN_END, {"messageId": turn.message_id}))
+        self.record(events)
+        self._emit(Event(EventType.SESSION_IDLE, {}))
+        if not turn.future.done():
+            turn.future.set_exception(error)
+
+    def _aborted(self, turn: _Turn, reason: str) -> None:
+        partial = "".join(self._partial)
+        data = {"messageId": turn.message_id, "reason": reason, "partialContent": partial}
+        end = Event(EventType.ASSISTANT_TURN_END, {"messageId": turn.message_id})
+        self.record([Event(EventType.ABORT, data), end])
+        self._emit(Event(EventType.SESSION_IDLE, {}))
+        if not turn.future.done():
+            turn.future.set_exception(TurnAbortedError(f"the turn was {reason}", turn.message_id))
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    def recover_interrupted(self, live_writers: set[str]) -> int:
+        """Mark turns left open by a process that has died; return how many were marked."""
+        ended: set[str] = set()
+        open_turns: list[Event] = []
+        for index, event in enumerate(self.client.store.iter_events_backwards(self.session_id)):
+            if index >= _RECOVERY_SCAN:
+                break
+            message_id = event.data.get("messageId")
+            if event.type in (EventType.ASSISTANT_TURN_END, EventType.ABORT):
+                ended.add(message_id)
+            elif event.type == EventType.ASSISTANT_TURN_START and message_id not in ended:
+                open_turns.append(event)
+        marked = 0
+        for start in reversed(open_turns):
+            data = start.data
+            alive = _process_alive(
+                data.get("pid", -1), data.get("host", ""), data.get("writer", ""), live_writers
+            )
+            if alive:
+                continue
+            reason = "interrupted: the process running this turn ended before the reply finished"
+            self.record(
+                [
+                    Event(
+                        EventType.ABORT,
+                        {"messageId": data["messageId"], "reason": reason, "partialContent": ""},
+                    ),
+                    Event(EventType.ASSISTANT_TURN_END, {"messageId": data["messageId"]}),
+                ]
+            )
+            marked += 1
+        return marked
+
+
+def _count_prompt(prompt: str) -> Callable[[dict[str, Any]], None]:
+    def update(meta: dict[str, Any]) -> None:
+        meta["messageCount"] = meta.get("messageCount", 0) + 1
+        meta["turnCount"] = meta.get("turnCount", 0) + 1
+        if not meta.get("summary"):
+            meta["summary"] = " ".join(prompt.split())[:100]
+
+    return update
+
+
+def _prompt_of(prompt: str | Mapping[str, Any] | None, kwargs: dict[str, Any]) -> str:
+    # The official SDK takes send({"prompt": ...}); the seed writes send(prompt=...).
+    if isinstance(prompt, Mapping):
+        kwargs.update({k: v for k, v in prompt.items() if k != "prompt"})
+        prompt = prompt.get("prompt")
+    return validate_prompt(prompt)
+
+
+class _SessionFace:
+    """What both faces share: identity, handlers, and a repr without secrets."""
+
+    def __init__(self, core: SessionCore, runner: LoopThread) -> None:
+        self._core = core
+        self._runner = runner
+
+    @property
+    def session_id(self) -> str:
+        """The session's id."""
+        return self._core.session_id
+
+    @property
+    def model(self) -> str:
+        """The model the session's next turn asks for."""
+        return self._core.model
+
+    @property
+    def closed(self) -> bool:
+        """True once this session object was destroyed (its data stays on disk)."""
+        return self._core.closed or self._core._closing
+
+    def on(self, handler: EventHandler) -> Callable[[], None]:
+        """Subscribe ``handler(event)`` to every event; returns the unsubscribe function.
+
+        Handlers run on the client's event thread: keep them short, and do not call blocking
+        client methods from them (``send`` is fine).
+        """
+        return self._core.on(handler)
+
+    def _submit(self, prompt: Any, replaces: str | None, options: dict[str, Any]) -> str:
+        text = _prompt_of(prompt, options)
+        self._core.check_open()
+        return self._runner.call(self._core.submit, text, replaces, options)
+
+    def __repr__(self) -> str:
+        state = "destroyed" if self._core.closed else "open"
+        return f"<{type(self).__name__} {self.session_id!r} model={self.model!r} {state}>"
+
+
+class Session(_SessionFace):
+    """A conversation: send prompts, read its history. Made by :class:`copilot.CopilotClient`."""
+
+    def send(self, prompt: Any = None, *, replaces: str | None = None, **options: Any) -> str:
+        """Queue ``prompt`` and return its message id at once; the turn runs in the background.
+
+        Turns of one session run in order; different sessions run concurrently. ``options``
+        are generation options (``temperature``, ``max_tokens``, ``timeout``).
+        """
+        return self._submit(prompt, replaces, options)
+
+    def send_and_wait(
+        self,
+        prompt: Any = None,
+        *,
+        timeout: float | None = None,
+        replaces: str | None = None,
+        **options: Any,
+    ) -> Event:
+        """Send ``prompt`` and wait for its final ``assistant.message`` event.
+
+        Raises the turn's error (a :class:`~copilot.errors.ProviderError`, a
+        :class:`~copilot.errors.TurnAbortedError`), or :class:`~copilot.errors.TurnTimeoutError`
+        after ``timeout`` seconds. Interrupting the wait (Ctrl-C, the notebook's stop button)
+        aborts the turn; the partial reply is kept in an ``abort`` event.
+        """
+        message_id = self._submit(prompt, replaces, options)
+        try:
+            return self._runner.run(self._core.wait_for(message_id, timeout))
+        except KeyboardInterrupt:
+            self._runner.call(self._core.abort, message_id)
+            raise
+
+    def get_messages(self, after: int = 0) -> list[Event]:
+        """The session's stored events, oldest first; with ``after``, only those whose
+        ``seq`` is greater (an incremental read: pass the last ``event.seq`` you have)."""
+        return self._core.client.store.read_events(self.session_id, after=after)
+
+    def abort(self) -> None:
+        """Abort the turn that is running; its partial reply is stored in an ``abort`` event."""
+        self._runner.call(self._core.abort)
+
+    def set_model(self, model: str) -> None:
+        """Use ``model`` from the next turn on; the conversation's context is kept."""
+        self._runner.run(self._core.change_model(model))
+
+    def destroy(self, timeout: float | None = 60.0) -> None:
+        """Close this session object, keeping its data on disk.
+
+        Queued turns finish first (for up to ``timeout`` seconds; what is left is aborted and
+        recorded as such). ``client.resume_session(id)`` opens the session again.
+        """
+        if self._runner.running:
+            self._runner.run(self._core.client.close_session(self._core, timeout))
+
+
+class AsyncSession(_SessionFace):
+    """The async twin of :class:`Session`: the same methods, awaited."""
+
+    async def send(self, prompt: Any = None, *, replaces: str | None = None, **options: Any) -> str:
+        """Queue ``prompt`` and return its message id; see :meth:`Session.send`."""
+        return self._submit(prompt, replaces, options)
+
+    async def send_and_wait(
+        self,
+        prompt: Any = None,
+        *,
+        timeout: float | None = None,
+        replaces: str | None = None,
+        **options: Any,
+    ) -> Event:
+        """Send ``prompt`` and await its final ``assistant.message``; see :meth:`Session.send_and_wait`."""
+        message_id = self._submit(prompt, replaces, options)
+        try:
+            return await self._runner.arun(self._core.wait_for(message_id, timeout))
+        except asyncio.CancelledError:
+            self._runner.call(self._core.abort, message_id)
+            raise
+
+    async def get_messages(self, after: int = 0) -> list[Event]:
+        """The session's stored events, oldest first; see :meth:`Session.get_messages`."""
+        store = self._core.client.store
+        return await asyncio.to_thread(store.read_events, self.session_id, after)
+
+    async def abort(self) -> None:
+        """Abort the running turn; see :meth:`Session.abort`."""
+        self._runner.call(self._core.abort)
+
+    async def set_model(self, model: str) -> None:
+        """Use ``model`` from the next turn on; see :meth:`Session.set_model`."""
+        await self._runner.arun(self._core.change_model(model))
+
+    async def destroy(self, timeout: float | None = 60.0) -> None:
+        """Close this session object, keeping its data; see :meth:`Session.destroy`."""
+        if self._runner.running:
+            await self._runner.arun(self._core.client.close_session(self._core, timeout))

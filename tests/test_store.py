@@ -1,0 +1,111 @@
+"""The event store: a log that never evicts, never unpickles, appends at constant cost."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from copilot import SessionExistsError, SessionNotFoundError, StoreError
+from copilot.events import Event
+from copilot.store import EventStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = EventStore(tmp_path / "store")
+    s.create_session({"sessionId": "s", "model": "echo"})
+    yield s
+    s.close()
+
+
+def turn(i: int) -> list[Event]:
+    return [
+        Event("user.message", {"content": f"prompt {i}"}),
+        Event("assistant.message", {"content": f"reply {i}", "messageId": "x"}),
+    ]
+
+
+def statements_per_append(store: EventStore) -> list[str]:
+    con = store._cache._con
+    seen: list[str] = []
+    con.set_trace_callback(seen.append)
+    try:
+        store.append("s", turn(0))
+    finally:
+        con.set_trace_callback(None)
+    return seen
+
+
+def test_settings_make_it_a_log(store):
+    assert store._cache.eviction_policy == "none"
+    assert stat.S_IMODE(os.stat(store.directory).st_mode) == 0o700
+
+
+def test_append_costs_the_same_at_10_and_10000_events(store):
+    for i in range(5):
+        store.append("s", turn(i))
+    small = statements_per_append(store)
+    for i in range(5000):
+        store.append("s", turn(i))
+    large = statements_per_append(store)
+    assert store.last_seq("s") == 10014
+    assert len(small) == len(large)  # one key per event: nothing grows with the history
+    # no statement touches the session's other events (diskcache's own cull of expired keys
+    # reads its expire_time index, which holds nothing here)
+    assert not any("e/s/0000000000" in q and "INSERT" not in q for q in large[1:])
+    assert not any("COUNT(" in q.upper() for q in large)
+
+
+def test_values_are_json_text(store):
+    store.append("s", turn(1))
+    rows = store._cache._sql("SELECT key, mode, value FROM Cache").fetchall()
+    assert rows and all(isinstance(value, str) for _key, _mode, value in rows)
+    with pytest.raises(StoreError):
+        store._cache.set("e/s/999999999999", {"a": "dict, would be pickled"})
+    with pytest.raises(StoreError):
+        store._cache.set(("tuple", "key"), "x")
+
+
+def test_sequence_numbers_and_parents(store):
+    stored = store.append("s", turn(1)) + store.append("s", turn(2))
+    assert [e.seq for e in stored] == [1, 2, 3, 4]
+    assert [e.parent_id for e in stored[1:]] == [e.id for e in stored[:-1]]
+    assert store.read_events("s", after=2) == stored[2:]
+    assert [e.seq for e in store.iter_events_backwards("s", chunk=3)] == [4, 3, 2, 1]
+    assert [e.seq for e in store.iter_events_backwards("s", before=3)] == [2, 1]
+
+
+def test_large_values_round_trip(store):
+    big = "x" * (3 * 2**20)  # past the inline limit: diskcache keeps it in a file
+    store.append("s", [Event("assistant.message", {"content": big})])
+    assert store.read_events("s")[0].data.content == big
+
+
+def test_sessions_index(store):
+    with pytest.raises(SessionExistsError):
+        store.create_session({"sessionId": "s", "model": "echo"})
+    store.create_session({"sessionId": "t", "model": "echo"})
+    assert {s["sessionId"] for s in store.list_sessions()} == {"s", "t"}
+    store.append("s", turn(1))
+    assert store.delete_session("s") == 2
+    assert store.read_events("s") == [] and store.get_session("s") is None
+    with pytest.raises(SessionNotFoundError):
+        store.append("s", turn(2))  # no orphan events for a deleted session
+    assert store.read_events("s") == []
+
+
+def test_ids_that_share_a_prefix_do_not_mix(store):
+    store.create_session({"sessionId": "s-2", "model": "echo"})
+    store.append("s", turn(1))
+    store.append("s-2", turn(2))
+    assert [e.data.content for e in store.read_events("s")] == ["prompt 1", "reply 1"]
+    assert [e.data.content for e in store.read_events("s-2")] == ["prompt 2", "reply 2"]
+
+
+def test_a_directory_that_cannot_be_used_is_a_store_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises((StoreError, OSError)):
+        EventStore(blocker / "store")
