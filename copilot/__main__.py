@@ -1,10 +1,10 @@
 """Command line: ``python -m copilot demo`` and a few session commands.
 
-    python -m copilot demo                      # offline tour with the embedded model
-    python -m copilot list                      # stored sessions
-    python -m copilot send NAME "prompt" [-m MODEL]
-    python -m copilot history NAME
-    python -m copilot delete NAME
+python -m copilot demo                      # offline tour with the embedded model
+python -m copilot list                      # stored sessions
+python -m copilot send NAME "prompt" [-m MODEL]
+python -m copilot history NAME
+python -m copilot delete NAME
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ def _send(session: Session, prompt: str) -> None:
         reply = session.send_and_wait(prompt=prompt)
     finally:
         unsubscribe()
-    usage = [e for e in session.get_messages(after=(reply.seq or 1) - 1) if e.type == "assistant.usage"]
+    usage = [
+        e for e in session.get_messages(after=(reply.seq or 1) - 1) if e.type == "assistant.usage"
+    ]
     tokens = usage[0].data.outputTokens if usage else "?"
     print(f"\n   ({reply.data.model}, {tokens} tokens)", flush=True)
 

@@ -176,9 +176,7 @@ class ClientCore:
         self.sessions[session_id] = core
         return core
 
-    async def fork_session(
-        self, source_id: str, new_id: str, model: str | None
-    ) -> SessionCore:
+    async def fork_session(self, source_id: str, new_id: str, model: str | None) -> SessionCore:
         source = self.store.get_session(validate_session_id(source_id))
         if source is None:
             raise SessionNotFoundError(source_id)

@@ -35,7 +35,10 @@ __all__ = ["Config", "home_directory", "load_config"]
 HOME_ENV = "COPILOT_JUPYTER_HOME"
 FALLBACK_ENV = "COPILOT_JUPYTER_FALLBACK_MODEL"
 DEFAULT_MODEL_ENV = "COPILOT_JUPYTER_MODEL"
-_SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password")
+_SECRET_NAMES = frozenset(
+    {"key", "api_key", "apikey", "token", "secret", "password", "authorization"}
+)
+_SECRET_SUFFIXES = ("_key", "_token", "_secret", "_password")
 
 
 @dataclass(slots=True)
@@ -64,7 +67,7 @@ def check_provider_settings(name: str, settings: Mapping[str, Any]) -> dict[str,
         raise ConfigError(f"settings of provider {name!r} must be a table/dict")
     for key in settings:
         lowered = str(key).lower()
-        if any(word in lowered for word in _SECRET_WORDS) and not lowered.endswith("_env"):
+        if lowered in _SECRET_NAMES or lowered.endswith(_SECRET_SUFFIXES):
             raise ConfigError(
                 f"provider {name!r}: {key!r} looks like a secret; secrets are read from "
                 f"environment variables only (use '{key}_env' to name the variable)"

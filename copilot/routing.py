@@ -79,11 +79,7 @@ def candidates_for(
     explicit = _split(model, providers)
     if explicit is not None:
         return [explicit]
-    for pattern, templates in _FAMILIES:
-        if pattern.search(model):
-            break
-    else:
-        templates = _DEFAULT_FAMILY
+    templates = next((t for pattern, t in _FAMILIES if pattern.search(model)), _DEFAULT_FAMILY)
     pairs = (_split(t.format(m=model), providers) for t in templates)
     return [p for p in pairs if p is not None]
 

@@ -179,10 +179,11 @@ class SessionCore:
     def abort(self, message_id: str | None = None) -> bool:
         """Abort the running turn (or the queued/running turn ``message_id``). True if any."""
         current = self._current
-        if current is not None and message_id in (None, current.message_id):
-            if self._turn_task is not None and not self._turn_task.done():
-                self._turn_task.cancel()
-                return True
+        task = self._turn_task
+        running = current is not None and task is not None and not task.done()
+        if running and message_id in (None, current.message_id):
+            task.cancel()
+            return True
         if message_id is not None:
             for turn in list(self._queue._queue):
                 if isinstance(turn, _Turn) and turn.message_id == message_id:

@@ -10,11 +10,19 @@ import pytest
 from copilot import CopilotClient
 
 # Provider credentials of the developer's shell must never leak into tests.
-_SECRET_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "GITHUB_TOKEN", "OLLAMA_HOST")
+_SECRET_ENV = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "GITHUB_TOKEN",
+    "OLLAMA_HOST",
+)
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     for name in _SECRET_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("COPILOT_JUPYTER_MODEL", raising=False)
@@ -40,7 +48,9 @@ def client(home: str) -> Iterator[CopilotClient]:
 @pytest.fixture
 def slow_client(home: str) -> Iterator[CopilotClient]:
     """A client whose echo model streams one word every 50 ms."""
-    c = CopilotClient(base_directory=home, fallback_model="echo", providers={"echo": {"chunk_delay": 0.05}})
+    c = CopilotClient(
+        base_directory=home, fallback_model="echo", providers={"echo": {"chunk_delay": 0.05}}
+    )
     c.start()
     yield c
     c.stop(timeout=5)

@@ -6,7 +6,9 @@ import time
 from collections.abc import Callable
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> object:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01
+) -> object:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -20,4 +22,3 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
 def types_of(events) -> list[str]:
     """The event types, in order."""
     return [e.type for e in events]
-

@@ -60,7 +60,9 @@ def test_async_sessions_run_concurrently(home):
         sessions = [await client.create_session(model="echo") for _ in range(4)]
         loop = asyncio.get_running_loop()
         started = loop.time()
-        replies = await asyncio.gather(*(s.send_and_wait(prompt=f"{i}") for i, s in enumerate(sessions)))
+        replies = await asyncio.gather(
+            *(s.send_and_wait(prompt=f"{i}") for i, s in enumerate(sessions))
+        )
         elapsed = loop.time() - started
         await client.stop()
         return [r.data.content for r in replies], elapsed

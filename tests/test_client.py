@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from datetime import timedelta
@@ -26,7 +27,13 @@ from copilot import (
     TurnTimeoutError,
 )
 
-STORED_TURN = ["user.message", "assistant.turn_start", "assistant.message", "assistant.usage", "assistant.turn_end"]
+STORED_TURN = [
+    "user.message",
+    "assistant.turn_start",
+    "assistant.message",
+    "assistant.usage",
+    "assistant.turn_end",
+]
 
 
 # -- sessions -------------------------------------------------------------------------------
@@ -50,7 +57,20 @@ def test_custom_id_round_trips_and_taken_id_is_refused(client):
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "a" * 129, "with/slash", "back\\slash", "..", "a..b", ".", "tab\there", "nl\n", " lead", "trail ", "\x00"],
+    [
+        "",
+        "a" * 129,
+        "with/slash",
+        "back\\slash",
+        "..",
+        "a..b",
+        ".",
+        "tab\there",
+        "nl\n",
+        " lead",
+        "trail ",
+        "\x00",
+    ],
 )
 def test_malformed_ids_are_value_errors_naming_the_problem(client, bad):
     with pytest.raises(InvalidArgumentError) as info:
@@ -208,13 +228,18 @@ def test_event_sequence_and_storage(client):
     delivered = types_of(seen)
     assert delivered[:2] == ["user.message", "assistant.turn_start"]
     assert delivered.count("assistant.message_delta") == 4  # "echo:", "one ", "two ", "three"
-    assert delivered[-4:] == ["assistant.message", "assistant.usage", "assistant.turn_end", "session.idle"]
+    assert delivered[-4:] == [
+        "assistant.message",
+        "assistant.usage",
+        "assistant.turn_end",
+        "session.idle",
+    ]
     deltas = [e.data.deltaContent for e in seen if e.type == "assistant.message_delta"]
     assert "".join(deltas) == reply.data.content == "echo: one two three"
     stored = session.get_messages()
     assert types_of(stored) == ["session.start", *STORED_TURN]
     assert all(not e.ephemeral for e in stored) and all(e.ephemeral for e in seen if e.seq is None)
-    for previous, event in zip(stored, stored[1:], strict=False):
+    for previous, event in itertools.pairwise(stored):
         assert event["parentId"] == previous["id"] and event.seq == previous.seq + 1
     assert set(stored[0]) == {"id", "type", "timestamp", "parentId", "ephemeral", "data"}
     usage = stored[4].data
@@ -348,7 +373,11 @@ def test_destroy_timeout_aborts_what_is_left_and_records_it(slow_client):
     session.destroy(timeout=0.2)
     events = session.get_messages()
     for message_id in ids:
-        ends = [e for e in events if e.data.get("messageId") == message_id and e.type in ("assistant.message", "abort")]
+        ends = [
+            e
+            for e in events
+            if e.data.get("messageId") == message_id and e.type in ("assistant.message", "abort")
+        ]
         assert len(ends) == 1, message_id
         assert message_id in {e.id for e in events if e.type == "user.message"}
     assert types_of(events).count("abort") >= 2

@@ -43,6 +43,7 @@ PROVIDERS: dict[str, str] = {
     "openai": "copilot.providers.openai:OpenAIProvider",
     "github": "copilot.providers.openai:GitHubModelsProvider",
     "ollama": "copilot.providers.openai:OllamaProvider",
+    "openai-compatible": "copilot.providers.openai:OpenAICompatibleProvider",
     "anthropic": "copilot.providers.anthropic:AnthropicProvider",
     "local": "copilot.providers.local:LocalProvider",
 }

@@ -1,0 +1,549 @@
+"""The Anthropic provider against a small Anthropic-compatible streaming server on 127.0.0.1.
+
+The server below speaks just enough of the Messages API (``POST /v1/messages`` with
+``stream: true``) for the official ``anthropic`` SDK: it emits the documented SSE events
+(message_start, content_block_start, ping, content_block_delta, content_block_stop,
+message_delta, message_stop) and can be scripted to fail in the ways the provider must handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from anthropic.resources.messages import AsyncMessages
+
+from copilot.errors import (
+    AuthenticationError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderResponseError,
+    ProviderStatusError,
+    ProviderTimeoutError,
+    RateLimitError,
+)
+from copilot.providers.anthropic import AnthropicProvider, anthropic_messages
+from copilot.providers.base import ChatMessage, Completion, ModelRequest, TextDelta, estimate_tokens
+from copilot.testing import unused_port
+
+KEY = "sk-ant-test-SECRET-0123456789abcdef"
+ANSWERING_MODEL = "claude-sonnet-4-6-20260101"
+MODEL = "claude-sonnet-4-6"
+HELLO = (ChatMessage("system", "Be brief."), ChatMessage("user", "hello world"))
+
+
+# -- the server -----------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    """One scripted answer.
+
+    kind: ``reply`` (the full event sequence), ``status`` (an HTTP error), ``disconnect``
+    (``n`` text deltas, then the connection drops mid-body), ``truncate`` (``n`` deltas, then a
+    clean end of the body without message_delta/message_stop), ``malformed`` (a data line that is
+    not JSON), ``error_event`` (an ``error`` event after ``n`` deltas), ``hang`` (silence).
+    """
+
+    kind: str = "reply"
+    chunks: list[str] = field(default_factory=lambda: ["Hello", " there", "!"])
+    n: int = 0
+    status: int = 500
+    headers: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] | None = None
+    seconds: float = 0.0
+    usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 12, "output_tokens": 1})
+    output_tokens: int = 15
+    stop_reason: str = "end_turn"
+
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+class AnthropicServer:
+    """Threaded stdlib server for ``POST /v1/messages``; records requests, follows a script."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.script: deque[Step] = deque()
+        self.stopping = threading.Event()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep request lines out of the output
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                owner.requests.append(
+                    {
+                        "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "json": json.loads(raw or b"null"),
+                    }
+                )
+                step = owner.script.popleft() if owner.script else Step()
+                try:
+                    owner.answer(self, step)
+                except OSError:
+                    self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> AnthropicServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def enqueue(self, *steps: Step) -> None:
+        self.script.extend(steps)
+
+    # -- answers ----------------------------------------------------------------------------
+
+    def answer(self, handler: BaseHTTPRequestHandler, step: Step) -> None:
+        if step.kind == "status":
+            error = {"type": ERROR_TYPES.get(step.status, "api_error"), "message": "scripted"}
+            data = json.dumps(step.body or {"type": "error", "error": error}).encode()
+            handler.send_response(step.status)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            for name, value in step.headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(data)
+            return
+        if step.kind == "hang":
+            self.stopping.wait(step.seconds)
+            self.drop(handler)
+            return
+        model = handler_model = owner_model(self.requests[-1]["json"])
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+
+        def send(event: str, data: Any) -> None:
+            text = data if isinstance(data, str) else json.dumps(data)
+            payload = f"event: {event}\ndata: {text}\n\n".encode()
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+            handler.wfile.flush()
+
+        def end() -> None:
+            handler.wfile.write(b"0\r\n\r\n")
+            handler.wfile.flush()
+
+        del handler_model
+        message = {
+            "id": "msg_test",
+            "type": "message",
+            "role": "assistant",
+            "model": ANSWERING_MODEL if model.startswith("claude") else model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": step.usage,
+        }
+        send("message_start", {"type": "message_start", "message": message})
+        if step.kind == "malformed":
+            send("content_block_start", "{this is not json")
+            end()
+            return
+        block = {"type": "text", "text": ""}
+        send(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": block},
+        )
+        send("ping", {"type": "ping"})
+        chunks = step.chunks if step.kind == "reply" else step.chunks[: step.n]
+        for chunk in chunks:
+            delta = {"type": "text_delta", "text": chunk}
+            send("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        if step.kind == "disconnect":
+            self.drop(handler)
+            return
+        if step.kind == "truncate":
+            end()
+            return
+        if step.kind == "error_event":
+            error = {"type": "overloaded_error", "message": "Overloaded"}
+            send("error", {"type": "error", "error": error})
+            end()
+            return
+        send("content_block_stop", {"type": "content_block_stop", "index": 0})
+        delta = {"stop_reason": step.stop_reason, "stop_sequence": None}
+        usage = {"output_tokens": step.output_tokens}
+        send("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
+        send("message_stop", {"type": "message_stop"})
+        end()
+
+    @staticmethod
+    def drop(handler: BaseHTTPRequestHandler) -> None:
+        handler.close_connection = True
+        try:
+            handler.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def carries_key(headers: dict[str, str], key: str) -> bool:
+    """Whether the request sent ``key`` (``x-api-key``, or a Bearer token in newer SDKs)."""
+    return headers.get("x-api-key") == key or headers.get("authorization") == f"Bearer {key}"
+
+
+def owner_model(body: Any) -> str:
+    return body.get("model", "") if isinstance(body, dict) else ""
+
+
+# -- fixtures and helpers -------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def server():
+    with AnthropicServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def provider(server, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    return AnthropicProvider({"base_url": server.base_url, "timeout": 0.5})
+
+
+def run(provider, model=MODEL, messages=HELLO, options=None, timeout=None):
+    """Stream one request; return (items, error). The provider is closed afterwards."""
+
+    async def go():
+        items, error = [], None
+        try:
+            request = ModelRequest(model, messages, options or {}, timeout)
+            async for item in provider.stream(request):
+                items.append(item)
+        except Exception as exc:  # the test inspects it
+            error = exc
+        finally:
+            await provider.aclose()
+        return items, error
+
+    return asyncio.run(go())
+
+
+def ok(provider, **kwargs):
+    items, error = run(provider, **kwargs)
+    assert error is None, error
+    return items
+
+
+def fail(provider, error_type, **kwargs):
+    items, error = run(provider, **kwargs)
+    assert type(error) is error_type, (error, items)
+    assert not any(isinstance(item, Completion) for item in items)
+    return error, items
+
+
+# -- streaming ------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_streams_deltas_then_one_completion_with_usage(server, provider):
+    items = ok(provider)
+    assert items[:-1] == [TextDelta("Hello"), TextDelta(" there"), TextDelta("!")]
+    assert items[-1] == Completion(
+        content="Hello there!",
+        model=ANSWERING_MODEL,  # what the server says answered
+        input_tokens=12,
+        output_tokens=15,
+        finish_reason="stop",  # end_turn, in the package's words
+    )
+    request = server.requests[-1]
+    assert request["path"] == "/v1/messages"
+    assert carries_key(request["headers"], KEY)
+    assert "anthropic-version" in request["headers"]
+    body = request["json"]
+    assert body["stream"] is True
+    assert body["model"] == MODEL
+    assert body["system"] == "Be brief."
+    assert body["messages"] == [{"role": "user", "content": "hello world"}]
+    assert body["max_tokens"] == 4096  # the API requires it; the default
+
+
+@pytest.mark.timeout(30)
+def test_cached_prompt_tokens_count_as_input(server, provider):
+    usage = {
+        "input_tokens": 5,
+        "cache_creation_input_tokens": 100,
+        "cache_read_input_tokens": 1000,
+        "output_tokens": 1,
+    }
+    server.enqueue(Step(usage=usage, stop_reason="max_tokens"))
+    completion = ok(provider)[-1]
+    assert completion.input_tokens == 1105
+    assert completion.finish_reason == "length"
+
+
+@pytest.mark.timeout(30)
+def test_options_are_mapped(server, provider):
+    options = {"temperature": 0.25, "top_p": 0.5, "max_tokens": 50, "stop": "END", "seed": 7}
+    ok(provider, options=options)
+    body = server.requests[-1]["json"]
+    # sampling options go out only if the installed SDK still accepts them
+    accepted = inspect.signature(AsyncMessages.create).parameters
+    assert body.get("temperature") == (0.25 if "temperature" in accepted else None)
+    assert body.get("top_p") == (0.5 if "top_p" in accepted else None)
+    assert body["max_tokens"] == 50
+    assert body["stop_sequences"] == ["END"]
+    assert "seed" not in body and "stop" not in body
+
+
+@pytest.mark.timeout(30)
+def test_max_output_setting(server, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    ok(AnthropicProvider({"base_url": server.base_url, "max_output": 123}))
+    assert server.requests[-1]["json"]["max_tokens"] == 123
+
+
+@pytest.mark.timeout(30)
+def test_messages_alternate_and_system_goes_to_the_system_parameter(server, provider):
+    messages = (
+        ChatMessage("system", "Rule one."),
+        ChatMessage("user", "a"),
+        ChatMessage("user", "b"),
+        ChatMessage("assistant", "c"),
+        ChatMessage("system", "Rule two."),
+        ChatMessage("assistant", "d"),
+        ChatMessage("user", "e"),
+    )
+    ok(provider, messages=messages)
+    body = server.requests[-1]["json"]
+    assert body["system"] == "Rule one.\n\nRule two."
+    assert body["messages"] == [
+        {"role": "user", "content": "a\n\nb"},
+        {"role": "assistant", "content": "c\n\nd"},
+        {"role": "user", "content": "e"},
+    ]
+
+
+def test_anthropic_messages_drops_empty_messages():
+    system, turns = anthropic_messages(
+        (
+            ChatMessage("user", "a"),
+            ChatMessage("assistant", "  "),
+            ChatMessage("user", "b"),
+        )
+    )
+    assert system is None
+    assert turns == [{"role": "user", "content": "a\n\nb"}]
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_rate_limit_carries_retry_after_and_is_tried_once(server, provider):
+    server.enqueue(Step("status", status=429, headers={"retry-after": "2"}))
+    error, _ = fail(provider, RateLimitError)
+    assert error.retry_after == 2.0
+    assert error.status_code == 429 and error.retryable
+    assert len(server.requests) == 1  # one attempt: the SDK does not retry
+
+
+@pytest.mark.timeout(30)
+def test_refused_key_is_an_authentication_error(server, provider):
+    server.enqueue(Step("status", status=401))
+    error, _ = fail(provider, AuthenticationError)
+    assert error.status_code == 401
+    assert "ANTHROPIC_API_KEY" in str(error)
+
+
+@pytest.mark.timeout(30)
+def test_overloaded_is_a_retryable_status_error(server, provider):
+    server.enqueue(Step("status", status=529))
+    error, _ = fail(provider, ProviderStatusError)
+    assert error.status_code == 529 and error.retryable
+    assert len(server.requests) == 1
+
+
+@pytest.mark.timeout(30)
+def test_disconnect_mid_stream_is_a_cut_off_reply(server, provider):
+    server.enqueue(Step("disconnect", n=2))
+    error, items = fail(provider, ProviderResponseError)
+    assert "cut off" in str(error)
+    assert items == [TextDelta("Hello"), TextDelta(" there")]
+
+
+@pytest.mark.timeout(30)
+def test_stream_without_message_stop_is_a_cut_off_reply(server, provider):
+    server.enqueue(Step("truncate", n=1))
+    error, items = fail(provider, ProviderResponseError)
+    assert "cut off" in str(error)
+    assert items == [TextDelta("Hello")]
+
+
+@pytest.mark.timeout(30)
+def test_a_data_line_that_is_not_json_is_a_response_error(server, provider):
+    server.enqueue(Step("malformed"))
+    error, _ = fail(provider, ProviderResponseError)
+    assert "malformed" in str(error)
+
+
+@pytest.mark.timeout(30)
+def test_an_error_event_mid_stream_is_a_cut_off_reply(server, provider):
+    server.enqueue(Step("error_event", n=1))
+    error, items = fail(provider, ProviderResponseError)
+    assert "Overloaded" in str(error) and error.retryable
+    assert items == [TextDelta("Hello")]
+
+
+@pytest.mark.timeout(30)
+def test_a_silent_server_times_out(server, provider):
+    server.enqueue(Step("hang", seconds=10))
+    start = time.monotonic()
+    fail(provider, ProviderTimeoutError)
+    assert time.monotonic() - start < 2
+
+
+@pytest.mark.timeout(30)
+def test_connection_refused_is_reported_within_seconds(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    provider = AnthropicProvider({"base_url": f"http://127.0.0.1:{unused_port()}"})
+    start = time.monotonic()
+    fail(provider, ProviderConnectionError)
+    assert time.monotonic() - start < 2
+
+
+STEPS = [
+    Step(),
+    Step("status", status=429, headers={"retry-after": "1"}),
+    Step("status", status=401),
+    Step(
+        "status",
+        status=401,
+        body={"type": "error", "error": {"type": "authentication_error", "message": KEY}},
+    ),
+    Step("status", status=500),
+    Step("disconnect", n=1),
+    Step("truncate", n=1),
+    Step("malformed"),
+    Step("error_event", n=1),
+    Step("hang", seconds=10),
+]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("step", STEPS, ids=lambda s: f"{s.kind}-{s.status}-{bool(s.body)}")
+def test_the_key_never_leaks_and_errors_name_provider_and_model(server, monkeypatch, caplog, step):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    provider = AnthropicProvider({"base_url": server.base_url, "timeout": 0.5})
+    server.enqueue(step)
+    assert KEY not in repr(provider)
+    items, error = run(provider, model=MODEL)
+    assert carries_key(server.requests[-1]["headers"], KEY)  # it was sent
+    assert KEY not in repr(provider)
+    assert KEY not in caplog.text
+    assert caplog.records, "DEBUG logging was captured"
+    if step.kind == "reply":
+        assert error is None and isinstance(items[-1], Completion)
+        return
+    assert isinstance(error, ProviderError)
+    assert KEY not in str(error) and KEY not in repr(error)
+    assert error.provider == "anthropic" and error.model == MODEL
+    cause = error.__cause__
+    while cause is not None:
+        assert KEY not in str(cause)
+        cause = cause.__cause__
+
+
+# -- availability, context windows ----------------------------------------------------------
+
+
+def test_availability_needs_the_key(monkeypatch):
+    state = AnthropicProvider().availability()
+    assert not state.usable and "ANTHROPIC_API_KEY" in state.reason
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    assert AnthropicProvider().availability().usable
+
+
+def test_availability_without_the_anthropic_package(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.setitem(sys.modules, "anthropic", None)  # import anthropic now fails
+    state = AnthropicProvider().availability()
+    assert not state.usable
+    assert "pip install 'copilot-jupyter[anthropic]'" in state.reason
+
+
+def test_the_module_imports_without_the_sdk_packages():
+    code = (
+        "import sys; sys.modules['anthropic'] = None; sys.modules['openai'] = None\n"
+        "from copilot.providers.anthropic import AnthropicProvider\n"
+        "state = AnthropicProvider().availability()\n"
+        "assert not state.usable and 'copilot-jupyter[anthropic]' in state.reason, state\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.timeout(30)
+def test_anthropic_base_url_env_is_used(server, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+    assert ok(AnthropicProvider())[-1].content == "Hello there!"
+    assert server.requests[-1]["path"] == "/v1/messages"
+
+
+@pytest.mark.timeout(30)
+def test_unusable_provider_raises_without_calling_out():
+    _, error = run(AnthropicProvider())
+    assert type(error) is ProviderError and not error.retryable
+    assert "ANTHROPIC_API_KEY" in str(error)
+
+
+def test_context_windows_and_tokens():
+    provider = AnthropicProvider()
+    assert provider.context_window(MODEL) == 200_000
+    assert provider.context_window("claude-3-5-haiku-20241022") == 200_000
+    assert provider.context_window("not-claude") == 8192
+    assert AnthropicProvider({"context_window": 1000}).context_window("claude-x") == 1000
+    assert provider.count_tokens(MODEL, "abcd" * 10) == estimate_tokens("abcd" * 10)
+
+
+def test_models_come_from_the_sdk_without_deprecated_ones():
+    models = AnthropicProvider().models()
+    assert models and all(name.startswith("claude") for name in models)
+    assert "claude-sonnet-4-5" not in models  # deprecated in the installed SDK
