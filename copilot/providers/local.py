@@ -35,6 +35,7 @@ within one token and frees the model for the next request.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import os
 import threading
@@ -532,3 +533,9 @@ class LocalProvider(Provider):
 
 def _message_dict(message: ChatMessage) -> dict[str, str]:
     return {"role": message.role, "content": message.content}
+
+
+# llama-cpp-python frees a model in Llama.__del__, which fails ("'NoneType' object is not
+# callable") when it runs during interpreter teardown after its module globals are gone.
+# Closing the cached models while the interpreter is still whole avoids that.
+atexit.register(unload_models)
