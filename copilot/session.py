@@ -431,7 +431,27 @@ class SessionCore:
     # -- recovery ----------------------------------------------------------------------------
 
     def recover_interrupted(self, live_writers: set[str]) -> int:
-        """Mark turns left open by a process that has died; return how many were marked."""
+        """Mark turns left open by a process that has died; return how many were marked.
+
+        The scan and the marking share one transaction, so two processes resuming the same
+        session at once mark a dead turn once.
+        """
+        with self.client.store.transaction():
+            dead = [s for s in self._open_turns() if not self._owner_alive(s, live_writers)]
+            reason = "interrupted: the process running this turn ended before the reply finished"
+            for start in dead:
+                message_id = start.data["messageId"]
+                abort = {"messageId": message_id, "reason": reason, "partialContent": ""}
+                self.record(
+                    [
+                        Event(EventType.ABORT, abort),
+                        Event(EventType.ASSISTANT_TURN_END, {"messageId": message_id}),
+                    ]
+                )
+        return len(dead)
+
+    def _open_turns(self) -> list[Event]:
+        """``assistant.turn_start`` events near the end of the log that have no end, oldest first."""
         ended: set[str] = set()
         open_turns: list[Event] = []
         for index, event in enumerate(self.client.store.iter_events_backwards(self.session_id)):
@@ -442,26 +462,14 @@ class SessionCore:
                 ended.add(message_id)
             elif event.type == EventType.ASSISTANT_TURN_START and message_id not in ended:
                 open_turns.append(event)
-        marked = 0
-        for start in reversed(open_turns):
-            data = start.data
-            alive = _process_alive(
-                data.get("pid", -1), data.get("host", ""), data.get("writer", ""), live_writers
-            )
-            if alive:
-                continue
-            reason = "interrupted: the process running this turn ended before the reply finished"
-            self.record(
-                [
-                    Event(
-                        EventType.ABORT,
-                        {"messageId": data["messageId"], "reason": reason, "partialContent": ""},
-                    ),
-                    Event(EventType.ASSISTANT_TURN_END, {"messageId": data["messageId"]}),
-                ]
-            )
-            marked += 1
-        return marked
+        return open_turns[::-1]
+
+    @staticmethod
+    def _owner_alive(start: Event, live_writers: set[str]) -> bool:
+        data = start.data
+        return _process_alive(
+            data.get("pid", -1), data.get("host", ""), data.get("writer", ""), live_writers
+        )
 
 
 def _count_prompt(prompt: str) -> Callable[[dict[str, Any]], None]:

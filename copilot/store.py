@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,13 @@ class EventStore:
             record["modifiedTime"] = utc_now()
             self._set(f"s/{session_id}", record)
         return stored
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A re-entrant transaction: reads and appends inside it see no other writer.
+
+        Other processes' writes wait (SQLite's ``BEGIN IMMEDIATE``), so keep it short.
+        """
+        return self._cache.transact(retry=True)
 
     def last_seq(self, session_id: str) -> int:
         """The sequence number of the session's newest event (0 for none)."""
