@@ -344,6 +344,12 @@ class _ClientFace:
     def _get_session_metadata(self, session_id: str) -> dict[str, Any] | None:
         return self._started()[0].store.get_session(validate_session_id(session_id))
 
+    def _get_messages(self, session_id: str, after: int) -> list[Event]:
+        store = self._started()[0].store
+        if store.get_session(validate_session_id(session_id)) is None:
+            raise SessionNotFoundError(session_id)
+        return store.read_events(session_id, after=after)
+
     def _get_last_session_id(self) -> str | None:
         sessions = self._list_sessions()
         return sessions[0]["sessionId"] if sessions else None
@@ -428,6 +434,11 @@ class CopilotClient(_ClientFace):
     def get_last_session_id(self) -> str | None:
         """The id of the most recently used session, or None."""
         return self._get_last_session_id()
+
+    def get_messages(self, session_id: str, after: int = 0) -> list[Event]:
+        """A stored session's events, oldest first, without opening the session (nothing
+        is written: no ``session.resume``). Raises SessionNotFoundError if unknown."""
+        return self._get_messages(session_id, after)
 
     def delete_session(self, session_id: str) -> None:
         """Remove a session and all its data from disk."""
@@ -514,6 +525,10 @@ class AsyncCopilotClient(_ClientFace):
     async def get_last_session_id(self) -> str | None:
         """The id of the most recently used session, or None."""
         return await asyncio.to_thread(self._get_last_session_id)
+
+    async def get_messages(self, session_id: str, after: int = 0) -> list[Event]:
+        """A stored session's events without opening it; see :meth:`CopilotClient.get_messages`."""
+        return await asyncio.to_thread(self._get_messages, session_id, after)
 
     async def delete_session(self, session_id: str) -> None:
         """Remove a session and all its data from disk."""

@@ -34,7 +34,7 @@ from .events import Event, EventType, new_id
 from .providers.base import ModelRequest, estimate_tokens
 from .routing import Route
 from .turn import stream_reply
-from .validation import validate_prompt
+from .validation import validate_metadata, validate_prompt
 
 if TYPE_CHECKING:
     from ._loop import LoopThread
@@ -58,8 +58,18 @@ class _Turn:
     message_id: str
     prompt: str
     replaces: str | None
+    metadata: dict[str, Any] | None
     options: dict[str, Any]
     future: asyncio.Future[Event]
+
+    def user_data(self) -> dict[str, Any]:
+        """The ``data`` of this turn's ``user.message`` event."""
+        data: dict[str, Any] = {"content": self.prompt}
+        if self.replaces:
+            data["replaces"] = self.replaces
+        if self.metadata:
+            data["metadata"] = self.metadata
+        return data
 
 
 @dataclass(slots=True)
@@ -142,12 +152,18 @@ class SessionCore:
         if self.closed or self._closing:
             raise SessionClosedError(self.session_id)
 
-    def submit(self, prompt: str, replaces: str | None, options: dict[str, Any]) -> str:
+    def submit(
+        self,
+        prompt: str,
+        replaces: str | None,
+        metadata: dict[str, Any] | None,
+        options: dict[str, Any],
+    ) -> str:
         """Queue a turn and return its message id (the id its ``user.message`` will have)."""
         self.check_open()
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_mark_retrieved)
-        turn = _Turn(new_id(), prompt, replaces, options, future)
+        turn = _Turn(new_id(), prompt, replaces, metadata, options, future)
         self._results[turn.message_id] = future
         while len(self._results) > _KEEP_RESULTS:
             self._results.popitem(last=False)
@@ -217,7 +233,7 @@ class SessionCore:
 
     def _abort_unstarted(self, turn: _Turn, reason: str) -> None:
         events = [
-            Event(EventType.USER_MESSAGE, {"content": turn.prompt}, id=turn.message_id),
+            Event(EventType.USER_MESSAGE, turn.user_data(), id=turn.message_id),
             Event(EventType.ABORT, {"messageId": turn.message_id, "reason": reason}),
         ]
         self.record(events, update=_count_prompt(turn.prompt))
@@ -253,10 +269,7 @@ class SessionCore:
     # -- a turn ------------------------------------------------------------------------------
 
     async def _run(self, turn: _Turn) -> None:
-        user_data: dict[str, Any] = {"content": turn.prompt}
-        if turn.replaces:
-            user_data["replaces"] = turn.replaces
-        user = Event(EventType.USER_MESSAGE, user_data, id=turn.message_id)
+        user = Event(EventType.USER_MESSAGE, turn.user_data(), id=turn.message_id)
         try:
             route = self.client.router.resolve(self.model)
         except CopilotError as error:
@@ -520,10 +533,17 @@ class _SessionFace:
         """
         return self._core.on(handler)
 
-    def _submit(self, prompt: Any, replaces: str | None, options: dict[str, Any]) -> str:
+    def _submit(
+        self,
+        prompt: Any,
+        replaces: str | None,
+        metadata: Mapping[str, Any] | None,
+        options: dict[str, Any],
+    ) -> str:
         text = _prompt_of(prompt, options)
+        meta = validate_metadata(metadata)
         self._core.check_open()
-        return self._runner.call(self._core.submit, text, replaces, options)
+        return self._runner.call(self._core.submit, text, replaces, meta, options)
 
     def __repr__(self) -> str:
         state = "destroyed" if self._core.closed else "open"
@@ -533,13 +553,23 @@ class _SessionFace:
 class Session(_SessionFace):
     """A conversation: send prompts, read its history. Made by :class:`copilot.CopilotClient`."""
 
-    def send(self, prompt: Any = None, *, replaces: str | None = None, **options: Any) -> str:
+    def send(
+        self,
+        prompt: Any = None,
+        *,
+        replaces: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> str:
         """Queue ``prompt`` and return its message id at once; the turn runs in the background.
 
         Turns of one session run in order; different sessions run concurrently. ``options``
-        are generation options (``temperature``, ``max_tokens``, ``timeout``).
+        are generation options (``temperature``, ``max_tokens``, ``timeout``). ``replaces``
+        names an earlier turn's message id that this one supersedes (a re-run notebook cell):
+        that exchange leaves the model context, and stays in the log. ``metadata`` (JSON
+        values) is stored with the prompt, never sent to the model.
         """
-        return self._submit(prompt, replaces, options)
+        return self._submit(prompt, replaces, metadata, options)
 
     def send_and_wait(
         self,
@@ -547,6 +577,7 @@ class Session(_SessionFace):
         *,
         timeout: float | None = None,
         replaces: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Event:
         """Send ``prompt`` and wait for its final ``assistant.message`` event.
@@ -556,7 +587,7 @@ class Session(_SessionFace):
         after ``timeout`` seconds. Interrupting the wait (Ctrl-C, the notebook's stop button)
         aborts the turn; the partial reply is kept in an ``abort`` event.
         """
-        message_id = self._submit(prompt, replaces, options)
+        message_id = self._submit(prompt, replaces, metadata, options)
         try:
             return self._runner.run(self._core.wait_for(message_id, timeout))
         except KeyboardInterrupt:
@@ -568,9 +599,12 @@ class Session(_SessionFace):
         ``seq`` is greater (an incremental read: pass the last ``event.seq`` you have)."""
         return self._core.client.store.read_events(self.session_id, after=after)
 
-    def abort(self) -> None:
-        """Abort the turn that is running; its partial reply is stored in an ``abort`` event."""
-        self._runner.call(self._core.abort)
+    def abort(self, message_id: str | None = None) -> bool:
+        """Abort the running turn, or only the turn ``message_id`` (running or still queued).
+
+        The partial reply is stored in an ``abort`` event. Returns True if a turn was aborted.
+        """
+        return self._runner.call(self._core.abort, message_id)
 
     def set_model(self, model: str) -> None:
         """Use ``model`` from the next turn on; the conversation's context is kept."""
@@ -589,9 +623,16 @@ class Session(_SessionFace):
 class AsyncSession(_SessionFace):
     """The async twin of :class:`Session`: the same methods, awaited."""
 
-    async def send(self, prompt: Any = None, *, replaces: str | None = None, **options: Any) -> str:
+    async def send(
+        self,
+        prompt: Any = None,
+        *,
+        replaces: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> str:
         """Queue ``prompt`` and return its message id; see :meth:`Session.send`."""
-        return self._submit(prompt, replaces, options)
+        return self._submit(prompt, replaces, metadata, options)
 
     async def send_and_wait(
         self,
@@ -599,10 +640,11 @@ class AsyncSession(_SessionFace):
         *,
         timeout: float | None = None,
         replaces: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Event:
         """Send ``prompt`` and await its final ``assistant.message``; see :meth:`Session.send_and_wait`."""
-        message_id = self._submit(prompt, replaces, options)
+        message_id = self._submit(prompt, replaces, metadata, options)
         try:
             return await self._runner.arun(self._core.wait_for(message_id, timeout))
         except asyncio.CancelledError:
@@ -614,9 +656,9 @@ class AsyncSession(_SessionFace):
         store = self._core.client.store
         return await asyncio.to_thread(store.read_events, self.session_id, after)
 
-    async def abort(self) -> None:
-        """Abort the running turn; see :meth:`Session.abort`."""
-        self._runner.call(self._core.abort)
+    async def abort(self, message_id: str | None = None) -> bool:
+        """Abort the running turn, or the turn ``message_id``; see :meth:`Session.abort`."""
+        return self._runner.call(self._core.abort, message_id)
 
     async def set_model(self, model: str) -> None:
         """Use ``model`` from the next turn on; see :meth:`Session.set_model`."""

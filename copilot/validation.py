@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import unicodedata
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["MAX_SESSION_ID_LENGTH", "validate_prompt", "validate_session_id"]
+__all__ = [
+    "MAX_SESSION_ID_LENGTH",
+    "validate_metadata",
+    "validate_prompt",
+    "validate_session_id",
+]
 
 MAX_SESSION_ID_LENGTH = 128
 
@@ -60,3 +67,15 @@ def validate_prompt(prompt: Any) -> str:
             f"a prompt must be valid Unicode text; it has a lone surrogate at {exc.start}"
         ) from None
     return prompt
+
+
+def validate_metadata(metadata: Any) -> dict[str, Any] | None:
+    """Return ``metadata`` as a plain dict if it is a mapping of JSON values, else raise."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
+        raise InvalidArgumentTypeError("metadata is a mapping with string keys")
+    try:
+        return json.loads(json.dumps(dict(metadata), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"metadata must hold JSON values only: {exc}") from None

@@ -480,3 +480,41 @@ def test_every_public_error_derives_from_copilot_error():
 
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), CopilotError)
+
+
+def test_metadata_is_stored_with_the_prompt_and_not_sent(client):
+    session = client.create_session(model="echo")
+    session.send_and_wait(prompt="hi", metadata={"cellId": "c-1", "n": 2})
+    user = next(e for e in session.get_messages() if e.type == "user.message")
+    assert user.data.metadata == {"cellId": "c-1", "n": 2}
+    assert client.get_provider("echo").requests[-1].options == {}
+    with pytest.raises(InvalidArgumentError):
+        session.send(prompt="x", metadata={"bad": object()})
+    with pytest.raises(InvalidArgumentTypeError):
+        session.send(prompt="x", metadata=["not", "a", "mapping"])
+
+
+def test_abort_a_queued_turn_by_id(slow_client):
+    session = slow_client.create_session(model="echo")
+    running = session.send(prompt="a b c d e f g h")
+    queued = session.send(prompt="queued")
+    assert session.abort(queued) is True
+    session.destroy()
+    events = session.get_messages()
+    abort = next(e for e in events if e.type == "abort")
+    assert abort.data.messageId == queued and "before it started" in abort.data.reason
+    assert [e.data.messageId for e in events if e.type == "assistant.message"] == [running]
+    assert session.abort("no-such-turn") is False
+
+
+def test_client_get_messages_reads_without_opening(client):
+    session = client.create_session(session_id="r", model="echo")
+    session.send_and_wait(prompt="x")
+    session.destroy()
+    before = client.get_session_metadata("r")["modifiedTime"]
+    events = client.get_messages("r")
+    assert types_of(events) == ["session.start", *STORED_TURN]
+    assert client.get_messages("r", after=5)[0].type == "assistant.turn_end"
+    assert client.get_session_metadata("r")["modifiedTime"] == before  # nothing was written
+    with pytest.raises(SessionNotFoundError):
+        client.get_messages("missing")

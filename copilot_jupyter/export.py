@@ -1,0 +1,173 @@
+"""A session's transcript: its exchanges folded from the event log, as Markdown, JSON or a notebook.
+
+:func:`exchanges_of` reads a session's stored events into :class:`Exchange` records, one per
+prompt, in log order. An exchange replaced by a re-run cell (``user.message.data.replaces``)
+is left out, as it is from the model's context; the event log itself keeps it. Failed and
+aborted exchanges are kept and marked, so the transcript shows what the user saw.
+
+>>> exchanges = exchanges_of(session.get_messages())
+>>> text = to_markdown("chat", exchanges)
+>>> export_session("chat", client.get_messages("chat"), "chat.ipynb", client.get_session_metadata("chat"))
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from copilot import Event, InvalidArgumentError
+
+__all__ = ["EXPORT_FORMATS", "Exchange", "exchanges_of", "export_session", "to_markdown"]
+
+
+@dataclass(slots=True)
+class Exchange:
+    """A prompt and what came of it.
+
+    ``status`` is ``"ok"`` (a complete reply), ``"aborted"`` (``reply`` holds the partial
+    text), ``"error"`` (``error`` holds the message) or ``"pending"`` (no outcome stored yet).
+    """
+
+    message_id: str
+    prompt: str
+    timestamp: str
+    reply: str = ""
+    status: str = "pending"
+    model: str | None = None
+    error: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    replaces: str | None = None
+
+
+def exchanges_of(events: Iterable[Event]) -> list[Exchange]:
+    """Fold stored events, oldest first, into the session's current exchanges."""
+    exchanges: dict[str, Exchange] = {}  # insertion order is log order
+    for event in events:
+        data = event.data
+        if event.type == "user.message":
+            replaces = data.get("replaces")
+            if replaces:
+                exchanges.pop(replaces, None)
+            exchanges[event.id] = Exchange(
+                event.id, data.get("content", ""), event.timestamp, replaces=replaces
+            )
+            continue
+        exchange = exchanges.get(data.get("messageId", ""))
+        if exchange is None:
+            continue
+        if event.type == "assistant.message":
+            exchange.reply = data.get("content", "")
+            exchange.model = data.get("model")
+            exchange.status = "ok"
+        elif event.type == "assistant.usage":
+            exchange.input_tokens = data.get("inputTokens")
+            exchange.output_tokens = data.get("outputTokens")
+        elif event.type == "abort":
+            exchange.reply = data.get("partialContent") or ""
+            exchange.status = "aborted"
+            exchange.error = data.get("reason")
+        elif event.type == "session.error":
+            exchange.status = "error"
+            exchange.error = data.get("message", "")
+        elif event.type == "assistant.turn_start":
+            exchange.model = data.get("model")
+    return list(exchanges.values())
+
+
+def _reply_markdown(exchange: Exchange) -> str:
+    if exchange.status == "error":
+        return f"*error: {exchange.error}*"
+    if exchange.status == "pending":
+        return "*(no reply yet)*"
+    reply = exchange.reply or ""
+    if exchange.status == "aborted":
+        reply = f"{reply}\n\n*(aborted)*" if reply else "*(aborted before any reply)*"
+    return reply
+
+
+def to_markdown(name: str, exchanges: list[Exchange], *, omitted: int = 0) -> str:
+    """The exchanges as a Markdown transcript titled with the session's name."""
+    lines = [f"## Session `{name}`", ""]
+    if omitted:
+        lines += [f"*{omitted} earlier exchange(s) not shown*", ""]
+    if not exchanges:
+        lines.append("*no exchanges yet*")
+    for number, exchange in enumerate(exchanges, start=omitted + 1):
+        lines += [
+            f"**[{number}] You:**",
+            "",
+            exchange.prompt,
+            "",
+            f"**[{number}] {exchange.model or 'assistant'}:**",
+            "",
+            _reply_markdown(exchange),
+            "",
+        ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _to_md(
+    name: str, metadata: Mapping[str, Any], exchanges: list[Exchange], events: list[Event]
+) -> str:
+    return to_markdown(name, exchanges)
+
+
+def _to_json(
+    name: str, metadata: Mapping[str, Any], exchanges: list[Exchange], events: list[Event]
+) -> str:
+    document = {
+        "session": dict(metadata),
+        "exchanges": [asdict(e) for e in exchanges],
+        # the whole log, replaced exchanges included: an export is also an audit record
+        "events": [e.to_dict() for e in events],
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def _to_ipynb(
+    name: str, metadata: Mapping[str, Any], exchanges: list[Exchange], events: list[Event]
+) -> str:
+    try:
+        import nbformat
+        from nbformat.v4 import new_markdown_cell, new_notebook
+    except ImportError:  # pragma: no cover - nbformat comes with Jupyter
+        raise InvalidArgumentError(
+            "exporting to .ipynb needs the nbformat package: pip install nbformat"
+        ) from None
+    cells = [new_markdown_cell(f"# Session `{name}`\n\nmodel: `{metadata.get('model')}`")]
+    for exchange in exchanges:
+        cells.append(new_markdown_cell(f"**You:**\n\n{exchange.prompt}"))
+        label = exchange.model or "assistant"
+        cells.append(new_markdown_cell(f"**{label}:**\n\n{_reply_markdown(exchange)}"))
+    notebook = new_notebook(cells=cells, metadata={"copilot": {"session": dict(metadata)}})
+    nbformat.validate(notebook)
+    return nbformat.writes(notebook)
+
+
+_WRITERS = {".md": _to_md, ".json": _to_json, ".ipynb": _to_ipynb}
+#: the file suffixes ``%copilot export`` understands
+EXPORT_FORMATS = tuple(_WRITERS)
+
+
+def export_session(
+    session_id: str, events: list[Event], path: str | Path, metadata: Mapping[str, Any]
+) -> Path:
+    """Write a session's transcript to ``path``; its suffix (.md, .json, .ipynb) picks the format.
+
+    Returns the path written. Raises :class:`copilot.InvalidArgumentError` for another suffix.
+    """
+    path = Path(path).expanduser()
+    writer = _WRITERS.get(path.suffix.lower())
+    if writer is None:
+        raise InvalidArgumentError(
+            f"cannot export to {path.name!r}: the file name must end in "
+            + ", ".join(EXPORT_FORMATS)
+        )
+    text = writer(session_id, metadata, exchanges_of(events), events)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,549 @@
+"""The ``%%copilot`` and ``%copilot`` magics.
+
+``%load_ext copilot_jupyter`` registers them. A ``%%copilot`` cell is a prompt::
+
+    %%copilot chat -m gpt-4.1
+    Explain {df.shape} and what {In[3]} does.
+
+``NAME`` picks the session: created on first use, resumed from the store after a kernel
+restart, with its model and history; it becomes the current session. Without ``NAME`` the
+current session answers (``%copilot use NAME``, the panel's picker, or the last session a cell
+talked to); with none, the session named by ``CopilotMagics.default_session`` ("default")
+is used, created if need be. Options: ``-m MODEL`` (the model of a new session, or a switch
+for an existing one, keeping its context), ``-f FORMAT`` (markdown, text, code, html, json,
+math; ``code`` puts the reply's code in a new cell below), ``-s SYSTEM`` (a new session's
+system message), ``--new`` (fail if the session exists).
+
+The prompt is interpolated once (:mod:`copilot_jupyter.interpolate`). Re-running a cell (same
+cell id) replaces that cell's previous exchange in the session instead of adding a duplicate.
+The map from cell id to message id lives in this kernel's memory: after a kernel restart a
+re-run adds a new exchange (the core does not store the cell id yet).
+
+``%copilot SUBCOMMAND`` manages sessions: ``list``, ``history``, ``use``, ``new``, ``delete``,
+``fork``, ``model``, ``export``, ``prune``, ``models``, ``panel``, ``help``.
+
+Expected failures (an unknown session, a model without its API key, a provider that is down)
+print one line saying what to do; argument errors raise IPython's ``UsageError``. Neither shows
+a traceback.
+
+Settings: ``%config CopilotMagics.default_model = "gpt-4.1"`` and ``default_format``,
+``update_interval``, ``timeout``, ``show_footer``, ``default_session``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.display import display
+from traitlets import Bool, Enum, Float, Unicode
+
+from copilot import CopilotError, Event, Session, SessionNotFoundError
+
+from .display import FORMATS, extract_code, show_error, stream_turn
+from .export import EXPORT_FORMATS, exchanges_of, export_session, to_markdown
+from .interpolate import interpolate
+from .state import CopilotState, get_state, reset_state
+
+__all__ = ["CopilotMagics", "load_ipython_extension", "unload_ipython_extension"]
+
+
+class _Failure(Exception):
+    """An expected failure of a subcommand: its message says what to do."""
+
+
+class _HelpShown(Exception):
+    """argparse printed the help (``-h``); nothing else to do."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting the kernel."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message}\n{self.format_usage().rstrip()}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        if status:
+            raise UsageError(message or self.format_usage())
+        raise _HelpShown
+
+
+# -- arguments --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Arg:
+    flags: tuple[str, ...]
+    options: dict[str, Any]
+
+
+def _arg(*flags: str, **options: Any) -> _Arg:
+    return _Arg(flags, options)
+
+
+_MODEL = _arg("-m", "--model", help="the model, e.g. gpt-4.1, claude-sonnet-4, echo")
+_SYSTEM = _arg("-s", "--system", help="the system message of a new session")
+
+
+def _cell_parser() -> _Parser:
+    parser = _Parser(
+        prog="%%copilot",
+        description="Send the cell to a chat session; the reply streams below.",
+    )
+    parser.add_argument("name", nargs="?", help="the session (default: the current one)")
+    for arg in (_MODEL, _SYSTEM):
+        parser.add_argument(*arg.flags, **arg.options)
+    parser.add_argument("-f", "--format", choices=FORMATS, help="how to show the reply")
+    parser.add_argument("--new", action="store_true", help="fail if the session exists")
+    return parser
+
+
+#: subcommand -> (handler, help, arguments); filled by @_command, read by _command_parser
+_COMMANDS: dict[str, tuple[Callable[..., None], str, Sequence[_Arg]]] = {}
+
+
+def _command(name: str, help: str, *arguments: _Arg) -> Callable[[Callable], Callable]:
+    def register(handler: Callable[..., None]) -> Callable[..., None]:
+        _COMMANDS[name] = (handler, help, arguments)
+        return handler
+
+    return register
+
+
+def _command_parser() -> _Parser:
+    parser = _Parser(prog="%copilot", description="Manage chat sessions.")
+    subparsers = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", parser_class=_Parser)
+    for name, (_, help_text, arguments) in _COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        for arg in arguments:
+            sub.add_argument(*arg.flags, **arg.options)
+    return parser
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {text!r}") from None
+    if days < 0:
+        raise argparse.ArgumentTypeError("the number of days cannot be negative")
+    return days
+
+
+# -- small output helpers ---------------------------------------------------------------------
+
+
+def _ago(timestamp: str | None, now: datetime | None = None) -> str:
+    """A stored ISO time as "5 min ago" (recent) or a date (older)."""
+    if not timestamp:
+        return ""
+    try:
+        then = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return timestamp
+    seconds = ((now or datetime.now(UTC)) - then).total_seconds()
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h ago"
+    if seconds < 7 * 86400:
+        return f"{int(seconds // 86400)} days ago"
+    return then.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _show_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """An HTML table, with an aligned text table as the text/plain fallback."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in [list(headers), *cells]) for i in range(len(headers))]
+    text = "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [list(headers), ["-" * w for w in widths], *cells]
+    )
+    head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td style='text-align:left'>{html.escape(c)}</td>" for c in row)
+        + "</tr>"
+        for row in cells
+    )
+    markup = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    display({"text/html": markup, "text/plain": text}, raw=True)
+
+
+# -- the magics -------------------------------------------------------------------------------
+
+
+@magics_class
+class CopilotMagics(Magics):
+    """``%%copilot [NAME] [options]`` sends a prompt; ``%copilot SUBCOMMAND`` manages sessions."""
+
+    default_model = Unicode(
+        "",
+        config=True,
+        help="Model of sessions created without -m. Empty: the client's default "
+        "(COPILOT_JUPYTER_MODEL, config.toml's default_model, or the embedded local model).",
+    )
+    default_format = Enum(
+        FORMATS, default_value="markdown", config=True, help="Output format without -f."
+    )
+    default_session = Unicode(
+        "default",
+        config=True,
+        help="Session a bare %%copilot uses when there is no current session (created if "
+        "need be). Empty: a bare %%copilot without a current session is refused.",
+    )
+    update_interval = Float(
+        0.1,
+        min=0.0,
+        config=True,
+        help="Seconds between updates of a streaming reply's output (at most 1/interval "
+        "updates per second; the final update always happens).",
+    )
+    timeout = Float(
+        0.0,
+        min=0.0,
+        config=True,
+        help="Seconds a cell waits for its reply before aborting the turn (the partial reply "
+        "is kept). 0: no limit (the provider's request timeout still applies).",
+    )
+    show_footer = Bool(True, config=True, help="Show model, tokens and time under each reply.")
+
+    def __init__(self, shell: InteractiveShell | None = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        #: session id -> cell id -> message id of that cell's latest prompt (this kernel only)
+        self.cell_messages: dict[str, dict[str, str]] = {}
+        self._cell_parser = _cell_parser()
+        self._parser = _command_parser()
+
+    @property
+    def state(self) -> CopilotState:
+        """The kernel's shared state (client, current session), shared with the panel."""
+        return get_state()
+
+    # -- entry point --------------------------------------------------------------------------
+
+    @no_var_expand
+    @line_cell_magic
+    def copilot(self, line: str, cell: str | None = None) -> None:
+        """Chat with a persistent session (cell magic) or manage sessions (line magic).
+
+        ``%%copilot [NAME] [-m MODEL] [-f FORMAT] [-s SYSTEM] [--new]`` sends the cell;
+        ``%copilot help`` lists the subcommands.
+        """
+        try:
+            words = shlex.split(line)
+        except ValueError as error:
+            raise UsageError(f"cannot parse the arguments: {error}") from None
+        try:
+            if cell is None:
+                self._run_command(words)
+            else:
+                self._run_prompt(words, cell)
+        except _HelpShown:
+            pass
+        except (CopilotError, _Failure) as error:
+            show_error(str(error))
+
+    def _run_command(self, words: list[str]) -> None:
+        if not words:
+            words = ["help"]
+        args = self._parser.parse_args(words)
+        handler = _COMMANDS[args.command][0]
+        handler(self, args)
+
+    # -- %%copilot ----------------------------------------------------------------------------
+
+    def _run_prompt(self, words: list[str], cell: str) -> None:
+        args = self._cell_parser.parse_args(words)
+        if not cell.strip():
+            raise UsageError("%%copilot: the cell body is the prompt, and it is empty")
+        name = args.name or self.state.current_session or self.default_session
+        if not name:
+            raise UsageError(
+                "%%copilot: no current session; name one (%%copilot NAME) or pick one with "
+                "%copilot use NAME"
+            )
+        session = self._session_for_prompt(name, args)
+        self.state.current_session = name
+        # surrounding blank lines are not part of the prompt; indentation of its first line is
+        prompt = self._interpolate(cell.lstrip("\n").rstrip())
+        fmt = args.format or self.default_format
+        cell_id = self._cell_id()
+        cells = self._cell_map(name)
+
+        def remember(message_id: str) -> None:
+            if cell_id:
+                cells[cell_id] = message_id
+
+        outcome = stream_turn(
+            session,
+            prompt,
+            replaces=cells.get(cell_id) if cell_id else None,
+            metadata={"cellId": cell_id} if cell_id else None,
+            fmt=fmt,
+            update_interval=self.update_interval,
+            timeout=self.timeout or None,
+            show_footer=self.show_footer,
+            on_sent=remember,
+        )
+        if outcome.status == "ok" and fmt == "code":
+            self.shell.set_next_input(extract_code(outcome.content), replace=False)
+
+    def _session_for_prompt(self, name: str, args: argparse.Namespace) -> Session:
+        client = self.state.client
+        metadata = client.get_session_metadata(name)
+        if metadata is None:
+            return self.state.open_session(
+                name, model=args.model or self.default_model or None, system_message=args.system
+            )
+        if args.new:
+            raise _Failure(
+                f"session {name!r} already exists (--new refuses to reuse it); drop --new, "
+                f"pick another name, or %copilot delete {name}"
+            )
+        session = self.state.open_session(name, create=False)
+        if args.model and args.model != session.model:
+            session.set_model(args.model)
+        if args.system and args.system != metadata.get("systemMessage"):
+            show_error(
+                f"session {name!r} keeps its system message (it cannot change); "
+                f"%copilot fork {name} NEW or %copilot new NEW -s ... for another one"
+            )
+        return session
+
+    def _cell_map(self, name: str) -> dict[str, str]:
+        """Cell id -> message id of its latest prompt in session ``name``.
+
+        Built from the log on first use (prompts carry ``metadata.cellId``), so a re-run
+        cell replaces its exchange after a kernel restart too.
+        """
+        cells = self.cell_messages.get(name)
+        if cells is None:
+            cells = {}
+            if self.state.client.get_session_metadata(name) is not None:
+                for event in self.state.client.get_messages(name):
+                    cell = (event.data.get("metadata") or {}).get("cellId")
+                    if event.type == "user.message" and cell:
+                        cells[cell] = event.id
+            self.cell_messages[name] = cells
+        return cells
+
+    def _interpolate(self, cell: str) -> str:
+        history = self.shell.history_manager
+        return interpolate(
+            cell,
+            self.shell.user_ns,
+            inputs=history.input_hist_raw if history else (),
+            outputs=history.output_hist if history else {},
+        )
+
+    def _cell_id(self) -> str | None:
+        """The id of the running cell, or None (a terminal, an old front end).
+
+        ipykernel passes the front end's ``metadata.cellId`` to ``run_cell(cell_id=...)``,
+        and IPython keeps it in the running cell's ``ExecutionInfo``; the display hook holds
+        that cell's result while it runs.
+        """
+        result = getattr(self.shell.displayhook, "exec_result", None)
+        cell_id = getattr(getattr(result, "info", None), "cell_id", None)
+        return str(cell_id) if cell_id else None
+
+    # -- helpers for the subcommands ---------------------------------------------------------
+
+    def _existing(self, name: str) -> Session:
+        if self.state.client.get_session_metadata(name) is None:
+            raise _Failure(
+                f"no session {name!r}: %copilot list shows the sessions; "
+                f"%copilot new {name} (or %%copilot {name}) creates it"
+            )
+        return self.state.open_session(name, create=False)
+
+    def _stored_events(self, name: str) -> list[Event]:
+        """A session's log, read without opening the session (nothing is written)."""
+        try:
+            return self.state.client.get_messages(name)
+        except SessionNotFoundError:
+            raise _Failure(
+                f"no session {name!r}: %copilot list shows the sessions; "
+                f"%copilot new {name} (or %%copilot {name}) creates it"
+            ) from None
+
+    def _absent(self, name: str) -> None:
+        if self.state.client.get_session_metadata(name) is not None:
+            raise _Failure(f"session {name!r} already exists: choose another name")
+
+    def _name_or_current(self, name: str | None) -> str:
+        name = name or self.state.current_session
+        if not name:
+            raise UsageError("no current session: name one, or pick one with %copilot use NAME")
+        return name
+
+    def _session_table(self, sessions: Sequence[dict[str, Any]]) -> None:
+        current = self.state.current_session
+        rows = [
+            (
+                ("* " if s["sessionId"] == current else "") + s["sessionId"],
+                s.get("model", ""),
+                s.get("turnCount", 0),
+                _ago(s.get("modifiedTime")),
+                s.get("summary", ""),
+            )
+            for s in sessions
+        ]
+        _show_table(("name", "model", "turns", "last used", "summary"), rows)
+
+    # -- the subcommands: one handler each, found by name in _COMMANDS ------------------------
+
+    @_command("list", "list the stored sessions (* marks the current one)")
+    def _cmd_list(self, args: argparse.Namespace) -> None:
+        sessions = self.state.client.list_sessions()
+        if not sessions:
+            print("no sessions yet: %%copilot NAME starts one")
+            return
+        self._session_table(sessions)
+
+    @_command(
+        "history",
+        "show a session's transcript",
+        _arg("name", nargs="?", help="the session (default: the current one)"),
+        _arg("-n", type=int, metavar="N", help="only the last N exchanges"),
+    )
+    def _cmd_history(self, args: argparse.Namespace) -> None:
+        name = self._name_or_current(args.name)
+        exchanges = exchanges_of(self._stored_events(name))
+        shown = exchanges[-args.n :] if args.n and args.n > 0 else exchanges
+        text = to_markdown(name, shown, omitted=len(exchanges) - len(shown))
+        display({"text/markdown": text, "text/plain": text}, raw=True)
+
+    @_command("use", "make a session the current one", _arg("name", help="the session"))
+    def _cmd_use(self, args: argparse.Namespace) -> None:
+        session = self._existing(args.name)
+        self.state.current_session = args.name
+        print(f"current session: {args.name} (model {session.model})")
+
+    @_command("new", "create a session and make it current", _arg("name"), _MODEL, _SYSTEM)
+    def _cmd_new(self, args: argparse.Namespace) -> None:
+        self._absent(args.name)
+        model = args.model or self.default_model or None
+        session = self.state.open_session(args.name, model=model, system_message=args.system)
+        self.state.current_session = args.name
+        print(f"created session {args.name} (model {session.model}); it is the current session")
+
+    @_command("delete", "delete a session and its history", _arg("name"))
+    def _cmd_delete(self, args: argparse.Namespace) -> None:
+        self._existing(args.name)
+        self.state.client.delete_session(args.name)
+        self.state.forget(args.name)
+        self.cell_messages.pop(args.name, None)
+        print(f"deleted session {args.name}")
+
+    @_command(
+        "fork",
+        "copy a session (model, system message, exchanges) to a new name and make it current",
+        _arg("source"),
+        _arg("target"),
+        _arg("-m", "--model", help="the copy's model (default: the source's)"),
+    )
+    def _cmd_fork(self, args: argparse.Namespace) -> None:
+        self._existing(args.source)
+        self._absent(args.target)
+        session = self.state.client.fork_session(args.source, args.target, model=args.model)
+        self.state.current_session = args.target
+        self.state.touch()
+        print(f"forked {args.source} into {args.target} (model {session.model}); it is current")
+
+    @_command("model", "switch a session's model, keeping its context", _arg("name"), _arg("model"))
+    def _cmd_model(self, args: argparse.Namespace) -> None:
+        session = self._existing(args.name)
+        session.set_model(args.model)
+        print(f"session {args.name} now uses {args.model}; its context is kept")
+
+    @_command(
+        "export",
+        "write a session's transcript to a file",
+        _arg("name"),
+        _arg("path", help="the file: " + ", ".join(EXPORT_FORMATS) + " picks the format"),
+    )
+    def _cmd_export(self, args: argparse.Namespace) -> None:
+        events = self._stored_events(args.name)
+        metadata = self.state.client.get_session_metadata(args.name) or {}
+        path = export_session(args.name, events, args.path, metadata)
+        print(f"exported session {args.name} to {path}")
+
+    @_command(
+        "prune",
+        "delete sessions unused for a number of days (lists them; --yes deletes)",
+        _arg("--older-than", type=_days, required=True, metavar="DAYS"),
+        _arg("--yes", action="store_true", help="delete them (without it, only list them)"),
+    )
+    def _cmd_prune(self, args: argparse.Namespace) -> None:
+        client = self.state.client
+        age = timedelta(days=args.older_than)
+        old = client.delete_sessions(age, dry_run=not args.yes)
+        if not old:
+            print(f"no session unused for more than {args.older_than:g} days")
+            return
+        self._session_table(old)
+        if not args.yes:
+            print(f"{len(old)} session(s) would be deleted: add --yes to delete them")
+            return
+        for info in old:
+            self.state.forget(info["sessionId"])
+            self.cell_messages.pop(info["sessionId"], None)
+        print(f"deleted {len(old)} session(s)")
+
+    @_command("models", "list the models and whether each is usable now")
+    def _cmd_models(self, args: argparse.Namespace) -> None:
+        rows = [
+            (m["id"], m["provider"], "yes" if m["usable"] else "no", m.get("reason") or "")
+            for m in self.state.client.list_models()
+        ]
+        _show_table(("model", "provider", "usable", "why not"), rows)
+
+    @_command("panel", "show the session panel (a widget)")
+    def _cmd_panel(self, args: argparse.Namespace) -> None:
+        try:
+            from .panel import SessionPanel
+        except ModuleNotFoundError as error:
+            if error.name != f"{__package__}.panel":
+                raise
+            raise _Failure(
+                "the session panel is not part of this version of copilot-jupyter"
+            ) from None
+        display(SessionPanel())
+
+    @_command("help", "show this help")
+    def _cmd_help(self, args: argparse.Namespace) -> None:
+        print(self._cell_parser.format_help())
+        print(self._parser.format_help())
+
+
+# -- the extension ------------------------------------------------------------------------------
+
+
+def load_ipython_extension(ipython: InteractiveShell) -> None:
+    """Register the magics (``%load_ext copilot_jupyter``). The client starts on first use."""
+    ipython.register_magics(CopilotMagics)
+
+
+def unload_ipython_extension(ipython: InteractiveShell) -> None:
+    """Remove the magics and stop the client (``%unload_ext copilot_jupyter``)."""
+    manager = ipython.magics_manager
+    instance = manager.registry.pop(CopilotMagics.__name__, None)
+    for kind in ("line", "cell"):
+        manager.magics[kind].pop("copilot", None)
+    if instance is not None and instance in ipython.configurables:
+        ipython.configurables.remove(instance)
+    previous = reset_state(None)
+    if previous is not None:
+        previous.client.stop(timeout=5)

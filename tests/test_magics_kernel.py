@@ -1,0 +1,281 @@
+"""The magics in real IPython kernels, driven through jupyter_client like a notebook front end.
+
+One kernel serves the module (restarted by the restart test). It runs this interpreter
+(a kernelspec written to a temporary directory, so an installed "python3" spec pointing at
+another Python cannot interfere), on a store in a temporary COPILOT_JUPYTER_HOME whose
+config.toml slows the echo model to one word every 50 ms, so replies really stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
+
+pytestmark = [pytest.mark.kernel, pytest.mark.timeout(60)]
+
+ROOT = Path(__file__).resolve().parent.parent
+_SECRET_ENV = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "GITHUB_TOKEN",
+    "OLLAMA_HOST",
+)
+_TIMEOUT = 30
+
+
+@dataclass
+class Execution:
+    """An execute_request's reply and the iopub messages it caused."""
+
+    reply: dict[str, Any]
+    messages: list[dict[str, Any]]
+
+    def of_type(self, *types: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["msg_type"] in types]
+
+    @property
+    def text(self) -> str:
+        """Every output as text: streams, text/plain of displays and results, tracebacks."""
+        parts = []
+        for m in self.messages:
+            content = m["content"]
+            if m["msg_type"] == "stream":
+                parts.append(content["text"])
+            elif m["msg_type"] in ("display_data", "update_display_data", "execute_result"):
+                parts.append(content["data"].get("text/plain", ""))
+            elif m["msg_type"] == "error":
+                parts.append("\n".join(content["traceback"]))
+        return "\n".join(parts)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(
+            m["content"]["text"] for m in self.of_type("stream") if m["content"]["name"] == "stdout"
+        )
+
+
+class Kernel:
+    """A kernel and a blocking client, with notebook-like execution helpers."""
+
+    def __init__(self, manager: KernelManager) -> None:
+        self.manager = manager
+        self.client = manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=_TIMEOUT)
+
+    def send(self, code: str, cell_id: str | None = None) -> str:
+        """Send an execute_request as JupyterLab does (the cell id in the metadata)."""
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        }
+        metadata = {"cellId": cell_id} if cell_id else {}
+        message = self.client.session.msg("execute_request", content, metadata=metadata)
+        self.client.shell_channel.send(message)
+        return message["header"]["msg_id"]
+
+    def collect(
+        self, msg_id: str, on_message: Callable[[dict[str, Any]], None] | None = None
+    ) -> Execution:
+        """The iopub messages of ``msg_id`` until the kernel is idle again, and the reply."""
+        messages = []
+        while True:
+            message = self.client.get_iopub_msg(timeout=_TIMEOUT)
+            if message["parent_header"].get("msg_id") != msg_id:
+                continue
+            if on_message is not None:
+                on_message(message)
+            if message["msg_type"] == "status":
+                if message["content"]["execution_state"] == "idle":
+                    break
+                continue
+            messages.append(message)
+        while True:
+            reply = self.client.get_shell_msg(timeout=_TIMEOUT)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return Execution(reply["content"], messages)
+
+    def run(self, code: str, cell_id: str | None = None) -> Execution:
+        execution = self.collect(self.send(code, cell_id))
+        assert execution.reply["status"] == "ok", execution.text
+        return execution
+
+    def json(self, expression: str) -> Any:
+        """Evaluate ``expression`` in the kernel and return its value, through JSON."""
+        code = f"import json as _json\nprint(_json.dumps({expression}))"
+        return json.loads(self.run(code).stdout)
+
+    def restart(self) -> None:
+        self.manager.restart_kernel(now=True)
+        self.client.wait_for_ready(timeout=_TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
+    base = tmp_path_factory.mktemp("kernel")
+    home = base / "home"
+    home.mkdir()
+    (home / "config.toml").write_text("[providers.echo]\nchunk_delay = 0.05\n")
+    spec_dir = base / "kernels" / "copilot-test"
+    spec_dir.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    spec = {"argv": argv, "display_name": "copilot test", "language": "python"}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    env = {
+        k: v for k, v in os.environ.items() if k not in _SECRET_ENV and not k.startswith("COPILOT_")
+    }
+    env.update(
+        COPILOT_JUPYTER_HOME=str(home),
+        COPILOT_JUPYTER_FALLBACK_MODEL="echo",
+        COPILOT_JUPYTER_MODEL="echo",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    manager = KernelManager(
+        kernel_name="copilot-test",
+        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(base / "kernels")]),
+    )
+    manager.start_kernel(env=env, cwd=str(base))
+    try:
+        yield Kernel(manager)
+    finally:
+        manager.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def k(kernel: Kernel) -> Kernel:
+    """The module's kernel with the extension loaded (again after a restart)."""
+    kernel.run("%load_ext copilot_jupyter")
+    return kernel
+
+
+def user_messages(k: Kernel, name: str) -> list[dict[str, Any]]:
+    return k.json(
+        "[{'id': e.id, **e.data} for e in __import__('copilot_jupyter').get_state()"
+        f".open_session({name!r}, create=False).get_messages() if e.type == 'user.message']"
+    )
+
+
+def reply_display(execution: Execution) -> tuple[str, list[str]]:
+    """The display id of the streamed reply and the Markdown of each of its updates."""
+    first = next(m for m in execution.of_type("display_data") if m["content"]["transient"])
+    display_id = first["content"]["transient"]["display_id"]
+    updates = [
+        m["content"]["data"]["text/markdown"]
+        for m in execution.of_type("update_display_data")
+        if m["content"]["transient"]["display_id"] == display_id
+    ]
+    return display_id, updates
+
+
+def test_sessions_survive_a_kernel_restart(k: Kernel) -> None:
+    k.run("topic = 'tides'\nn = 3")
+    first = k.run("%%copilot chat\nTell me about {topic}.", cell_id="t1")
+    assert reply_display(first)[1][-1] == "echo: Tell me about tides."
+    second = k.run("%%copilot chat\nGive {n} more facts.", cell_id="t2")
+    assert reply_display(second)[1][-1] == "echo: Give 3 more facts."
+
+    k.restart()
+    assert k.json("'topic' in globals()") is False  # a fresh process
+    k.run("%load_ext copilot_jupyter")
+    listing = k.run("%copilot list")
+    rows = [line.split() for line in listing.text.splitlines()]
+    assert next(r for r in rows if r and r[0] == "chat")[:3] == ["chat", "echo", "2"]
+
+    third = k.run("%%copilot chat\nAnd the third?", cell_id="t3")
+    assert reply_display(third)[1][-1] == "echo: And the third?"
+    context = k.json(
+        "[m.content for m in __import__('copilot_jupyter').get_state().client"
+        ".get_provider('echo').requests[-1].messages]"
+    )
+    assert context == [
+        "Tell me about tides.",
+        "echo: Tell me about tides.",
+        "Give 3 more facts.",
+        "echo: Give 3 more facts.",
+        "And the third?",
+    ]
+    history = k.run("%copilot history chat").text
+    for reply in ("echo: Tell me about tides.", "echo: Give 3 more facts.", "echo: And the third?"):
+        assert reply in history
+
+
+def test_reply_streams_as_updates_of_one_display(k: Kernel) -> None:
+    words = " ".join(f"word{i}" for i in range(20))  # 21 deltas, 50 ms apart
+    execution = k.run(f"%%copilot stream\n{words}")
+    displays = [m for m in execution.of_type("display_data") if m["content"]["transient"]]
+    assert len(displays) == 1  # one handle, updated in place
+    display_id, updates = reply_display(execution)
+    assert all(
+        m["content"]["transient"]["display_id"] == display_id
+        for m in execution.of_type("update_display_data")
+    )
+    assert 3 <= len(updates) < 21  # streamed, and throttled below one update per delta
+    assert updates[-1] == f"echo: {words}"
+    assert all(f"echo: {words}".startswith(u) for u in updates)
+    assert "stream" in execution.text and "tokens" in execution.text  # the footer
+
+
+def test_rerun_with_same_cell_id_replaces_the_exchange(k: Kernel) -> None:
+    k.run("%%copilot rerun\nfirst version", cell_id="cell-x")
+    k.run("%%copilot rerun\nin between", cell_id="cell-y")
+    k.run("%%copilot rerun\nsecond version", cell_id="cell-x")
+    prompts = user_messages(k, "rerun")
+    assert [p.get("replaces") for p in prompts] == [None, None, prompts[0]["id"]]
+    history = k.run("%copilot history rerun").text
+    assert history.count("You:**") == 2
+    assert "echo: in between" in history and "echo: second version" in history
+    assert "first version" not in history
+
+
+def test_rerun_after_a_kernel_restart_still_replaces(k: Kernel) -> None:
+    """The cell id is stored with the prompt, so the map survives the kernel."""
+    k.run("%%copilot rerun-restart\nbefore the restart", cell_id="cell-r")
+    k.restart()
+    k.run("%load_ext copilot_jupyter")
+    k.run("%%copilot rerun-restart\nafter the restart", cell_id="cell-r")
+    prompts = user_messages(k, "rerun-restart")
+    assert [p["metadata"] for p in prompts] == [{"cellId": "cell-r"}] * 2
+    assert prompts[1]["replaces"] == prompts[0]["id"]
+    history = k.run("%copilot history rerun-restart").text
+    assert "before the restart" not in history and "echo: after the restart" in history
+
+
+def test_interrupt_aborts_the_turn_and_keeps_the_session_usable(k: Kernel) -> None:
+    words = " ".join(f"w{i}" for i in range(200))  # 10 s unless interrupted
+    msg_id = k.send(f"%%copilot long\n{words}", cell_id="slow")
+    interrupted: list[float] = []
+
+    def interrupt_once_streaming(message: dict[str, Any]) -> None:
+        if message["msg_type"] == "update_display_data" and not interrupted:
+            interrupted.append(time.monotonic())
+            k.manager.interrupt_kernel()
+
+    execution = k.collect(msg_id, interrupt_once_streaming)
+    assert interrupted and time.monotonic() - interrupted[0] < 8
+    assert execution.reply["status"] == "ok"  # no error, no traceback
+    assert not execution.of_type("error")
+    assert "aborted" in execution.text and "KeyboardInterrupt" not in execution.text
+    aborts = k.json(
+        "[e.data['partialContent'] for e in __import__('copilot_jupyter').get_state()"
+        ".open_session('long', create=False).get_messages() if e.type == 'abort']"
+    )
+    assert len(aborts) == 1 and aborts[0].startswith("echo: w0") and aborts[0] != f"echo: {words}"
+    assert reply_display(execution)[1][-1] == aborts[0]  # the output keeps the partial reply
+
+    after = k.run("%%copilot long\nstill there?")
+    assert reply_display(after)[1][-1] == "echo: still there?"
