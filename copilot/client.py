@@ -315,6 +315,21 @@ class _ClientFace:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} home={str(self.home)!r} state={self.state.value}>"
 
+    @property
+    def default_model(self) -> str:
+        """The model of ``create_session()`` without ``model=``."""
+        return self._core_args["default_model"]
+
+    @property
+    def fallback_model(self) -> str | None:
+        """The model that serves when a requested one has no usable provider, or None."""
+        return self._core_args["fallback_model"]
+
+    @property
+    def routes(self) -> dict[str, str]:
+        """Model names routed to model ids (the config file's ``[routes]`` and ``routes=``)."""
+        return dict(self._core_args["routes"])
+
     def _start(self) -> None:
         if self.state is ClientState.STARTED:
             return

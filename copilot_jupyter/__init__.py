@@ -9,13 +9,13 @@ session through :func:`get_state`.
 """
 
 from .magics import CopilotMagics, load_ipython_extension, unload_ipython_extension
+from .panel import SessionPanel
 from .state import CopilotState, get_state
-
-# The panel: `from .panel import SessionPanel` goes here, and "SessionPanel" into __all__.
 
 __all__ = [
     "CopilotMagics",
     "CopilotState",
+    "SessionPanel",
     "get_state",
     "load_ipython_extension",
     "unload_ipython_extension",

@@ -518,3 +518,11 @@ def test_client_get_messages_reads_without_opening(client):
     assert client.get_session_metadata("r")["modifiedTime"] == before  # nothing was written
     with pytest.raises(SessionNotFoundError):
         client.get_messages("missing")
+
+
+def test_public_settings(home):
+    client = CopilotClient(base_directory=home, fallback_model="echo", routes={"fast": "echo"})
+    assert client.default_model == "local:smollm2" and client.fallback_model == "echo"
+    assert client.routes == {"fast": "echo"}
+    client.routes["x"] = "y"  # a copy: the client's table is unchanged
+    assert client.routes == {"fast": "echo"}

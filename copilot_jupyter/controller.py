@@ -1,0 +1,655 @@
+"""The session panel's logic, without widgets: a traitlets object tests drive directly.
+
+:class:`PanelController` holds what the panel shows (the stored sessions, the selected one, the
+models, the transcript, busy, the status line, the compare columns) as traits; the widget view
+(:mod:`copilot_jupyter.panel`) observes them and only renders.
+
+Threads. Nothing here blocks the kernel while a reply streams: prompts go out with
+``session.send()``, which returns at once; the session's events arrive on the client's event
+thread and update the traits from there (ipykernel sends widget changes made on any thread).
+Streaming deltas are coalesced: the reply being written is re-rendered at most every
+``throttle`` seconds. A daemon thread polls the store every ``poll_interval`` seconds for what
+other processes wrote (new sessions, new turns in the shown session) and stops on :meth:`close`.
+
+Locks, always taken in this order: the action lock (one user action at a time), then the
+controller's render lock, then a feed's lock. Client calls that wait on the event thread
+(``set_model``, ``open_session``) are never made under the render or feed locks, because the
+event thread takes those to deliver events.
+
+Example (no widgets)::
+
+    controller = PanelController(CopilotState(CopilotClient(routes={"echo-b": "echo"})))
+    controller.new_session("demo")
+    controller.send("Hello")        # returns at once; the reply streams into the traits
+    controller.transcript_html      # the finished turns, as HTML
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from traitlets import Bool, Dict, Enum, HasTraits, Instance, List, Tuple, Unicode
+
+from copilot import ClientState, CopilotClient, CopilotError, Session
+from copilot.validation import validate_session_id
+
+from .state import CopilotState, get_state
+from .transcript import SessionFeed
+
+__all__ = ["PanelController", "compare_session_id", "describe_session", "time_ago"]
+
+log = logging.getLogger("copilot_jupyter.panel")
+
+_NO_SESSION = "No session selected. Pick one on the left, or type a prompt and press Send."
+_MAX_COMPARE = 3
+
+
+def time_ago(iso: str | None, now: datetime | None = None) -> str:
+    """``just now``, ``5 min ago``, ``3 h ago``, ``2 d ago`` or the date, from an ISO time."""
+    if not iso:
+        return "never"
+    try:
+        then = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    seconds = ((now or datetime.now(UTC)) - then).total_seconds()
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h ago"
+    if seconds < 7 * 86400:
+        return f"{int(seconds // 86400)} d ago"
+    return then.date().isoformat()
+
+
+def describe_session(meta: dict[str, Any]) -> str:
+    """One line for the picker: name · model · turns · last used · summary."""
+    turns = meta.get("turnCount", 0)
+    parts = [
+        str(meta.get("sessionId")),
+        str(meta.get("model", "?")),
+        f"{turns} turn{'' if turns == 1 else 's'}",
+        time_ago(meta.get("modifiedTime")),
+    ]
+    summary = " ".join(str(meta.get("summary") or "").split())
+    if summary:
+        parts.append(summary if len(summary) <= 48 else summary[:47] + "…")
+    return "  ·  ".join(parts)
+
+
+def compare_session_id(base: str, model: str) -> str:
+    """The session that keeps ``model``'s side of a comparison: ``<base>--<model>``."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-") or "model"
+    slug = slug.replace("..", ".")
+    return validate_session_id(f"{base[: 126 - len(slug)]}--{slug}")
+
+
+def _default_model(client: CopilotClient) -> str:
+    return client.default_model
+
+
+def _routes(client: CopilotClient) -> dict[str, str]:
+    return client.routes
+
+
+def _plain_error(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text[0].upper() + text[1:] if text else text
+
+
+class _Throttle:
+    """Call ``fn`` at most once every ``interval`` seconds; a call inside the window is deferred
+    to its end (on a timer thread), so the last update is never lost."""
+
+    def __init__(self, interval: float, fn: Callable[[], None]) -> None:
+        self.interval = interval
+        self._fn = fn
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._last = 0.0
+        self._closed = False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._closed or self._timer is not None:
+                return
+            delay = self._last + self.interval - time.monotonic()
+            if delay > 0:
+                self._timer = threading.Timer(delay, self._fire)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+            self._last = time.monotonic()
+        self._fn()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._closed:
+                return
+            self._last = time.monotonic()
+        self._fn()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+
+class PanelController(HasTraits):
+    """Everything the session panel shows and does, with no widgets.
+
+    Parameters: ``state`` (the :class:`CopilotState` shared with the magics; default the
+    kernel's), ``poll_interval`` (seconds between reads of the store for other processes'
+    writes; 0 or None: no polling thread, call :meth:`poll` yourself), ``throttle`` (seconds
+    between re-renders of a streaming reply).
+    """
+
+    #: every stored session's metadata, most recently used first
+    sessions = List(Dict())
+    #: the session shown (and ``state.current_session``), or None
+    selected = Unicode(None, allow_none=True)
+    #: ``client.list_models()``: dicts with ``id``, ``provider``, ``usable``, ``reason``
+    models = List(Dict())
+    #: the selected session's model (or the model New will use when none is selected)
+    model = Unicode("")
+    #: a turn of the shown session (or of a compare column) is running
+    busy = Bool(False)
+    #: the stored events of the shown session, oldest first
+    events = Tuple()
+    #: the shown session's finished turns as HTML
+    transcript_html = Unicode("")
+    #: the reply being streamed now, as HTML ("" when idle)
+    live_html = Unicode("")
+    #: the status line, in plain words, and its kind
+    status = Unicode("")
+    status_level = Enum(("info", "busy", "warning", "error"), default_value="info")
+    #: a session waiting for the user to confirm its deletion
+    pending_delete = Unicode(None, allow_none=True)
+    #: compare mode: the prompt goes to every model of ``compare_models``, side by side
+    compare_mode = Bool(False)
+    compare_models = List(Unicode())
+    #: one dict per compared model: model, session, html, live, busy, status, level
+    columns = List(Dict())
+
+    state = Instance(CopilotState)
+
+    def __init__(
+        self,
+        state: CopilotState | None = None,
+        *,
+        poll_interval: float | None = 1.0,
+        throttle: float = 0.1,
+    ) -> None:
+        super().__init__(state=state or get_state())
+        self._lock = threading.RLock()  # renders: trait updates from any thread
+        self._actions = threading.RLock()  # one user action at a time
+        self._feed: SessionFeed | None = None
+        self._feed_status: tuple[Any, ...] | None = None  # the feed status last shown
+        self._compare: list[SessionFeed] = []
+        self._render_live_throttled = _Throttle(throttle, self._render_main)
+        self._render_columns_throttled = _Throttle(throttle, self._render_columns)
+        self._closed = False
+        self._paused = False
+        self._wake = threading.Event()
+        self.model = _default_model(self.client)
+        self.refresh_models()
+        self.refresh_sessions()
+        self.state.observe(self._on_current_session, "current_session")
+        self.state.observe(self._on_revision, "revision")
+        current = self.state.current_session
+        if current and self.client.get_session_metadata(current) is not None:
+            self._try(self.select, current)
+        else:
+            self._render_main()
+        self._poller: threading.Thread | None = None
+        if poll_interval:
+            self._poll_interval = float(poll_interval)
+            self._poller = threading.Thread(
+                target=self._poll_loop, name="copilot-panel-poll", daemon=True
+            )
+            self._poller.start()
+
+    @property
+    def client(self) -> CopilotClient:
+        """The client of the shared state."""
+        return self.state.client
+
+    @property
+    def session(self) -> Session | None:
+        """The open session object shown, or None."""
+        feed = self._feed
+        return None if feed is None else feed.session
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop polling, unsubscribe from every session; the sessions stay open in the state."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self.state.unobserve(self._on_current_session, "current_session")
+        self.state.unobserve(self._on_revision, "revision")
+        self._render_live_throttled.close()
+        self._render_columns_throttled.close()
+        for feed in [self._feed, *self._compare]:
+            if feed is not None:
+                feed.close()
+        if self._poller is not None and self._poller is not threading.current_thread():
+            self._poller.join(timeout=5)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._closed
+
+    def set_visible(self, visible: bool) -> None:
+        """Pause (False) or resume (True) polling and rendering.
+
+        The view calls this when its last view in the browser goes away (the cell was re-run
+        or cleared) and when one comes back: a panel nobody sees costs no reads and sends no
+        widget updates, yet shows the current state as soon as it is displayed again. Events
+        still reach it meanwhile (folding them costs nothing).
+        """
+        if self._paused == (not visible) or self._closed:
+            return
+        self._paused = not visible
+        if visible:
+            self._render_main()
+            self._render_columns()
+            self._wake.set()  # poll now
+
+    def _poll_loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._poll_interval)
+            self._wake.clear()
+            if self._closed:
+                return
+            if self._paused:
+                continue
+            try:
+                self.poll()
+            except Exception:  # keep polling; the next round may succeed (a locked store)
+                log.exception("copilot panel: polling the store failed")
+
+    def poll(self) -> None:
+        """Read what changed in the store: the sessions list and new events of shown sessions."""
+        if self.client.state is not ClientState.STARTED:
+            return  # a stopped client: reading would start it again
+        self.refresh_sessions()
+        shown = self.selected
+        listed = shown is None or any(s.get("sessionId") == shown for s in self.sessions)
+        if not listed and self.client.get_session_metadata(shown) is None:
+            self._try(self._show, None)  # deleted by another process
+            self._say("warning", f"Session {shown!r} was deleted elsewhere.")
+        for feed in [self._feed, *self._compare]:
+            if feed is not None:
+                feed.poll()
+
+    def _on_revision(self, change: Any) -> None:
+        # The state says sessions changed (a turn ended, a session was opened): poll now.
+        # This may run on the client's event thread, so it only wakes the poller.
+        self._wake.set()
+
+    def _on_current_session(self, change: Any) -> None:
+        # %copilot use NAME (or another panel) chose a session.
+        if change["new"] != self.selected:
+            self._try(self.select, change["new"])
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def refresh_sessions(self) -> None:
+        """Reload the list of stored sessions."""
+        sessions = self.client.list_sessions()
+        with self._lock:
+            self.sessions = sessions
+
+    def refresh_models(self) -> None:
+        """Reload the list of models and whether each is usable now."""
+        models = self.client.list_models()
+        by_id = {m["id"]: m for m in models}
+        for name, target in _routes(self.client).items():
+            if name not in by_id:  # a route name ("gpt" -> "openai:gpt-4.1") is a model too
+                served = by_id.get(target, {})
+                models.append(
+                    {
+                        "id": name,
+                        "route": target,
+                        "provider": served.get("provider", ""),
+                        "usable": bool(served.get("usable", False)),
+                        "reason": served.get("reason", "") if served else f"routes to {target}",
+                    }
+                )
+        with self._lock:
+            self.models = models
+
+    def model_options(self) -> list[tuple[str, str]]:
+        """(label, model id) pairs for a selector: usable models first, marked ✓ / ✗."""
+        usable = [m for m in self.models if m.get("usable")]
+        other = [m for m in self.models if not m.get("usable")]
+
+        def name(model: dict[str, Any]) -> str:
+            route = model.get("route")
+            return f"{model['id']} → {route}" if route else str(model["id"])
+
+        options = [(f"✓ {name(m)}", m["id"]) for m in usable]
+        options += [(f"✗ {name(m)} — {m.get('reason') or 'unavailable'}", m["id"]) for m in other]
+        known = {value for _label, value in options}
+        for extra in (self.model, *self.compare_models):
+            if extra and extra not in known:
+                options.insert(0, (f"• {extra}", extra))
+                known.add(extra)
+        return options
+
+    # -- selecting ---------------------------------------------------------------------------
+
+    def select(self, session_id: str | None) -> None:
+        """Show ``session_id`` (opening it in the shared state) and make it the current one."""
+        with self._actions:
+            self._show(session_id)
+            if not self._closed and self.state.current_session != session_id:
+                self.state.current_session = session_id
+
+    def _show(self, session_id: str | None) -> None:
+        """Show ``session_id`` without changing the state's current session."""
+        with self._actions:
+            if self._closed:
+                return
+            if session_id == self.selected and (session_id is None or self._feed is not None):
+                return
+            feed = None
+            if session_id is not None:
+                session = self.state.open_session(session_id, create=False)
+                feed = SessionFeed(session, self._feed_changed)
+            with self._lock:
+                old, self._feed = self._feed, feed
+                self.pending_delete = None
+                self.selected = session_id
+                if feed is not None:
+                    self.model = feed.session.model
+                self._render_main()
+            if old is not None:
+                old.close()
+
+    def _fresh_name(self) -> str:
+        taken = {s.get("sessionId") for s in self.sessions}
+        number = len(taken) + 1
+        while f"chat-{number}" in taken or self.client.get_session_metadata(f"chat-{number}"):
+            number += 1
+        return f"chat-{number}"
+
+    def new_session(self, name: str | None = None) -> str:
+        """Create a session (named ``name``, or ``chat-N``) with the selected model; show it."""
+        with self._actions:
+            session_id = validate_session_id((name or "").strip() or self._fresh_name())
+            if self.client.get_session_metadata(session_id) is not None:
+                raise CopilotError(f"a session named {session_id!r} exists; pick another name")
+            self.state.open_session(session_id, model=self.model or None, create=True)
+            self.refresh_sessions()
+            self.select(session_id)
+            self._say("info", f"Created session {session_id!r} with model {self.model}.")
+            return session_id
+
+    # -- deleting, forking, renaming ---------------------------------------------------------
+
+    def request_delete(self, session_id: str | None = None) -> None:
+        """Ask to delete ``session_id`` (default: the shown one); :meth:`confirm_delete` does it."""
+        target = session_id or self.selected
+        if target is None:
+            raise CopilotError("select a session to delete first")
+        self.pending_delete = target
+
+    def cancel_delete(self) -> None:
+        """Forget a delete request."""
+        self.pending_delete = None
+
+    def confirm_delete(self) -> None:
+        """Delete the session of the pending request, with all its history."""
+        with self._actions:
+            target = self.pending_delete
+            self.pending_delete = None
+            if target is None:
+                return
+            self._drop(target)
+            self._say("info", f"Deleted session {target!r}.")
+
+    def _drop(self, session_id: str) -> None:
+        """Delete ``session_id`` from the store and the state; show the next session."""
+        if self.selected == session_id:
+            self.select(None)
+        self.client.delete_session(session_id)
+        self.state.forget(session_id)
+        self.refresh_sessions()
+        if self.selected is None and self.sessions:
+            self.select(self.sessions[0]["sessionId"])
+
+    def _fork(self, source: str, new_id: str) -> None:
+        self.client.fork_session(source, new_id)
+
+    def fork(self, new_id: str) -> None:
+        """Copy the shown session, history included, to ``new_id``, and show the copy."""
+        with self._actions:
+            source = self._require_selected()
+            new_id = validate_session_id(new_id.strip())
+            self._fork(source, new_id)
+            self.refresh_sessions()
+            self.select(new_id)
+            self._say("info", f"Forked {source!r} to {new_id!r}.")
+
+    def rename(self, new_id: str) -> None:
+        """Rename the shown session to ``new_id`` (a fork, then deleting the original)."""
+        with self._actions:
+            source = self._require_selected()
+            if self.busy:
+                raise CopilotError("wait for the reply to finish (or Stop it) before renaming")
+            new_id = validate_session_id(new_id.strip())
+            self._fork(source, new_id)
+            self.select(new_id)
+            self.client.delete_session(source)
+            self.state.forget(source)
+            self.refresh_sessions()
+            self._say("info", f"Renamed {source!r} to {new_id!r}.")
+
+    def _require_selected(self) -> str:
+        if self.selected is None:
+            raise CopilotError("select a session first")
+        return self.selected
+
+    # -- the model ---------------------------------------------------------------------------
+
+    def set_model(self, model: str) -> None:
+        """Switch the shown session to ``model`` from its next turn on, keeping its context.
+
+        With no session shown, ``model`` is the one New (and the first Send) will use.
+        """
+        with self._actions:
+            session = self.session
+            if session is None:
+                self.model = model
+                return
+            if model == session.model:
+                self.model = model
+                return
+            try:
+                if self.busy:
+                    raise CopilotError(
+                        "wait for the reply to finish (or Stop it) before switching models"
+                    )
+                session.set_model(model)  # waits for the session's queue: it is idle
+            except CopilotError:
+                self.model = session.model  # the selector goes back to what is in use
+                raise
+            self.model = model
+            self.refresh_sessions()
+
+    # -- prompts -----------------------------------------------------------------------------
+
+    def send(self, prompt: str) -> str | list[str]:
+        """Send ``prompt`` to the shown session (creating one if none), or compare it.
+
+        Returns at once with the message id (in compare mode, the compare sessions' ids); the
+        reply streams into ``live_html`` and lands in ``transcript_html``.
+        """
+        with self._actions:
+            if not prompt or not prompt.strip():
+                raise CopilotError("type a prompt first")
+            if self.compare_mode:
+                return self.compare(prompt)
+            if self._feed is None:
+                self.new_session()
+            feed = self._feed
+            assert feed is not None
+            message_id = feed.session.send(prompt)
+            feed.expect(message_id)  # busy now, unless the reply has already come
+            self._render_main()
+            return message_id
+
+    def stop(self) -> bool:
+        """Abort the running turn(s) of the shown session and the compare columns."""
+        stopped = False
+        for feed in [self._feed, *self._compare]:
+            if feed is not None and feed.busy:
+                feed.session.abort()
+                stopped = True
+        if not stopped:
+            self._say("info", "Nothing to stop.")
+        return stopped
+
+    def compare(self, prompt: str, models: Iterable[str] | None = None) -> list[str]:
+        """Send ``prompt`` to two or three models, each in its own session ``<name>--<model>``.
+
+        The answers stream side by side in ``columns``; returns the compare sessions' ids.
+        """
+        with self._actions:
+            wanted = list(dict.fromkeys(m.strip() for m in (models or self.compare_models)))
+            wanted = [m for m in wanted if m]
+            if not 2 <= len(wanted) <= _MAX_COMPARE:
+                raise CopilotError(
+                    f"compare needs 2 or 3 different models; got {len(wanted)} "
+                    f"({', '.join(wanted) or 'none'})"
+                )
+            if not prompt or not prompt.strip():
+                raise CopilotError("type a prompt first")
+            base = self.selected or "compare"
+            by_id = {feed.session_id: feed for feed in self._compare}
+            feeds = []
+            for model in wanted:
+                session_id = compare_session_id(base, model)
+                feed = by_id.pop(session_id, None)
+                if feed is None:
+                    session = self.state.open_session(session_id, model=model, create=True)
+                    feed = SessionFeed(session, self._feed_changed)
+                if feed.session.model != model and not feed.busy:
+                    feed.session.set_model(model)
+                feeds.append(feed)
+            with self._lock:
+                self._compare = feeds
+                self.compare_models = wanted
+            for feed in by_id.values():
+                feed.close()
+            with self._lock:
+                self._say("busy", f"Comparing {', '.join(wanted)}…")
+            for feed in feeds:
+                feed.expect(feed.session.send(prompt))
+            self._render_columns()
+            self.refresh_sessions()
+            return [feed.session_id for feed in feeds]
+
+    def set_compare_mode(self, enabled: bool) -> None:
+        """Turn compare mode on or off (off forgets the columns; their sessions stay stored)."""
+        with self._actions:
+            self.compare_mode = bool(enabled)
+            if not enabled:
+                feeds, self._compare = self._compare, []
+                for feed in feeds:
+                    feed.close()
+                with self._lock:
+                    self.columns = []
+                    self._update_busy()
+
+    # -- rendering (any thread) --------------------------------------------------------------
+
+    def _say(self, level: str, text: str) -> None:
+        with self._lock:
+            self.status_level = level
+            self.status = text
+
+    def _try(self, action: Callable[..., Any], *args: Any) -> Any:
+        """Run an action for a callback; a failure goes to the status line in plain words."""
+        try:
+            return action(*args)
+        except CopilotError as error:
+            self._say("error", f"Error: {_plain_error(error)}")
+        except Exception as error:  # a bug: say so where the user looks, and log it
+            log.exception("copilot panel: %s failed", getattr(action, "__name__", action))
+            self._say("error", f"Unexpected error: {type(error).__name__}: {error}")
+        return None
+
+    def _feed_changed(self, feed: SessionFeed, live_only: bool) -> None:
+        if self._closed or self._paused:
+            return
+        if feed is self._feed:
+            if live_only:
+                self._render_live_throttled()
+            else:
+                self._render_main()
+        elif feed in self._compare:
+            if live_only:
+                self._render_columns_throttled()
+            else:
+                self._render_columns()
+            if not live_only:
+                self._wake.set()  # the sessions list shows the new turn counts
+
+    def _render_main(self) -> None:
+        with self._lock:
+            feed = self._feed
+            if feed is None:
+                self.events = ()
+                self.transcript_html = f'<div class="cj-empty">{_NO_SESSION}</div>'
+                self.live_html = ""
+                self._update_busy()
+                if self._feed_status is not None or not self.status:
+                    self._feed_status = None
+                    self._say("info", f"Ready · new sessions use {self.model}")
+                return
+            view = feed.snapshot()
+            self.events = view["events"]
+            self.transcript_html = view["html"]
+            self.live_html = view["live"]
+            self.model = view["model"]
+            self._update_busy()
+            # Only a change of the session's own status replaces the line, so a re-render
+            # (a late throttled one, a poll) never hides what an action just reported.
+            status = (feed, view["level"], view["status"])
+            if status != self._feed_status:
+                self._feed_status = status
+                self.status_level, self.status = view["level"], view["status"]
+
+    def _render_columns(self) -> None:
+        with self._lock:
+            columns = []
+            for feed in self._compare:
+                view = feed.snapshot(empty="No answers yet.")
+                view.pop("events")
+                columns.append(view)
+            self.columns = columns
+            self._update_busy()
+            if columns and not self.busy and self.status_level == "busy":
+                models = ", ".join(c["model"] for c in columns)
+                self._say("info", f"Compared {models}: each column shows its model's answer.")
+
+    def _update_busy(self) -> None:
+        feeds = [self._feed, *self._compare]
+        self.busy = any(feed is not None and feed.busy for feed in feeds)

@@ -1,0 +1,551 @@
+"""The session panel without a browser: the controller's traits and the widgets' buttons.
+
+Buttons are pressed with ``.click()``; waits are bounded polls on the traits, since replies
+stream in on the client's event thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from copilot import CopilotClient, Session
+from copilot_jupyter.controller import PanelController, compare_session_id, describe_session
+from copilot_jupyter.panel import SessionPanel
+from copilot_jupyter.state import CopilotState, get_state, reset_state
+from copilot_jupyter.transcript import Transcript, render_markdown
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in ("COPILOT_JUPYTER_FALLBACK_MODEL", "COPILOT_JUPYTER_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COPILOT_JUPYTER_HOME", str(tmp_path / "home"))
+    previous = reset_state(None)
+    yield
+    state = reset_state(previous)
+    if state is not None:
+        state.client.stop(timeout=5)
+
+
+def make_client(home: Path, chunk_delay: float = 0.0) -> CopilotClient:
+    return CopilotClient(
+        home,
+        default_model="echo",
+        routes={"echo-b": "echo"},
+        providers={"echo": {"chunk_delay": chunk_delay}},
+    )
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[CopilotClient]:
+    c = make_client(tmp_path / "store")
+    yield c
+    c.stop(timeout=5)
+
+
+@pytest.fixture
+def slow_client(tmp_path: Path) -> Iterator[CopilotClient]:
+    c = make_client(tmp_path / "store", chunk_delay=0.05)
+    yield c
+    c.stop(timeout=5)
+
+
+def open_panel(client: CopilotClient, **kwargs: object) -> SessionPanel:
+    kwargs.setdefault("poll_interval", 0.1)
+    return SessionPanel(client=client, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def panel(client: CopilotClient) -> Iterator[SessionPanel]:
+    p = open_panel(client)
+    yield p
+    p.close()
+
+
+def send(panel: SessionPanel, prompt: str) -> None:
+    panel.prompt.value = prompt
+    panel.send_button.click()
+
+
+def wait_idle(controller: PanelController, timeout: float = 10.0) -> None:
+    wait_until(lambda: not controller.busy, timeout, "the panel to be idle")
+
+
+def picker_ids(panel: SessionPanel) -> list[str]:
+    return [value for _label, value in panel.picker.options]
+
+
+# -- the picker ------------------------------------------------------------------------------
+
+
+def test_picker_lists_every_stored_session(client: CopilotClient) -> None:
+    client.create_session("alpha", model="echo").send_and_wait("What is alpha?")
+    client.create_session("beta", model="echo-b")
+    p = open_panel(client)
+    try:
+        assert picker_ids(p) == ["beta", "alpha"]  # most recently used first
+        labels = dict((v, k) for k, v in p.picker.options)
+        assert "echo-b" in labels["beta"] and "0 turns" in labels["beta"]
+        assert "1 turn" in labels["alpha"] and "What is alpha?" in labels["alpha"]
+        assert "just now" in labels["alpha"]
+        assert [s["sessionId"] for s in p.controller.sessions] == ["beta", "alpha"]
+        assert p.controller.selected is None
+        assert "No session selected" in p.controller.transcript_html
+    finally:
+        p.close()
+
+
+def test_selecting_shows_history_and_sets_current_session(client: CopilotClient) -> None:
+    client.create_session("alpha", model="echo").send_and_wait("first question")
+    client.create_session("beta", model="echo")
+    state = CopilotState(client)
+    p = SessionPanel(state=state, poll_interval=None)
+    try:
+        p.picker.value = "alpha"
+        assert p.controller.selected == "alpha"
+        assert state.current_session == "alpha"
+        assert "first question" in p.history.value
+        assert "echo: first question" in p.history.value
+        assert p.model.value == "echo"
+        # %copilot use beta elsewhere in the kernel: the panel follows
+        state.current_session = "beta"
+        assert p.controller.selected == "beta"
+        assert p.picker.value == "beta"
+        assert "No messages yet" in p.history.value
+    finally:
+        p.close()
+
+
+def test_default_panel_uses_the_kernel_state(client: CopilotClient) -> None:
+    reset_state(CopilotState(client))
+    client.create_session("shared", model="echo")
+    p = SessionPanel(poll_interval=None)
+    try:
+        assert p.controller.state is get_state()
+        p.picker.value = "shared"
+        assert get_state().current_session == "shared"
+    finally:
+        p.close()
+        reset_state(None)
+
+
+def test_new_creates_and_selects_with_the_chosen_model(panel: SessionPanel) -> None:
+    c = panel.controller
+    panel.model.value = "echo-b"  # nothing selected: the model New will use
+    panel.name.value = "my-chat"
+    panel.new_button.click()
+    assert c.selected == "my-chat"
+    assert picker_ids(panel) == ["my-chat"]
+    assert c.client.get_session_metadata("my-chat")["model"] == "echo-b"
+    assert panel.name.value == ""
+    assert not panel.new_button.disabled  # re-enabled after the action
+    # a taken name is refused in plain words, and nothing is created
+    panel.name.value = "my-chat"
+    panel.new_button.click()
+    assert c.status_level == "error" and "exists" in c.status
+    # no name: chat-N
+    panel.name.value = ""
+    panel.new_button.click()
+    assert c.selected == "chat-2"
+    assert sorted(picker_ids(panel)) == ["chat-2", "my-chat"]
+
+
+def test_delete_asks_for_confirmation(panel: SessionPanel) -> None:
+    c = panel.controller
+    for name in ("keep", "doomed"):
+        panel.name.value = name
+        panel.new_button.click()
+    assert c.selected == "doomed"
+    panel.delete_button.click()
+    assert c.pending_delete == "doomed"
+    assert panel.confirm.layout.display == "flex"
+    assert "doomed" in panel.confirm_text.value
+    assert c.client.get_session_metadata("doomed") is not None  # not yet
+    panel.cancel_delete_button.click()
+    assert c.pending_delete is None and panel.confirm.layout.display == "none"
+    assert c.client.get_session_metadata("doomed") is not None
+    panel.delete_button.click()
+    panel.confirm_delete_button.click()
+    assert c.client.get_session_metadata("doomed") is None
+    assert picker_ids(panel) == ["keep"]
+    assert c.selected == "keep"  # the next session is shown
+    assert c.state.current_session == "keep"
+    assert "doomed" not in c.state.sessions
+    assert "Deleted" in c.status
+
+
+def test_fork_copies_history(panel: SessionPanel) -> None:
+    c = panel.controller
+    panel.name.value = "origin"
+    panel.new_button.click()
+    send(panel, "remember me")
+    wait_idle(c)
+    panel.name.value = "copy"
+    panel.fork_button.click()
+    assert c.status_level != "error", c.status
+    assert c.selected == "copy"
+    assert sorted(picker_ids(panel)) == ["copy", "origin"]
+    assert "remember me" in panel.history.value
+    echo = c.client.get_provider("echo")
+    send(panel, "and now?")
+    wait_idle(c)
+    assert "remember me" in [m.content for m in echo.requests[-1].messages]
+
+
+def test_rename_is_fork_then_delete(panel: SessionPanel) -> None:
+    c = panel.controller
+    panel.name.value = "old-name"
+    panel.new_button.click()
+    send(panel, "keep this")
+    wait_idle(c)
+    panel.name.value = "new-name"
+    panel.rename_button.click()
+    assert c.status_level != "error", c.status
+    assert picker_ids(panel) == ["new-name"]
+    assert c.client.get_session_metadata("old-name") is None
+    assert c.selected == "new-name" and c.state.current_session == "new-name"
+    assert "keep this" in panel.history.value
+
+
+# -- the model -------------------------------------------------------------------------------
+
+
+def test_model_selector_marks_usable_models(panel: SessionPanel) -> None:
+    labels = {value: label for label, value in panel.model.options}
+    assert labels["echo"].startswith("✓")
+    unusable = [m for m in panel.controller.models if not m["usable"]]
+    if unusable:
+        model = unusable[0]
+        assert labels[model["id"]].startswith("✗")
+        assert model["reason"] in labels[model["id"]]
+
+
+def test_model_change_keeps_the_context(panel: SessionPanel) -> None:
+    c = panel.controller
+    panel.name.value = "switch"
+    panel.new_button.click()
+    send(panel, "my name is Ada")
+    wait_idle(c)
+    panel.model.value = "echo-b"
+    assert c.status_level != "error", c.status
+    session = c.state.sessions["switch"]
+    assert session.model == "echo-b"
+    assert c.client.get_session_metadata("switch")["model"] == "echo-b"
+    assert "Model changed: echo → echo-b" in panel.history.value
+    send(panel, "what is my name?")
+    wait_idle(c)
+    messages = [(m.role, m.content) for m in c.client.get_provider("echo").requests[-1].messages]
+    assert ("user", "my name is Ada") in messages
+    assert ("assistant", "echo: my name is Ada") in messages
+    assert messages[-1] == ("user", "what is my name?")
+
+
+def test_unavailable_model_is_an_error_in_plain_words(panel: SessionPanel) -> None:
+    c = panel.controller
+    panel.name.value = "plain"
+    panel.new_button.click()
+    unusable = next((m["id"] for m in c.models if not m["usable"]), None)
+    if unusable is None:
+        pytest.skip("every provider is usable here")
+    panel.model.value = unusable
+    assert c.status_level == "error"
+    assert "not available" in c.status and "Traceback" not in c.status
+    assert panel.model.value == "echo"  # the selector shows the model still in use
+    assert c.state.sessions["plain"].model == "echo"
+
+
+# -- sending, streaming, stopping ------------------------------------------------------------
+
+
+def test_send_streams_without_blocking(slow_client: CopilotClient) -> None:
+    p = open_panel(slow_client, throttle=0.2)
+    c = p.controller
+    lives: list[str] = []
+    c.observe(lambda change: lives.append(change["new"]), "live_html")
+    try:
+        prompt = "one two three four five six seven eight nine ten " * 2 + "end"
+        started = time.monotonic()
+        send(p, prompt)
+        returned = time.monotonic() - started
+        assert returned < 0.5, "Send must return at once"  # the reply takes ~1 s
+        assert c.busy and p.send_button.disabled and not p.stop_button.disabled
+        assert c.selected == "chat-1"  # a first Send with no session creates one
+        assert p.prompt.value == ""
+        wait_idle(c)
+        assert time.monotonic() - started > returned
+        partial = [v for v in lives if "echo: one" in v and "end" not in v]
+        assert partial, f"no partial reply was shown: {lives}"
+        assert len(lives) < 15, f"22 deltas in ~1 s must be throttled to 0.2 s: {len(lives)}"
+        assert f"echo: {prompt}" in p.history.value
+        assert p.live.value == ""
+        assert not p.send_button.disabled and p.stop_button.disabled
+        assert "out tokens" in c.status and " s" in c.status
+        assert [e.type for e in c.events][-4:] == [
+            "assistant.turn_start",
+            "assistant.message",
+            "assistant.usage",
+            "assistant.turn_end",
+        ]
+    finally:
+        p.close()
+
+
+def test_stop_aborts_the_turn(slow_client: CopilotClient) -> None:
+    p = open_panel(slow_client)
+    c = p.controller
+    try:
+        words = " ".join(f"word{i}" for i in range(60))  # ~3 s of streaming
+        send(p, words)
+        wait_until(lambda: "word1" in c.live_html, 5, "some streamed text")
+        started = time.monotonic()
+        p.stop_button.click()
+        wait_idle(c, timeout=5)
+        assert time.monotonic() - started < 2
+        types = [e.type for e in c.events]
+        assert "abort" in types and "assistant.message" not in types
+        assert "Stopped" in p.history.value
+        abort = next(e for e in c.events if e.type == "abort")
+        partial = abort.data["partialContent"]
+        assert partial.startswith("echo: word0") and "word59" not in partial
+        assert f"<p>{partial.strip()}" in p.history.value  # the partial reply is shown
+        assert "Stopped" in c.status
+        assert p.stop_button.disabled and not p.send_button.disabled
+    finally:
+        p.close()
+
+
+def test_a_failed_turn_shows_the_error(panel: SessionPanel) -> None:
+    from copilot import ProviderError
+
+    c = panel.controller
+    panel.name.value = "fails"
+    panel.new_button.click()
+    echo = c.client.get_provider("echo")
+    echo.enqueue(ProviderError("the model server is down", retryable=False))
+    send(panel, "hello?")
+    wait_idle(c)
+    assert c.status_level == "error"
+    assert "the model server is down" in c.status
+    assert "the model server is down" in panel.history.value
+
+
+def test_compare_two_models_side_by_side(panel: SessionPanel) -> None:
+    c = panel.controller
+    panel.name.value = "ab"
+    panel.new_button.click()
+    panel.compare_toggle.value = True
+    assert c.compare_mode
+    assert panel.transcript.layout.display == "none" and panel.compare.layout.display == "flex"
+    panel.compare_models.value = ["echo", "echo-b"]
+    assert c.compare_models == ["echo", "echo-b"]
+    send(panel, "which is better?")
+    assert c.status_level != "error", c.status
+    wait_idle(c)
+    assert [col["session"] for col in c.columns] == ["ab--echo", "ab--echo-b"]
+    assert [col["model"] for col in c.columns] == ["echo", "echo-b"]
+    for col in c.columns:
+        assert "echo: which is better?" in col["html"]
+    assert len(panel.compare.children) == 2
+    assert "echo: which is better?" in panel._columns[1].body.value
+    ids = {s["sessionId"] for s in c.client.list_sessions()}
+    assert {"ab", "ab--echo", "ab--echo-b"} <= ids
+    assert c.client.get_session_metadata("ab--echo-b")["model"] == "echo-b"
+    assert c.client.get_session_metadata("ab")["turnCount"] == 0  # the shown session untouched
+    # a second comparison continues in the same sessions
+    send(panel, "and now?")
+    wait_idle(c)
+    assert c.client.get_session_metadata("ab--echo")["turnCount"] == 2
+    # one model is not a comparison
+    c.compare_models = ["echo"]
+    send(panel, "again")
+    assert c.status_level == "error" and "2 or 3" in c.status
+    panel.compare_toggle.value = False
+    assert c.columns == [] and panel.transcript.layout.display == "flex"
+
+
+def test_compare_session_ids_are_valid() -> None:
+    assert compare_session_id("chat", "openai:gpt-4.1") == "chat--openai-gpt-4.1"
+    assert compare_session_id("chat", "github:openai/gpt-4o") == "chat--github-openai-gpt-4o"
+    assert len(compare_session_id("x" * 128, "echo")) <= 128
+
+
+# -- staying in step -------------------------------------------------------------------------
+
+
+def test_turns_sent_in_the_same_kernel_show_live(client: CopilotClient) -> None:
+    state = CopilotState(client)
+    state.open_session("magic", model="echo")
+    p = SessionPanel(state=state, poll_interval=None)  # no poller: the event handler does it
+    try:
+        p.picker.value = "magic"
+        # what %%copilot magic does: the same session object from the state
+        session = state.open_session("magic")
+        session.send_and_wait("sent from a cell")
+        wait_until(lambda: "echo: sent from a cell" in p.history.value, 5, "the cell's turn")
+        assert not p.controller.busy
+    finally:
+        p.close()
+
+
+def test_another_process_appending_updates_the_panel(client: CopilotClient, tmp_path: Path) -> None:
+    client.create_session("shared", model="echo")
+    p = open_panel(client)
+    c = p.controller
+    other = make_client(tmp_path / "store")
+    try:
+        p.picker.value = "shared"
+        elsewhere = other.resume_session("shared")
+        elsewhere.send_and_wait("written by another client")
+        wait_until(
+            lambda: "echo: written by another client" in p.history.value, 5, "the other turn"
+        )
+        wait_until(lambda: c.sessions[0].get("turnCount") == 1, 5, "the new turn count")
+        assert "1 turn" in p.picker.options[0][0]
+        other.create_session("brand-new", model="echo")
+        wait_until(lambda: "brand-new" in picker_ids(p), 5, "the other client's new session")
+        assert c.selected == "shared"
+        assert p.picker.value == "shared"
+        # each stored event is shown once, in order, whoever wrote it
+        seqs = [e.seq for e in c.events]
+        assert seqs == sorted(set(seqs)) == list(range(1, len(seqs) + 1))
+    finally:
+        other.stop(timeout=5)
+        p.close()
+
+
+def test_a_session_deleted_elsewhere_leaves_the_panel(
+    client: CopilotClient, tmp_path: Path
+) -> None:
+    client.create_session("gone", model="echo")
+    client.create_session("stays", model="echo")
+    p = open_panel(client)
+    other = make_client(tmp_path / "store")
+    try:
+        p.picker.value = "gone"
+        other.delete_session("gone")
+        wait_until(lambda: picker_ids(p) == ["stays"], 5, "the deletion")
+        wait_until(lambda: p.controller.selected is None, 5, "the panel to let go")
+        assert "deleted elsewhere" in p.controller.status
+        assert "No session selected" in p.history.value
+    finally:
+        other.stop(timeout=5)
+        p.close()
+
+
+def test_close_stops_polling_and_handlers(client: CopilotClient) -> None:
+    client.create_session("s", model="echo")
+    before = {t.name for t in threading.enumerate()}
+    assert "copilot-panel-poll" not in before
+    p = open_panel(client)
+    p.picker.value = "s"
+    assert any(t.name == "copilot-panel-poll" for t in threading.enumerate())
+    session: Session = p.controller.session
+    p.close()
+    assert p.controller.closed
+    wait_until(
+        lambda: not any(t.name == "copilot-panel-poll" for t in threading.enumerate()),
+        3,
+        "the poller to stop",
+    )
+    html_before = p.history.value
+    session.send_and_wait("after close")
+    assert p.history.value == html_before  # the panel no longer listens
+
+
+def test_a_panel_nobody_sees_pauses(client: CopilotClient, tmp_path: Path) -> None:
+    client.create_session("shared", model="echo")
+    p = open_panel(client)
+    other = make_client(tmp_path / "store")
+    try:
+        p.picker.value = "shared"
+        p._view_count = 1  # what the browser reports when it shows the panel
+        p._view_count = 0  # ... and when the cell is re-run or cleared
+        html_before = p.history.value
+        other.resume_session("shared").send_and_wait("while hidden")
+        time.sleep(0.5)  # five poll intervals
+        assert p.history.value == html_before
+        p._view_count = 1
+        wait_until(lambda: "echo: while hidden" in p.history.value, 5, "the catch-up")
+    finally:
+        other.stop(timeout=5)
+        p.close()
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def test_transcript_escapes_everything_written(panel: SessionPanel) -> None:
+    c = panel.controller
+    evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    send(panel, evil)
+    wait_idle(c)
+    page = panel.history.value
+    assert "<script" not in page and "<img" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "echo: &lt;script&gt;" in page
+    # the session list and the status line escape too
+    assert "<script" not in panel.title.value and "<script" not in panel.status.value
+
+
+def test_markdown_rendering_is_safe() -> None:
+    out = render_markdown(
+        "# Title\n**bold** and `a<b`\n\n```python\nprint('<b>')\n```\n- one\n- two\n"
+        "[ok](https://example.com) [bad](javascript:alert(1))"
+    )
+    assert "<h4>Title</h4>" in out
+    assert "<strong>bold</strong>" in out and "<code>a&lt;b</code>" in out
+    assert '<pre><code class="language-python">print(&#x27;&lt;b&gt;&#x27;)</code></pre>' in out
+    assert "<ul><li>one</li><li>two</li></ul>" in out
+    assert '<a href="https://example.com"' in out
+    assert "javascript:" not in out.split("[bad]")[0] and 'href="javascript' not in out
+
+
+def test_transcript_folds_events() -> None:
+    from copilot import Event
+
+    t = Transcript()
+    assert t.html("empty") == '<div class="cj-empty">empty</div>'
+    t.add(Event("user.message", {"content": "hi"}, id="m1"))
+    t.add(Event("assistant.message", {"messageId": "m1", "content": "*yo*", "model": "echo"}))
+    t.add(
+        Event(
+            "assistant.usage",
+            {"messageId": "m1", "inputTokens": 3, "outputTokens": 2, "duration": 1500.0},
+        )
+    )
+    t.add(Event("abort", {"messageId": "m2", "partialContent": "half", "reason": "aborted"}))
+    page = t.html()
+    assert "<em>yo</em>" in page and "3 in · 2 out tokens · 1.50 s" in page
+    assert "half" in page and "Stopped: aborted." in page
+    assert not t.add(Event("session.idle", {}))
+
+
+def test_describe_session() -> None:
+    line = describe_session(
+        {
+            "sessionId": "a",
+            "model": "echo",
+            "turnCount": 2,
+            "modifiedTime": "2000-01-01T00:00:00+00:00",
+            "summary": "x" * 80,
+        }
+    )
+    assert line.startswith("a  ·  echo  ·  2 turns  ·  2000-01-01  ·  ")
+    assert line.endswith("…")
