@@ -164,9 +164,11 @@ class ClientCore:
     async def resume_session(self, session_id: str) -> SessionCore:
         validate_session_id(session_id)
         open_core = self.sessions.get(session_id)
-        if open_core is not None and not open_core.closed:
-            return open_core
         metadata = self.store.get_session(session_id)
+        if open_core is not None and not open_core.closed:
+            if metadata is not None and metadata.get("startTime") == open_core.start_time:
+                return open_core
+            await self.close_session(open_core, timeout=0)  # deleted elsewhere
         if metadata is None:
             raise SessionNotFoundError(session_id)
         core = SessionCore(self, metadata)

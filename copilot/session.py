@@ -27,6 +27,7 @@ from .errors import (
     CopilotError,
     ProviderError,
     SessionClosedError,
+    SessionNotFoundError,
     TurnAbortedError,
     TurnTimeoutError,
 )
@@ -108,6 +109,8 @@ class SessionCore:
         self.model: str = metadata["model"]
         self.streaming: bool = bool(metadata.get("streaming", True))
         self._system_message: str | None = metadata.get("systemMessage")
+        #: tells this session from one deleted and created again under the same id
+        self.start_time = metadata.get("startTime")
         self._handlers: tuple[EventHandler, ...] = ()
         self._queue: asyncio.Queue[_Turn | _ModelChange] = asyncio.Queue()
         self._results: OrderedDict[str, asyncio.Future[Event]] = OrderedDict()
@@ -248,10 +251,20 @@ class SessionCore:
                     self._apply_model_change(item)
                 else:
                     self._current = item
-                    self._turn_task = asyncio.get_running_loop().create_task(self._run(item))
-                    await asyncio.wait([self._turn_task])
-            except Exception:  # a bug here must not kill the session's worker
+                    task = asyncio.get_running_loop().create_task(self._run(item))
+                    self._turn_task = task
+                    await asyncio.wait([task])
+                    if not item.future.done():
+                        # _run could not record the turn's outcome (the session was deleted by
+                        # another process, the store failed) or was cancelled before it began
+                        error = None if task.cancelled() else task.exception()
+                        item.future.set_exception(
+                            error or TurnAbortedError("the turn was aborted", item.message_id)
+                        )
+            except Exception as exc:  # a bug here must not kill the session's worker
                 log.exception("session %s: unexpected error in a turn", self.session_id)
+                if not item.future.done():
+                    item.future.set_exception(exc)
             finally:
                 self._current = None
                 self._turn_task = None
@@ -381,6 +394,11 @@ class SessionCore:
     def _refresh_tail(self, window: int) -> ConversationTail:
         """The conversation tail, topped up with the events stored since it was last read."""
         store = self.client.store
+        meta = store.get_session(self.session_id)
+        if meta is None:
+            raise SessionNotFoundError(self.session_id)
+        if meta.get("startTime") != self.start_time:  # deleted and created again elsewhere
+            self.start_time, self._tail = meta.get("startTime"), None
         if self._tail is not None:
             self._tail.fold(store.read_events(self.session_id, after=self._tail.last_seq))
             return self._tail

@@ -95,6 +95,26 @@ def _loads(text: str) -> Any:
         raise StoreCorruptedError(f"a stored record is not valid JSON: {exc}") from None
 
 
+def _event(key: str, value: Any) -> Event:
+    """The event stored as ``value`` under ``key``; StoreCorruptedError if it is not one."""
+    if not (
+        isinstance(value, dict)
+        and all(isinstance(value.get(name), str) for name in ("id", "type", "timestamp"))
+        and isinstance(value.get("data", {}), dict)
+    ):
+        raise StoreCorruptedError(f"the record {key!r} is not an event")
+    return Event.from_dict(value, seq=int(key.rsplit("/", 1)[1]))
+
+
+def _metadata(key: str, value: Any) -> Any:
+    """Session metadata stored under ``key`` (None stays None); StoreCorruptedError if not."""
+    if value is not None and not (
+        isinstance(value, dict) and isinstance(value.get("sessionId"), str)
+    ):
+        raise StoreCorruptedError(f"the record {key!r} is not session metadata")
+    return value
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -171,7 +191,7 @@ class EventStore:
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         """The session's metadata, or None."""
-        return self._get(f"s/{session_id}")
+        return _metadata(f"s/{session_id}", self._get(f"s/{session_id}"))
 
     def update_session(self, session_id: str, **fields: Any) -> dict[str, Any]:
         """Set metadata fields of a stored session and return the new metadata."""
@@ -189,7 +209,7 @@ class EventStore:
 
     def list_sessions(self) -> list[dict[str, Any]]:
         """Every session's metadata, most recently modified first."""
-        sessions = [value for _key, value in self._rows("s/", "s0")]
+        sessions = [_metadata(key, value) for key, value in self._rows("s/", "s0")]
         sessions.sort(key=lambda s: s.get("modifiedTime", ""), reverse=True)
         return sessions
 
@@ -250,10 +270,7 @@ class EventStore:
         """The session's events with ``seq > after``, oldest first."""
         low = _event_key(session_id, after + 1)
         high = f"e/{session_id}/{_AFTER_DIGITS}"
-        return [
-            Event.from_dict(value, seq=int(key.rsplit("/", 1)[1]))
-            for key, value in self._rows(low, high)
-        ]
+        return [_event(key, value) for key, value in self._rows(low, high)]
 
     def iter_events_backwards(
         self, session_id: str, before: int | None = None, chunk: int = 256
@@ -266,7 +283,7 @@ class EventStore:
         while True:
             rows = list(self._rows(low, high, descending=True, limit=chunk))
             for key, value in rows:
-                yield Event.from_dict(value, seq=int(key.rsplit("/", 1)[1]))
+                yield _event(key, value)
             if len(rows) < chunk:
                 return
             high = rows[-1][0]
