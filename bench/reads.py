@@ -1,0 +1,176 @@
+"""3. Resume and read: a long session's log, and the sessions index.
+
+* ``resume_session`` + ``get_messages`` of a session of 10,000 stored events (built from real
+  echo turns, about 1,700 of them), each time in a fresh client (its start not timed).
+* ``list_sessions`` with 1,000 and then 10,000 stored sessions (made with ``create_session``),
+  in a fresh client.
+
+Baseline: the floor for the same work, in the same run: the same rows read from the store's
+SQLite file with the ``sqlite3`` module and parsed with ``json.loads`` (sorted by
+``modifiedTime`` for the index), no library in between. Targets: under 100 ms each (absolute).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from copilot import CopilotClient
+
+from ._util import (
+    Row,
+    median,
+    prompt_text,
+    ratio,
+    sample,
+    scratch,
+    settle,
+    summary_ms,
+    verdict,
+)
+
+SESSION = "bench-long"
+TARGET_MS = 100.0
+
+
+def build_long_session(home: Path, events: int) -> int:
+    """Send echo turns until the session holds at least ``events`` events; return the count."""
+    client = CopilotClient(base_directory=home, default_model="echo")
+    try:
+        session = client.create_session(session_id=SESSION, model="echo")
+        i = 0
+        stored = len(session.get_messages())
+        while stored < events:
+            # about 6 events a turn once the history outgrows the window; top up in batches
+            batch = max(1, (events - stored) // 6)
+            for _ in range(batch - 1):
+                session.send(prompt_text(i))
+                i += 1
+            session.send_and_wait(prompt_text(i), timeout=600)
+            i += 1
+            stored = len(session.get_messages())
+        return stored
+    finally:
+        client.stop()
+
+
+def _floor_events(home: Path, session_id: str) -> int:
+    """The session's events read straight from SQLite and parsed: the floor."""
+    with sqlite3.connect(home / "sessions" / "cache.db") as db:
+        rows = db.execute(
+            "SELECT value FROM Cache WHERE key >= ? AND key < ? ORDER BY key",
+            (f"e/{session_id}/", f"e/{session_id}/:"),
+        ).fetchall()
+    return len([json.loads(value) for (value,) in rows])
+
+
+def _floor_index(home: Path) -> int:
+    with sqlite3.connect(home / "sessions" / "cache.db") as db:
+        rows = db.execute(
+            "SELECT value FROM Cache WHERE key >= 's/' AND key < 's0' ORDER BY key"
+        ).fetchall()
+    sessions = [json.loads(value) for (value,) in rows]
+    sessions.sort(key=lambda s: s.get("modifiedTime", ""), reverse=True)
+    return len(sessions)
+
+
+def run(quick: bool) -> list[Row]:
+    n_events = 2_000 if quick else 10_000
+    index_sizes = (1_000,) if quick else (1_000, 10_000)
+    reps = 3 if quick else 9
+    rows: list[Row] = []
+
+    with scratch("resume") as home:
+        stored = build_long_session(home, n_events)
+        resume_s: list[float] = []
+        read_s: list[float] = []
+        for _ in range(reps):
+            settle()
+            client = CopilotClient(base_directory=home, default_model="echo")
+            client.start()
+            try:
+                t0 = time.perf_counter()
+                session = client.resume_session(SESSION)
+                t1 = time.perf_counter()
+                events = session.get_messages()
+                t2 = time.perf_counter()
+            finally:
+                client.stop()
+            if len(events) < stored:
+                raise RuntimeError(f"get_messages returned {len(events)} of {stored} events")
+            resume_s.append(t1 - t0)
+            read_s.append(t2 - t1)
+        total = [a + b for a, b in zip(resume_s, read_s, strict=True)]
+        settle()
+        floor = sample(lambda _: _floor_events(home, SESSION), reps)
+    value, base = median(total) * 1000, median(floor) * 1000
+    rows.append(
+        Row(
+            id="3a",
+            name=f"resume_session + get_messages, {stored:,}-event session",
+            value=value,
+            baseline=base,
+            baseline_name="sqlite3 + json.loads of the same rows",
+            ratio=ratio(value, base),
+            target=f"< {TARGET_MS:g} ms",
+            status=verdict(value < TARGET_MS),
+            samples=len(total),
+            note=f"resume_session p50 {median(resume_s) * 1000:.2f} ms, get_messages p50 "
+            f"{median(read_s) * 1000:.1f} ms",
+            extra={
+                "total": summary_ms(total),
+                "resume_session": summary_ms(resume_s),
+                "get_messages": summary_ms(read_s),
+                "floor": summary_ms(floor),
+            },
+        )
+    )
+
+    with scratch("index") as home:
+        builder = CopilotClient(base_directory=home, default_model="echo")
+        made = 0
+        try:
+            for letter, size in zip("bc", index_sizes, strict=False):
+                t0 = time.perf_counter()
+                while made < size:
+                    builder.create_session(model="echo").destroy()
+                    made += 1
+                build_s = time.perf_counter() - t0
+                settle()
+                client = CopilotClient(base_directory=home, default_model="echo")
+                client.start()
+                try:
+                    listed: list[int] = []
+
+                    def list_all(
+                        _: int, client: CopilotClient = client, out: list = listed
+                    ) -> None:
+                        out.append(len(client.list_sessions()))
+
+                    times = sample(list_all, reps)
+                finally:
+                    client.stop()
+                if set(listed) != {size}:
+                    raise RuntimeError(f"list_sessions returned {listed}, expected {size}")
+                floor = sample(lambda _: _floor_index(home), reps)
+                value, base = median(times) * 1000, median(floor) * 1000
+                rows.append(
+                    Row(
+                        id=f"3{letter}",
+                        name=f"list_sessions, {size:,} sessions",
+                        value=value,
+                        baseline=base,
+                        baseline_name="sqlite3 + json.loads + sort",
+                        ratio=ratio(value, base),
+                        target=f"< {TARGET_MS:g} ms",
+                        status=verdict(value < TARGET_MS),
+                        samples=len(times),
+                        note=f"index built with create_session in {build_s:.1f} s",
+                        extra={"list_sessions": summary_ms(times), "floor": summary_ms(floor)},
+                    )
+                )
+        finally:
+            builder.stop()
+    return rows
