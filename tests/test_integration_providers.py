@@ -221,8 +221,5 @@ def test_the_embedded_model_through_the_client_is_deterministic(home):
         assert reply.data.model == "local:smollm2"
         answers.append(reply.data.content)
     client.stop()
-    assert (
-        answers[0]
-        == answers[1]
-        == "L'Étoile, la Cité, le Poulet (The City of Love) is the capital of"
-    )
+    # the words depend on the llama.cpp build; determinism is what holds on every build
+    assert answers[0] == answers[1] and len(answers[0].split()) > 3
