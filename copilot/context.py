@@ -97,6 +97,10 @@ class ConversationTail:
         elif kind == EventType.SESSION_START:
             self.system_message = data.get("systemMessage") or None
 
+    def drop(self, message_id: str) -> None:
+        """Forget the exchange of prompt ``message_id`` (a prompt about to replace it)."""
+        self._exchanges.pop(message_id, None)
+
     def build(
         self,
         prompt: str,

@@ -383,6 +383,8 @@ class SessionCore:
         reserve = int(max_tokens) if max_tokens else min(1024, window // 4)
         budget = max(window - reserve, 1)
         tail = self._refresh_tail(window)
+        if turn.replaces:  # this turn's user.message is stored after the context is built
+            tail.drop(turn.replaces)
         counter = f"{route.provider}:{route.name}"
         built = tail.build(
             turn.prompt, budget, lambda text: provider.count_tokens(route.name, text), counter

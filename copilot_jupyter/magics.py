@@ -37,7 +37,7 @@ import html
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -48,6 +48,7 @@ from traitlets import Bool, Enum, Float, Unicode
 
 from copilot import CopilotError, Event, Session, SessionNotFoundError
 
+from .controller import time_ago
 from .display import FORMATS, extract_code, show_error, stream_turn
 from .export import EXPORT_FORMATS, exchanges_of, export_session, to_markdown
 from .interpolate import interpolate
@@ -139,26 +140,6 @@ def _days(text: str) -> float:
 
 
 # -- small output helpers ---------------------------------------------------------------------
-
-
-def _ago(timestamp: str | None, now: datetime | None = None) -> str:
-    """A stored ISO time as "5 min ago" (recent) or a date (older)."""
-    if not timestamp:
-        return ""
-    try:
-        then = datetime.fromisoformat(timestamp)
-    except ValueError:
-        return timestamp
-    seconds = ((now or datetime.now(UTC)) - then).total_seconds()
-    if seconds < 60:
-        return "just now"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min ago"
-    if seconds < 86400:
-        return f"{int(seconds // 3600)} h ago"
-    if seconds < 7 * 86400:
-        return f"{int(seconds // 86400)} days ago"
-    return then.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _show_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -395,7 +376,7 @@ class CopilotMagics(Magics):
                 ("* " if s["sessionId"] == current else "") + s["sessionId"],
                 s.get("model", ""),
                 s.get("turnCount", 0),
-                _ago(s.get("modifiedTime")),
+                time_ago(s.get("modifiedTime")),
                 s.get("summary", ""),
             )
             for s in sessions

@@ -526,3 +526,16 @@ def test_public_settings(home):
     assert client.routes == {"fast": "echo"}
     client.routes["x"] = "y"  # a copy: the client's table is unchanged
     assert client.routes == {"fast": "echo"}
+
+
+def test_a_replacing_prompt_drops_the_old_exchange_from_the_context(client):
+    session = client.create_session(model="echo")
+    first = session.send(prompt="first")
+    session.send_and_wait(prompt="other")
+    session.send_and_wait(prompt="first, edited", replaces=first)
+    sent = [m.content for m in client.get_provider("echo").requests[-1].messages]
+    assert sent == ["other", "echo: other", "first, edited"]
+    session.send_and_wait(prompt="next")
+    sent = [m.content for m in client.get_provider("echo").requests[-1].messages]
+    assert sent == ["other", "echo: other", "first, edited", "echo: first, edited", "next"]
+    assert "first" in [e.data.content for e in session.get_messages() if e.type == "user.message"]

@@ -28,9 +28,9 @@ from IPython.utils.capture import CapturedIO, capture_output
 import copilot_jupyter
 from copilot import CopilotClient, ProviderError
 from copilot_jupyter import CopilotMagics
+from copilot_jupyter.controller import time_ago
 from copilot_jupyter.display import extract_code, render
 from copilot_jupyter.interpolate import interpolate
-from copilot_jupyter.magics import _ago
 from copilot_jupyter.state import CopilotState, get_state, reset_state
 
 # -- fixtures and helpers ------------------------------------------------------------------
@@ -640,9 +640,9 @@ def test_package_exports_the_extension_entry_points() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "expected"),
-    [(5, "just now"), (125, "2 min ago"), (3 * 3600 + 5, "3 h ago"), (2 * 86400 + 5, "2 days ago")],
+    [(5, "just now"), (125, "2 min ago"), (3 * 3600 + 5, "3 h ago"), (2 * 86400 + 5, "2 d ago")],
 )
 def test_last_used_is_relative_when_recent(seconds: int, expected: str) -> None:
     now = datetime(2025, 1, 10, tzinfo=UTC)
-    assert _ago((now - timedelta(seconds=seconds)).isoformat(), now) == expected
-    assert _ago((now - timedelta(days=30)).isoformat(), now).startswith("2024-12-1")
+    assert time_ago((now - timedelta(seconds=seconds)).isoformat(), now) == expected
+    assert time_ago((now - timedelta(days=30)).isoformat(), now).startswith("2024-12-1")

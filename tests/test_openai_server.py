@@ -356,7 +356,7 @@ def test_stop_interrupts_hang() -> None:
     def call() -> None:
         try:
             _client(server, timeout=20).chat.completions.create(model="gpt-x", messages=USER)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     t = threading.Thread(target=call)

@@ -105,6 +105,8 @@ class _SDKProvider(Provider):
 
     #: the SDK package (import name)
     sdk_module: ClassVar[str]
+    #: the SDK's async client class (``AsyncOpenAI``, ``AsyncAnthropic``)
+    client_class: ClassVar[str]
     #: environment variable holding the key, unless the ``api_key_env`` setting names another
     default_api_key_env: ClassVar[str | None] = None
     #: environment variable holding the base URL (after the ``base_url`` setting)
@@ -209,7 +211,14 @@ class _SDKProvider(Provider):
 
     def _build_client(self, api_key: str) -> Any:
         """Create the SDK client (called on the event loop that will use it)."""
-        raise NotImplementedError
+        kwargs: dict[str, Any] = {
+            "api_key": api_key,
+            "timeout": self._timeout(),
+            "max_retries": 0,
+        }
+        if self.base_url:
+            kwargs["base_url"] = self.base_url
+        return getattr(self._sdk(), self.client_class)(**kwargs)
 
     def _client_for_this_loop(self) -> Any:
         """The SDK client, created on first use on the running loop.

@@ -102,6 +102,7 @@ class AnthropicProvider(_SDKProvider):
     name = "anthropic"
     install_hint = "pip install 'copilot-jupyter[anthropic]'"
     sdk_module = "anthropic"
+    client_class = "AsyncAnthropic"
     default_api_key_env = "ANTHROPIC_API_KEY"
     base_url_env = "ANTHROPIC_BASE_URL"
     setup_hint = "set ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL for an Anthropic-compatible server)"
@@ -130,17 +131,6 @@ class AnthropicProvider(_SDKProvider):
         except (ImportError, AttributeError):
             return []
         return [name for name in names if name.startswith("claude") and name not in deprecated]
-
-    def _build_client(self, api_key: str) -> Any:
-        anthropic = self._sdk()
-        kwargs: dict[str, Any] = {
-            "api_key": api_key,
-            "timeout": self._timeout(),
-            "max_retries": 0,
-        }
-        if self.base_url:
-            kwargs["base_url"] = self.base_url
-        return anthropic.AsyncAnthropic(**kwargs)
 
     def _sdk_parameters(self) -> frozenset[str]:
         """The parameters the installed SDK's ``messages.create`` accepts."""

@@ -117,6 +117,7 @@ class OpenAIProvider(_SDKProvider):
     name = "openai"
     install_hint = "pip install openai"
     sdk_module = "openai"
+    client_class = "AsyncOpenAI"
     default_api_key_env = "OPENAI_API_KEY"
     base_url_env = "OPENAI_BASE_URL"
     setup_hint = "set OPENAI_API_KEY (or OPENAI_BASE_URL for a local server)"
@@ -133,17 +134,6 @@ class OpenAIProvider(_SDKProvider):
         """Whether requests go to OpenAI's own API."""
         url = self.base_url
         return url is None or urlsplit(url).hostname == "api.openai.com"
-
-    def _build_client(self, api_key: str) -> Any:
-        openai = self._sdk()
-        kwargs: dict[str, Any] = {
-            "api_key": api_key,
-            "timeout": self._timeout(),
-            "max_retries": 0,
-        }
-        if self.base_url:
-            kwargs["base_url"] = self.base_url
-        return openai.AsyncOpenAI(**kwargs)
 
     @staticmethod
     def _messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, str]]:
