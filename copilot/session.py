@@ -306,17 +306,25 @@ class SessionCore:
             "writer": self.client.writer_id,
         }
         events.append(Event(EventType.ASSISTANT_TURN_START, start_data))
-        try:
-            request, truncation = self._build_request(turn, route)
-        except CopilotError as error:
-            self.record(events, update=_count_prompt(turn.prompt))
-            self._fail(turn, error)
+        # One transaction reads the log's tail, builds the context and appends the prompt,
+        # the turn's start and what the context left out: the context is exactly the log
+        # before the prompt, even with other writers, and the store work per turn stays the
+        # same however long the session grows. Handlers hear of it once it has committed.
+        store = self.client.store
+        build_error: CopilotError | None = None
+        with store.transaction():
+            try:
+                request, truncation = self._build_request(turn, route)
+            except CopilotError as error:
+                build_error, truncation = error, None
+            if truncation is not None:
+                events.append(truncation)
+            stored = store.append(self.session_id, events, update=_count_prompt(turn.prompt))
+        for event in stored:
+            self._emit(event)
+        if build_error is not None:
+            self._fail(turn, build_error)
             return
-        if truncation is not None:
-            events.append(truncation)
-        # One transaction for the prompt, the turn's start and what the context left out:
-        # the store work per turn stays the same however long the session grows.
-        self.record(events, update=_count_prompt(turn.prompt))
         try:
             result = await stream_reply(
                 self.client.provider(route.provider),
