@@ -8,7 +8,6 @@ message_delta, message_stop) and can be scripted to fail in the ways the provide
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import logging
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 from anthropic.resources.messages import AsyncMessages
+from helpers import stream_fails, stream_once
 
 from copilot.errors import (
     AuthenticationError,
@@ -35,7 +35,7 @@ from copilot.errors import (
     RateLimitError,
 )
 from copilot.providers.anthropic import AnthropicProvider, anthropic_messages
-from copilot.providers.base import ChatMessage, Completion, ModelRequest, TextDelta, estimate_tokens
+from copilot.providers.base import ChatMessage, Completion, TextDelta, estimate_tokens
 from copilot.testing import unused_port
 
 KEY = "sk-ant-test-SECRET-0123456789abcdef"
@@ -249,20 +249,7 @@ def provider(server, monkeypatch):
 
 def run(provider, model=MODEL, messages=HELLO, options=None, timeout=None):
     """Stream one request; return (items, error). The provider is closed afterwards."""
-
-    async def go():
-        items, error = [], None
-        try:
-            request = ModelRequest(model, messages, options or {}, timeout)
-            async for item in provider.stream(request):
-                items.append(item)
-        except Exception as exc:  # the test inspects it
-            error = exc
-        finally:
-            await provider.aclose()
-        return items, error
-
-    return asyncio.run(go())
+    return stream_once(provider, model, messages, options, timeout)
 
 
 def ok(provider, **kwargs):
@@ -273,8 +260,7 @@ def ok(provider, **kwargs):
 
 def fail(provider, error_type, **kwargs):
     items, error = run(provider, **kwargs)
-    assert type(error) is error_type, (error, items)
-    assert not any(isinstance(item, Completion) for item in items)
+    stream_fails(items, error, error_type)
     return error, items
 
 

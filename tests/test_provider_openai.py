@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from helpers import stream_fails, stream_once
 
 from copilot.errors import (
     AuthenticationError,
@@ -69,20 +70,7 @@ def provider(server, monkeypatch):
 
 def run(provider, model="gpt-4o", messages=HELLO, options=None, timeout=None):
     """Stream one request; return (items, error). The provider is closed afterwards."""
-
-    async def go():
-        items, error = [], None
-        try:
-            request = ModelRequest(model, messages, options or {}, timeout)
-            async for item in provider.stream(request):
-                items.append(item)
-        except Exception as exc:  # the test inspects it
-            error = exc
-        finally:
-            await provider.aclose()
-        return items, error
-
-    return asyncio.run(go())
+    return stream_once(provider, model, messages, options, timeout)
 
 
 def ok(provider, **kwargs):
@@ -93,8 +81,7 @@ def ok(provider, **kwargs):
 
 def fail(provider, error_type, **kwargs):
     items, error = run(provider, **kwargs)
-    assert type(error) is error_type, (error, items)
-    assert not any(isinstance(item, Completion) for item in items)
+    stream_fails(items, error, error_type)
     return error, items
 
 
