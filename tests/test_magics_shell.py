@@ -490,9 +490,6 @@ def test_use_new_delete(ip: InteractiveShell) -> None:
     assert_quiet_failure(result, captured, "no session 'chat'")
 
 
-@pytest.mark.xfail(
-    not hasattr(CopilotClient, "fork_session"), reason="core fork_session pending", strict=True
-)
 def test_fork_copies_model_system_message_and_exchanges(ip: InteractiveShell) -> None:
     run(ip, '%%copilot src -m echo:echo -s "sys"\none')
     run(ip, "%copilot fork src dst")
