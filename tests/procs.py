@@ -267,6 +267,8 @@ def _slow_scans(delay: float) -> None:
         yield from scan(self, *args, **kwargs)
         time.sleep(delay)
 
+    # Widen the window between the recovery scan and its marking, so that concurrent
+    # resumers really race (the test proves the marking happens once anyway).
     EventStore.iter_events_backwards = slow  # type: ignore[method-assign]
 
 

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,9 +68,9 @@ def slow_client(tmp_path: Path) -> Iterator[CopilotClient]:
     c.stop(timeout=5)
 
 
-def open_panel(client: CopilotClient, **kwargs: object) -> SessionPanel:
+def open_panel(client: CopilotClient, **kwargs: Any) -> SessionPanel:
     kwargs.setdefault("poll_interval", 0.1)
-    return SessionPanel(client=client, **kwargs)  # type: ignore[arg-type]
+    return SessionPanel(client=client, **kwargs)
 
 
 @pytest.fixture
