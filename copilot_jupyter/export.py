@@ -1,7 +1,8 @@
 """A session's transcript: its exchanges folded from the event log, as Markdown, JSON or a notebook.
 
-:func:`exchanges_of` reads a session's stored events into :class:`Exchange` records, one per
-prompt, in log order. An exchange replaced by a re-run cell (``user.message.data.replaces``)
+:func:`copilot.history.exchanges_of` (the one fold of events every reader uses) reads a
+session's stored events into :class:`~copilot.history.Exchange` records, one per prompt, in
+log order. An exchange replaced by a re-run cell (``user.message.data.replaces``)
 is left out, as it is from the model's context; the event log itself keeps it. Failed and
 aborted exchanges are kept and marked, so the transcript shows what the user saw.
 
@@ -13,78 +14,23 @@ aborted exchanges are kept and marked, so the transcript shows what the user saw
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from copilot import Event, InvalidArgumentError
+from copilot.history import Exchange, ExchangeStatus, exchanges_of
 
-__all__ = ["EXPORT_FORMATS", "Exchange", "exchanges_of", "export_session", "to_markdown"]
-
-
-@dataclass(slots=True)
-class Exchange:
-    """A prompt and what came of it.
-
-    ``status`` is ``"ok"`` (a complete reply), ``"aborted"`` (``reply`` holds the partial
-    text), ``"error"`` (``error`` holds the message) or ``"pending"`` (no outcome stored yet).
-    """
-
-    message_id: str
-    prompt: str
-    timestamp: str
-    reply: str = ""
-    status: str = "pending"
-    model: str | None = None
-    error: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    replaces: str | None = None
-
-
-def exchanges_of(events: Iterable[Event]) -> list[Exchange]:
-    """Fold stored events, oldest first, into the session's current exchanges."""
-    exchanges: dict[str, Exchange] = {}  # insertion order is log order
-    for event in events:
-        data = event.data
-        if event.type == "user.message":
-            replaces = data.get("replaces")
-            if replaces:
-                exchanges.pop(replaces, None)
-            exchanges[event.id] = Exchange(
-                event.id, data.get("content", ""), event.timestamp, replaces=replaces
-            )
-            continue
-        exchange = exchanges.get(data.get("messageId", ""))
-        if exchange is None:
-            continue
-        if event.type == "assistant.message":
-            exchange.reply = data.get("content", "")
-            exchange.model = data.get("model")
-            exchange.status = "ok"
-        elif event.type == "assistant.usage":
-            exchange.input_tokens = data.get("inputTokens")
-            exchange.output_tokens = data.get("outputTokens")
-        elif event.type == "abort":
-            exchange.reply = data.get("partialContent") or ""
-            exchange.status = "aborted"
-            exchange.error = data.get("reason")
-        elif event.type == "session.error":
-            exchange.status = "error"
-            exchange.error = data.get("message", "")
-        elif event.type == "assistant.turn_start":
-            exchange.model = data.get("model")
-    return list(exchanges.values())
+__all__ = ["EXPORT_FORMATS", "export_session", "to_markdown"]
 
 
 def _reply_markdown(exchange: Exchange) -> str:
-    if exchange.status == "error":
+    if exchange.status is ExchangeStatus.ERROR:
         return f"*error: {exchange.error}*"
-    if exchange.status == "pending":
+    if exchange.status is ExchangeStatus.PENDING:
         return "*(no reply yet)*"
-    reply = exchange.reply or ""
-    if exchange.status == "aborted":
+    reply = exchange.reply
+    if exchange.status is ExchangeStatus.ABORTED:
         reply = f"{reply}\n\n*(aborted)*" if reply else "*(aborted before any reply)*"
     return reply
 
@@ -121,7 +67,7 @@ def _to_json(
 ) -> str:
     document = {
         "session": dict(metadata),
-        "exchanges": [asdict(e) for e in exchanges],
+        "exchanges": [e.to_dict() for e in exchanges],
         # the whole log, replaced exchanges included: an export is also an audit record
         "events": [e.to_dict() for e in events],
     }

@@ -47,10 +47,11 @@ from IPython.display import display
 from traitlets import Bool, Enum, Float, Unicode
 
 from copilot import CopilotError, Event, Session, SessionNotFoundError
+from copilot.history import History, exchanges_of
 
 from .controller import time_ago
 from .display import FORMATS, extract_code, show_error, stream_turn
-from .export import EXPORT_FORMATS, exchanges_of, export_session, to_markdown
+from .export import EXPORT_FORMATS, export_session, to_markdown
 from .interpolate import interpolate
 from .state import CopilotState, get_state, reset_state
 
@@ -312,10 +313,7 @@ class CopilotMagics(Magics):
         if cells is None:
             cells = {}
             if self.state.client.get_session_metadata(name) is not None:
-                for event in self.state.client.get_messages(name):
-                    cell = (event.data.get("metadata") or {}).get("cellId")
-                    if event.type == "user.message" and cell:
-                        cells[cell] = event.id
+                cells = History.from_events(self.state.client.get_messages(name)).by_cell()
             self.cell_messages[name] = cells
         return cells
 
