@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ._loop import LoopThread
+from ._services import SessionServices
 from .config import (
     DEFAULT_MODEL_ENV,
     FALLBACK_ENV,
@@ -78,6 +79,16 @@ class ClientCore:
         self.sessions: dict[str, SessionCore] = {}
         self._settings = {name: dict(s) for name, s in provider_settings.items()}
         self._providers: dict[str, Provider] = {}
+        #: what every session core of this client is handed (it never sees the client)
+        self.services = SessionServices(
+            store=self.store,
+            router=self.router,
+            provider=self.provider,
+            retry_policy=retry_policy,
+            request_timeout=request_timeout,
+            writer_id=self.writer_id,
+            close=self.close_session,
+        )
 
     # -- providers ---------------------------------------------------------------------------
 
@@ -155,7 +166,7 @@ class ClientCore:
             "streaming": streaming,
         }
         self.store.create_session(metadata)
-        core = SessionCore(self, metadata)
+        core = SessionCore(self.services, metadata)
         self.sessions[session_id] = core
         start = {"model": model, "resolvedModel": route.model_id, "systemMessage": system_message}
         core.record([Event(EventType.SESSION_START, start)])
@@ -171,7 +182,7 @@ class ClientCore:
             await self.close_session(open_core, timeout=0)  # deleted elsewhere
         if metadata is None:
             raise SessionNotFoundError(session_id)
-        core = SessionCore(self, metadata)
+        core = SessionCore(self.services, metadata)
         interrupted = core.recover_interrupted(_LIVE_WRITERS)
         data = {"model": core.model, "interruptedTurns": interrupted}
         core.record([Event(EventType.SESSION_RESUME, data)])
@@ -202,7 +213,7 @@ class ClientCore:
         }
         copies = [Event(EventType.SESSION_START, start)]
         copies += _copy_events(self.store.read_events(source_id))
-        core = SessionCore(self, metadata)
+        core = SessionCore(self.services, metadata)
         self.sessions[new_id] = core
         core.record(copies)
         return core

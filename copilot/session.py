@@ -34,12 +34,12 @@ from .errors import (
 from .events import Event, EventType, new_id
 from .providers.base import ModelRequest, estimate_tokens
 from .routing import Route
-from .turn import stream_reply
+from .turn import StreamResult, stream_reply
 from .validation import validate_metadata, validate_prompt
 
 if TYPE_CHECKING:
     from ._loop import LoopThread
-    from .client import ClientCore
+    from ._services import SessionServices
 
 __all__ = ["AsyncSession", "EventHandler", "Session", "SessionCore"]
 
@@ -73,6 +73,23 @@ class _Turn:
         return data
 
 
+@dataclass(frozen=True, slots=True)
+class _Begun:
+    """A turn that began: its prompt and start are stored, its request is built."""
+
+    route: Route
+    request: ModelRequest
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """How a turn's model call ended: exactly one of a result, an error or an abort reason."""
+
+    result: StreamResult | None = None
+    error: CopilotError | None = None
+    aborted: str | None = None
+
+
 @dataclass(slots=True)
 class _ModelChange:
     model: str
@@ -103,8 +120,8 @@ def _process_alive(pid: int, host: str, writer: str, live_writers: set[str]) -> 
 class SessionCore:
     """A session on the client's event loop: the queue, the worker, the handlers, the tail."""
 
-    def __init__(self, client: ClientCore, metadata: Mapping[str, Any]) -> None:
-        self.client = client
+    def __init__(self, services: SessionServices, metadata: Mapping[str, Any]) -> None:
+        self.services = services
         self.session_id: str = metadata["sessionId"]
         self.model: str = metadata["model"]
         self.streaming: bool = bool(metadata.get("streaming", True))
@@ -145,7 +162,7 @@ class SessionCore:
 
     def record(self, events: list[Event], update: Callable[[dict], None] | None = None) -> None:
         """Append events to the log, then deliver them to the handlers."""
-        for event in self.client.store.append(self.session_id, events, update=update):
+        for event in self.services.store.append(self.session_id, events, update=update):
             self._emit(event)
 
     # -- the queue ---------------------------------------------------------------------------
@@ -190,7 +207,7 @@ class SessionCore:
     async def change_model(self, model: str) -> None:
         """Switch the model for the turns queued after this call, keeping the context."""
         self.check_open()
-        self.client.router.resolve(model)  # fail now, not at the next turn
+        self.services.router.resolve(model)  # fail now, not at the next turn
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_ModelChange(model, future))
         await future
@@ -282,77 +299,100 @@ class SessionCore:
     # -- a turn ------------------------------------------------------------------------------
 
     async def _run(self, turn: _Turn) -> None:
+        """One turn, in three steps: begin (route, context, prompt stored), stream (the model
+        call under the retry policy), record (the outcome). Each step's failure is recorded."""
+        begun = self._begin(turn)
+        if isinstance(begun, CopilotError):
+            self._fail(turn, begun)
+            return
+        outcome = await self._stream(turn, begun)
+        self._record(turn, begun, outcome)
+
+    def _begin(self, turn: _Turn) -> _Begun | CopilotError:
+        """Resolve the route, build the request and store the prompt and the turn's start.
+
+        One transaction reads the log's tail, builds the context and appends the prompt, the
+        turn's start and what the context left out: the context is exactly the log before the
+        prompt, even with other writers, and the store work per turn stays the same however
+        long the session grows. Handlers hear of it once it has committed. Returns the error
+        (the prompt stored, its outcome not yet) when the turn cannot start.
+        """
         user = Event(EventType.USER_MESSAGE, turn.user_data(), id=turn.message_id)
         try:
-            route = self.client.router.resolve(self.model)
+            route = self.services.router.resolve(self.model)
         except CopilotError as error:
             self.record([user], update=_count_prompt(turn.prompt))
-            self._fail(turn, error)
-            return
+            return error
         events = [user]
         if route.warning and self._fallback_warned != route.model_id:
             self._fallback_warned = route.model_id
-            events.append(
-                Event(
-                    EventType.SESSION_WARNING,
-                    {"warningType": "fallback", "message": route.warning, "model": route.model_id},
-                )
-            )
+            warning = {"warningType": "fallback", "message": route.warning, "model": route.model_id}
+            events.append(Event(EventType.SESSION_WARNING, warning))
         start_data = {
             "messageId": turn.message_id,
             "model": route.model_id,
             "pid": os.getpid(),
             "host": _HOST,
-            "writer": self.client.writer_id,
+            "writer": self.services.writer_id,
         }
         events.append(Event(EventType.ASSISTANT_TURN_START, start_data))
-        # One transaction reads the log's tail, builds the context and appends the prompt,
-        # the turn's start and what the context left out: the context is exactly the log
-        # before the prompt, even with other writers, and the store work per turn stays the
-        # same however long the session grows. Handlers hear of it once it has committed.
-        store = self.client.store
-        build_error: CopilotError | None = None
+        store = self.services.store
+        begun: _Begun | CopilotError
         with store.transaction():
             try:
                 request, truncation = self._build_request(turn, route)
+                begun = _Begun(route, request)
+                if truncation is not None:
+                    events.append(truncation)
             except CopilotError as error:
-                build_error, truncation = error, None
-            if truncation is not None:
-                events.append(truncation)
+                begun = error
             stored = store.append(self.session_id, events, update=_count_prompt(turn.prompt))
         for event in stored:
             self._emit(event)
-        if build_error is not None:
-            self._fail(turn, build_error)
-            return
+        return begun
+
+    async def _stream(self, turn: _Turn, begun: _Begun) -> _Outcome:
+        """Call the model under the retry policy; never raises, the outcome says how it ended.
+
+        This is where a tool-call loop goes: model -> tool calls -> results -> model, each
+        round adding to the outcome that :meth:`_record` writes.
+        """
+        route = begun.route
         try:
             result = await stream_reply(
-                self.client.provider(route.provider),
-                request,
-                self.client.retry_policy,
+                self.services.provider(route.provider),
+                begun.request,
+                self.services.retry_policy,
                 on_delta=lambda text, attempt: self._on_delta(turn, text, attempt),
                 on_retry=lambda error, attempt, delay: self._on_retry(turn, error, attempt, delay),
                 partial=self._partial,
             )
         except asyncio.CancelledError:
-            self._aborted(turn, "aborted")
-            return
+            return _Outcome(aborted="aborted")
         except CopilotError as error:
-            self._fail(turn, error)
-            return
+            return _Outcome(error=error)
         except Exception as exc:  # a provider bug: report it like any failure
-            error = ProviderError(
-                f"{route.provider} failed unexpectedly: {type(exc).__name__}: {exc}"
-            )
-            self._fail(turn, error)
+            message = f"{route.provider} failed unexpectedly: {type(exc).__name__}: {exc}"
+            return _Outcome(error=ProviderError(message))
+        return _Outcome(result=result)
+
+    def _record(self, turn: _Turn, begun: _Begun, outcome: _Outcome) -> None:
+        """Store the outcome of a turn that began, and settle its future."""
+        if outcome.aborted is not None:
+            self._aborted(turn, outcome.aborted)
             return
-        completion = result.completion
+        if outcome.error is not None:
+            self._fail(turn, outcome.error)
+            return
+        assert outcome.result is not None
+        model_id = begun.route.model_id
+        result, completion = outcome.result, outcome.result.completion
         message = Event(
             EventType.ASSISTANT_MESSAGE,
             {
                 "messageId": turn.message_id,
                 "content": completion.content,
-                "model": route.model_id,
+                "model": model_id,
                 "responseModel": completion.model,
                 "finishReason": completion.finish_reason,
             },
@@ -361,7 +401,7 @@ class SessionCore:
             EventType.ASSISTANT_USAGE,
             {
                 "messageId": turn.message_id,
-                "model": route.model_id,
+                "model": model_id,
                 "inputTokens": completion.input_tokens,
                 "outputTokens": completion.output_tokens,
                 "duration": round(result.duration_ms, 3),
@@ -375,7 +415,7 @@ class SessionCore:
 
         def count_reply(meta: dict[str, Any]) -> None:
             meta["messageCount"] = meta.get("messageCount", 0) + 1
-            meta["lastModel"] = route.model_id
+            meta["lastModel"] = model_id
 
         self.record([message, usage, end], update=count_reply)
         self._emit(Event(EventType.SESSION_IDLE, {}))
@@ -385,7 +425,7 @@ class SessionCore:
     def _build_request(self, turn: _Turn, route: Route) -> tuple[ModelRequest, Event | None]:
         """The model request of ``turn``, and a ``session.truncation`` event if history was
         left out to fit the model's context window."""
-        provider = self.client.provider(route.provider)
+        provider = self.services.provider(route.provider)
         window = provider.context_window(route.name)
         max_tokens = turn.options.get("max_tokens")
         reserve = int(max_tokens) if max_tokens else min(1024, window // 4)
@@ -410,12 +450,12 @@ class SessionCore:
             }
             truncation = Event(EventType.SESSION_TRUNCATION, data)
         options = {k: v for k, v in turn.options.items() if k != "timeout"}
-        timeout = turn.options.get("timeout", self.client.request_timeout)
+        timeout = turn.options.get("timeout", self.services.request_timeout)
         return ModelRequest(route.name, built.messages, options, timeout), truncation
 
     def _refresh_tail(self, window: int) -> ConversationTail:
         """The conversation tail, topped up with the events stored since it was last read."""
-        store = self.client.store
+        store = self.services.store
         meta = store.get_session(self.session_id)
         if meta is None:
             raise SessionNotFoundError(self.session_id)
@@ -489,7 +529,7 @@ class SessionCore:
         The scan and the marking share one transaction, so two processes resuming the same
         session at once mark a dead turn once.
         """
-        with self.client.store.transaction():
+        with self.services.store.transaction():
             dead = [s for s in self._open_turns() if not self._owner_alive(s, live_writers)]
             reason = "interrupted: the process running this turn ended before the reply finished"
             for start in dead:
@@ -507,7 +547,7 @@ class SessionCore:
         """``assistant.turn_start`` events near the end of the log that have no end, oldest first."""
         ended: set[str] = set()
         open_turns: list[Event] = []
-        for index, event in enumerate(self.client.store.iter_events_backwards(self.session_id)):
+        for index, event in enumerate(self.services.store.iter_events_backwards(self.session_id)):
             if index >= _RECOVERY_SCAN:
                 break
             message_id = event.data.get("messageId")
@@ -637,7 +677,7 @@ class Session(_SessionFace):
     def get_messages(self, after: int = 0) -> list[Event]:
         """The session's stored events, oldest first; with ``after``, only those whose
         ``seq`` is greater (an incremental read: pass the last ``event.seq`` you have)."""
-        return self._core.client.store.read_events(self.session_id, after=after)
+        return self._core.services.store.read_events(self.session_id, after=after)
 
     def abort(self, message_id: str | None = None) -> bool:
         """Abort the running turn, or only the turn ``message_id`` (running or still queued).
@@ -657,7 +697,7 @@ class Session(_SessionFace):
         recorded as such). ``client.resume_session(id)`` opens the session again.
         """
         if self._runner.running:
-            self._runner.run(self._core.client.close_session(self._core, timeout))
+            self._runner.run(self._core.services.close(self._core, timeout))
 
 
 class AsyncSession(_SessionFace):
@@ -693,7 +733,7 @@ class AsyncSession(_SessionFace):
 
     async def get_messages(self, after: int = 0) -> list[Event]:
         """The session's stored events, oldest first; see :meth:`Session.get_messages`."""
-        store = self._core.client.store
+        store = self._core.services.store
         return await asyncio.to_thread(store.read_events, self.session_id, after)
 
     async def abort(self, message_id: str | None = None) -> bool:
@@ -707,4 +747,4 @@ class AsyncSession(_SessionFace):
     async def destroy(self, timeout: float | None = 60.0) -> None:
         """Close this session object, keeping its data; see :meth:`Session.destroy`."""
         if self._runner.running:
-            await self._runner.arun(self._core.client.close_session(self._core, timeout))
+            await self._runner.arun(self._core.services.close(self._core, timeout))

@@ -1,0 +1,37 @@
+"""What a session core needs from its client, handed over as one explicit object.
+
+A :class:`~copilot.session.SessionCore` never imports or reaches into the client: the client
+builds one :class:`SessionServices` and passes it to every session core it opens. Imports run
+one way: the faces (``client.py``, ``session.py``) -> the cores -> the store and providers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .providers.base import Provider
+    from .routing import Router
+    from .store import EventStore
+    from .turn import RetryPolicy
+
+__all__ = ["SessionServices"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionServices:
+    """The client's services a session core uses; one instance per client, shared.
+
+    ``provider(name)`` returns the provider instance named ``name`` (built on first use);
+    ``close(core, timeout)`` closes a session core and forgets it in the client.
+    """
+
+    store: EventStore
+    router: Router
+    provider: Callable[[str], Provider]
+    retry_policy: RetryPolicy
+    request_timeout: float | None
+    writer_id: str
+    close: Callable[[Any, float | None], Awaitable[None]]
