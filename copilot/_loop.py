@@ -77,6 +77,16 @@ class LoopThread:
 
         return self.run(call())
 
+    async def acall(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call a plain function on the loop thread; await it from another running loop."""
+        if self.in_loop_thread():
+            return fn(*args)
+
+        async def call() -> T:
+            return fn(*args)
+
+        return await self.arun(call())
+
     def stop(self) -> None:
         """Stop the loop and join its thread; pending tasks are cancelled."""
         if self.loop.is_closed():

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from . import _exit
 from ._loop import LoopThread
+from ._readers import ReaderThread
 from ._services import SessionServices
 from .config import (
     DEFAULT_MODEL_ENV,
@@ -35,6 +39,8 @@ from .turn import RetryPolicy
 from .validation import validate_session_id
 
 __all__ = ["AsyncCopilotClient", "ClientCore", "ClientState", "CopilotClient"]
+
+T = TypeVar("T")
 
 #: the embedded offline model: the default when nothing else is configured
 EMBEDDED_MODEL = "local:smollm2"
@@ -79,6 +85,8 @@ class ClientCore:
         self.sessions: dict[str, SessionCore] = {}
         self._settings = {name: dict(s) for name, s in provider_settings.items()}
         self._providers: dict[str, Provider] = {}
+        # provider() runs on the loop thread and, for list_models, on a worker thread
+        self._providers_lock = threading.Lock()
         #: what every session core of this client is handed (it never sees the client)
         self.services = SessionServices(
             store=self.store,
@@ -94,19 +102,21 @@ class ClientCore:
 
     def provider(self, name: str) -> Provider:
         """The provider instance named ``name``, built on first use."""
-        instance = self._providers.get(name)
-        if instance is None:
-            cls = load_provider_class(name, self._registry)
-            instance = cls(self._settings.get(name, {}))
-            self._providers[name] = instance
-        return instance
+        with self._providers_lock:
+            instance = self._providers.get(name)
+            if instance is None:
+                cls = load_provider_class(name, self._registry)
+                instance = cls(self._settings.get(name, {}))
+                self._providers[name] = instance
+            return instance
 
     def register_provider(self, name: str, provider: Provider) -> None:
         """Serve ``name:...`` model ids with ``provider`` (a custom or pre-configured instance)."""
         if not isinstance(provider, Provider):
             raise InvalidArgumentError("register_provider takes a copilot.providers.Provider")
-        self._registry[name] = type(provider)
-        self._providers[name] = provider
+        with self._providers_lock:
+            self._registry[name] = type(provider)
+            self._providers[name] = provider
 
     def availability(self, name: str) -> Availability:
         """Whether provider ``name`` can serve now; never raises."""
@@ -117,10 +127,15 @@ class ClientCore:
         except ImportError as exc:
             return Availability(False, f"cannot import its module: {exc}")
 
+    async def alist_models(self) -> list[dict[str, Any]]:
+        """:meth:`list_models` on a worker thread: a provider's availability check may block
+        (a network probe, a model file's check), and the loop must go on streaming."""
+        return await asyncio.to_thread(self.list_models)
+
     def list_models(self) -> list[dict[str, Any]]:
-        """Every model the providers know, with whether it is usable now."""
+        """Every model the providers know, with whether it is usable now (blocking)."""
         models = []
-        for name in self._registry:
+        for name in list(self._registry):
             status = self.availability(name)
             try:
                 provider = self.provider(name)
@@ -258,6 +273,78 @@ class ClientCore:
         self.store.close()
 
 
+def _list_sessions(store: EventStore) -> list[dict[str, Any]]:
+    return store.list_sessions()
+
+
+def _get_session_metadata(store: EventStore, session_id: str) -> dict[str, Any] | None:
+    return store.get_session(validate_session_id(session_id))
+
+
+def _get_messages(store: EventStore, session_id: str, after: int) -> list[Event]:
+    if store.get_session(validate_session_id(session_id)) is None:
+        raise SessionNotFoundError(session_id)
+    return store.read_events(session_id, after=after)
+
+
+def _get_last_session_id(store: EventStore) -> str | None:
+    sessions = store.list_sessions()
+    return sessions[0]["sessionId"] if sessions else None
+
+
+class _Running:
+    """A started client: its core on the private loop, its reader thread, its exit hook.
+
+    :meth:`shutdown` is ``stop()``; it runs at interpreter exit too (:mod:`copilot._exit`)
+    if the program did not stop the client itself.
+    """
+
+    def __init__(self, home: Path, core_args: Mapping[str, Any]) -> None:
+        self.runner = LoopThread()
+        try:
+            # built on the loop thread: the store's first connection belongs to that thread,
+            # which closes it in ClientCore.aclose
+            self.core = self.runner.call(functools.partial(ClientCore, home, **core_args))
+        except BaseException:
+            self.runner.stop()
+            raise
+        self.readers = ReaderThread(self.core.store.close)
+        self.closed = False
+        _LIVE_WRITERS.add(self.core.writer_id)
+        _exit.register(id(self), self.shutdown)
+
+    def _begin_shutdown(self) -> bool:
+        if self.closed:
+            return False
+        self.closed = True
+        _exit.unregister(id(self))
+        return True
+
+    def _finish(self) -> None:
+        self.readers.close()
+        self.runner.stop()
+        _LIVE_WRITERS.discard(self.core.writer_id)
+
+    def shutdown(self, timeout: float | None) -> None:
+        """Close every session (queued turns get ``timeout`` s), the providers, the store's
+        connections and both threads."""
+        if not self._begin_shutdown():
+            return
+        try:
+            self.runner.run(self.core.aclose(timeout))
+        finally:
+            self._finish()
+
+    async def ashutdown(self, timeout: float | None) -> None:
+        """:meth:`shutdown`, awaited: the caller's loop goes on meanwhile."""
+        if not self._begin_shutdown():
+            return
+        try:
+            await self.runner.arun(self.core.aclose(timeout))
+        finally:
+            await asyncio.to_thread(self._finish)
+
+
 _NOT_COPIED = frozenset({EventType.SESSION_START, EventType.SESSION_RESUME})
 _ID_FIELDS = ("messageId", "replaces")
 
@@ -321,9 +408,8 @@ class _ClientFace:
             "retry_policy": RetryPolicy(max_retries=max_retries),
             "request_timeout": request_timeout,
         }
-        self.state = ClientState.NEW
-        self._runner: LoopThread | None = None
-        self._core: ClientCore | None = None
+        self._running: _Running | None = None
+        self._ever_started = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} home={str(self.home)!r} state={self.state.value}>"
@@ -343,54 +429,57 @@ class _ClientFace:
         """Model names routed to model ids (the config file's ``[routes]`` and ``routes=``)."""
         return dict(self._core_args["routes"])
 
+    @property
+    def state(self) -> ClientState:
+        """Where the client is in its life: new, started or stopped."""
+        if self._running is not None and not self._running.closed:
+            return ClientState.STARTED
+        return ClientState.STOPPED if self._ever_started else ClientState.NEW
+
+    @property
+    def _core(self) -> ClientCore | None:
+        # the running core, for tests and the notebook tools of this package
+        return None if self._running is None else self._running.core
+
     def _start(self) -> None:
         if self.state is ClientState.STARTED:
             return
-        self._core = ClientCore(self.home, **self._core_args)
-        self._runner = LoopThread()
-        _LIVE_WRITERS.add(self._core.writer_id)
-        self.state = ClientState.STARTED
+        self._running = _Running(self.home, self._core_args)
+        self._ever_started = True
 
-    def _started(self) -> tuple[ClientCore, LoopThread]:
+    def _started(self) -> _Running:
         if self.state is not ClientState.STARTED:
             self._start()
-        assert self._core is not None and self._runner is not None
-        return self._core, self._runner
+        assert self._running is not None
+        return self._running
 
-    def _finish_stop(self) -> None:
-        if self._runner is not None:
-            self._runner.stop()
-        if self._core is not None:
-            _LIVE_WRITERS.discard(self._core.writer_id)
-        self.state = ClientState.STOPPED
+    async def _astarted(self) -> _Running:
+        # Starting opens the store (disk I/O): off the caller's loop.
+        if self.state is not ClientState.STARTED:
+            await asyncio.to_thread(self._start)
+        assert self._running is not None
+        return self._running
 
-    # Pure reads need no event loop: they run in the caller's thread, on the store directly.
+    # Pure reads need no event loop: they run on the client's reader thread, never on the
+    # caller's (whose loop they would block, and where they would leave an SQLite connection).
 
-    def _list_sessions(self) -> list[dict[str, Any]]:
-        return self._started()[0].store.list_sessions()
+    def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        running = self._started()
+        return running.readers.call(fn, running.core.store, *args)
 
-    def _get_session_metadata(self, session_id: str) -> dict[str, Any] | None:
-        return self._started()[0].store.get_session(validate_session_id(session_id))
-
-    def _get_messages(self, session_id: str, after: int) -> list[Event]:
-        store = self._started()[0].store
-        if store.get_session(validate_session_id(session_id)) is None:
-            raise SessionNotFoundError(session_id)
-        return store.read_events(session_id, after=after)
-
-    def _get_last_session_id(self) -> str | None:
-        sessions = self._list_sessions()
-        return sessions[0]["sessionId"] if sessions else None
+    async def _aread(self, fn: Callable[..., T], *args: Any) -> T:
+        running = await self._astarted()
+        return await running.readers.acall(fn, running.core.store, *args)
 
     def get_provider(self, name: str) -> Provider:
         """The client's provider instance named ``name`` (``"echo"``, ``"openai"``...)."""
-        core, runner = self._started()
-        return runner.call(core.provider, name)
+        running = self._started()
+        return running.runner.call(running.core.provider, name)
 
     def register_provider(self, name: str, provider: Provider) -> None:
         """Serve model ids ``name:...`` with ``provider``."""
-        core, runner = self._started()
-        runner.call(core.register_provider, name, provider)
+        running = self._started()
+        running.runner.call(running.core.register_provider, name, provider)
 
 
 class CopilotClient(_ClientFace):
@@ -408,6 +497,9 @@ class CopilotClient(_ClientFace):
     ``default_model`` (for ``create_session()`` without a model; default the embedded
     ``local:smollm2``), ``routes`` (model name -> model id), ``providers`` (provider name ->
     non-secret settings), ``max_retries`` and ``request_timeout`` (seconds) for model calls.
+
+    A program that ends without ``stop()`` gets it at interpreter exit: queued turns get
+    :data:`copilot._exit.EXIT_TIMEOUT` seconds, what is left is recorded as aborted.
     """
 
     def start(self) -> None:
@@ -416,14 +508,9 @@ class CopilotClient(_ClientFace):
 
     def stop(self, timeout: float | None = 60.0) -> None:
         """Close every session (queued turns finish, up to ``timeout`` s each), then stop."""
-        if self.state is not ClientState.STARTED:
-            self.state = ClientState.STOPPED
-            return
-        assert self._core is not None and self._runner is not None
-        try:
-            self._runner.run(self._core.aclose(timeout))
-        finally:
-            self._finish_stop()
+        if self._running is not None:
+            self._running.shutdown(timeout)
+        self._ever_started = True
 
     def __enter__(self) -> CopilotClient:
         self.start()
@@ -440,62 +527,66 @@ class CopilotClient(_ClientFace):
         streaming: bool = True,
     ) -> Session:
         """Create a new session and store it. Raises SessionExistsError if the id is taken."""
-        core, runner = self._started()
+        running = self._started()
         text = _system_text(system_message)
-        session = runner.run(core.create_session(session_id, model, text, streaming))
-        return Session(session, runner)
+        core = running.runner.run(running.core.create_session(session_id, model, text, streaming))
+        return Session(core, running.runner, running.readers)
 
     def resume_session(self, session_id: str) -> Session:
         """Open a stored session with its history. Raises SessionNotFoundError if unknown."""
-        core, runner = self._started()
-        return Session(runner.run(core.resume_session(session_id)), runner)
+        running = self._started()
+        core = running.runner.run(running.core.resume_session(session_id))
+        return Session(core, running.runner, running.readers)
 
     def list_sessions(self) -> list[dict[str, Any]]:
         """Every stored session's metadata (``sessionId``, ``startTime``, ``modifiedTime``,
         ``model``, ``summary``, ``messageCount``...), most recently used first."""
-        return self._list_sessions()
+        return self._read(_list_sessions)
 
     def get_session_metadata(self, session_id: str) -> dict[str, Any] | None:
         """A stored session's metadata, or None: check a session exists before resuming it."""
-        return self._get_session_metadata(session_id)
+        return self._read(_get_session_metadata, session_id)
 
     def get_last_session_id(self) -> str | None:
         """The id of the most recently used session, or None."""
-        return self._get_last_session_id()
+        return self._read(_get_last_session_id)
 
     def get_messages(self, session_id: str, after: int = 0) -> list[Event]:
         """A stored session's events, oldest first, without opening the session (nothing
         is written: no ``session.resume``). Raises SessionNotFoundError if unknown."""
-        return self._get_messages(session_id, after)
+        return self._read(_get_messages, session_id, after)
 
     def delete_session(self, session_id: str) -> None:
         """Remove a session and all its data from disk."""
-        core, runner = self._started()
-        runner.run(core.delete_session(session_id))
+        running = self._started()
+        running.runner.run(running.core.delete_session(session_id))
 
     def fork_session(self, source_id: str, new_id: str, *, model: str | None = None) -> Session:
         """Copy a stored session's history into a new session (to try another direction or
         another ``model``); the source is unchanged."""
-        core, runner = self._started()
-        return Session(runner.run(core.fork_session(source_id, new_id, model)), runner)
+        running = self._started()
+        core = running.runner.run(running.core.fork_session(source_id, new_id, model))
+        return Session(core, running.runner, running.readers)
 
     def delete_sessions(
         self, older_than: timedelta, *, dry_run: bool = False
     ) -> list[dict[str, Any]]:
         """Delete every session unused for longer than ``older_than``; return their metadata."""
-        core, runner = self._started()
-        return runner.run(core.delete_sessions(older_than, dry_run))
+        running = self._started()
+        return running.runner.run(running.core.delete_sessions(older_than, dry_run))
 
     def list_models(self) -> list[dict[str, Any]]:
         """Every known model: ``id``, ``provider``, ``usable`` now, ``reason`` if not."""
-        core, runner = self._started()
-        return runner.call(core.list_models)
+        running = self._started()
+        return running.runner.run(running.core.alist_models())
 
 
 class AsyncCopilotClient(_ClientFace):
     """The async twin of :class:`CopilotClient`: the same methods, awaited.
 
-    Works inside a running event loop (IPython's top-level await, ipykernel):
+    Works inside a running event loop (IPython's top-level await, ipykernel); no method
+    blocks the caller's loop (store reads run on the client's reader thread, model checks on
+    a worker thread):
 
     >>> async with AsyncCopilotClient() as client:
     ...     session = await client.create_session(model="echo")
@@ -504,18 +595,13 @@ class AsyncCopilotClient(_ClientFace):
 
     async def start(self) -> None:
         """Start the client's private event loop."""
-        self._start()
+        await self._astarted()
 
     async def stop(self, timeout: float | None = 60.0) -> None:
         """Close every session (queued turns finish first), then stop."""
-        if self.state is not ClientState.STARTED:
-            self.state = ClientState.STOPPED
-            return
-        assert self._core is not None and self._runner is not None
-        try:
-            await self._runner.arun(self._core.aclose(timeout))
-        finally:
-            await asyncio.to_thread(self._finish_stop)
+        if self._running is not None:
+            await self._running.ashutdown(timeout)
+        self._ever_started = True
 
     async def __aenter__(self) -> AsyncCopilotClient:
         await self.start()
@@ -532,52 +618,54 @@ class AsyncCopilotClient(_ClientFace):
         streaming: bool = True,
     ) -> AsyncSession:
         """Create a new session; see :meth:`CopilotClient.create_session`."""
-        core, runner = self._started()
+        running = await self._astarted()
         text = _system_text(system_message)
-        session = await runner.arun(core.create_session(session_id, model, text, streaming))
-        return AsyncSession(session, runner)
+        created = running.core.create_session(session_id, model, text, streaming)
+        return AsyncSession(await running.runner.arun(created), running.runner, running.readers)
 
     async def resume_session(self, session_id: str) -> AsyncSession:
         """Open a stored session; see :meth:`CopilotClient.resume_session`."""
-        core, runner = self._started()
-        return AsyncSession(await runner.arun(core.resume_session(session_id)), runner)
+        running = await self._astarted()
+        core = await running.runner.arun(running.core.resume_session(session_id))
+        return AsyncSession(core, running.runner, running.readers)
 
     async def list_sessions(self) -> list[dict[str, Any]]:
         """Every stored session's metadata, most recently used first."""
-        return await asyncio.to_thread(self._list_sessions)
+        return await self._aread(_list_sessions)
 
     async def get_session_metadata(self, session_id: str) -> dict[str, Any] | None:
         """A stored session's metadata, or None."""
-        return self._get_session_metadata(session_id)
+        return await self._aread(_get_session_metadata, session_id)
 
     async def get_last_session_id(self) -> str | None:
         """The id of the most recently used session, or None."""
-        return await asyncio.to_thread(self._get_last_session_id)
+        return await self._aread(_get_last_session_id)
 
     async def get_messages(self, session_id: str, after: int = 0) -> list[Event]:
         """A stored session's events without opening it; see :meth:`CopilotClient.get_messages`."""
-        return await asyncio.to_thread(self._get_messages, session_id, after)
+        return await self._aread(_get_messages, session_id, after)
 
     async def delete_session(self, session_id: str) -> None:
         """Remove a session and all its data from disk."""
-        core, runner = self._started()
-        await runner.arun(core.delete_session(session_id))
+        running = await self._astarted()
+        await running.runner.arun(running.core.delete_session(session_id))
 
     async def fork_session(
         self, source_id: str, new_id: str, *, model: str | None = None
     ) -> AsyncSession:
         """Copy a session's history into a new one; see :meth:`CopilotClient.fork_session`."""
-        core, runner = self._started()
-        return AsyncSession(await runner.arun(core.fork_session(source_id, new_id, model)), runner)
+        running = await self._astarted()
+        core = await running.runner.arun(running.core.fork_session(source_id, new_id, model))
+        return AsyncSession(core, running.runner, running.readers)
 
     async def delete_sessions(
         self, older_than: timedelta, *, dry_run: bool = False
     ) -> list[dict[str, Any]]:
         """Delete every session unused for longer than ``older_than``; return their metadata."""
-        core, runner = self._started()
-        return await runner.arun(core.delete_sessions(older_than, dry_run))
+        running = await self._astarted()
+        return await running.runner.arun(running.core.delete_sessions(older_than, dry_run))
 
     async def list_models(self) -> list[dict[str, Any]]:
         """Every known model and whether it is usable now."""
-        core, runner = self._started()
-        return runner.call(core.list_models)
+        running = await self._astarted()
+        return await running.runner.arun(running.core.alist_models())

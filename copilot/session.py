@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .context import ConversationTail
 from .errors import (
     CopilotError,
+    InvalidArgumentError,
     ProviderError,
     SessionClosedError,
     SessionNotFoundError,
@@ -39,6 +40,7 @@ from .validation import validate_metadata, validate_prompt
 
 if TYPE_CHECKING:
     from ._loop import LoopThread
+    from ._readers import ReaderThread
     from ._services import SessionServices
 
 __all__ = ["AsyncSession", "EventHandler", "Session", "SessionCore"]
@@ -194,7 +196,10 @@ class SessionCore:
         """Wait for the final ``assistant.message`` of a turn sent by this session object."""
         future = self._results.get(message_id)
         if future is None:
-            raise CopilotError(f"no turn {message_id!r} was sent through this session object")
+            raise InvalidArgumentError(
+                f"no turn {message_id!r} was sent through this session object (or it is one of "
+                f"more than {_KEEP_RESULTS} turns ago); read its outcome with get_messages()"
+            )
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
@@ -586,9 +591,10 @@ def _prompt_of(prompt: str | Mapping[str, Any] | None, kwargs: dict[str, Any]) -
 class _SessionFace:
     """What both faces share: identity, handlers, and a repr without secrets."""
 
-    def __init__(self, core: SessionCore, runner: LoopThread) -> None:
+    def __init__(self, core: SessionCore, runner: LoopThread, readers: ReaderThread) -> None:
         self._core = core
         self._runner = runner
+        self._readers = readers
 
     @property
     def session_id(self) -> str:
@@ -624,6 +630,17 @@ class _SessionFace:
         meta = validate_metadata(metadata)
         self._core.check_open()
         return self._runner.call(self._core.submit, text, replaces, meta, options)
+
+    async def _asubmit(
+        self,
+        prompt: Any,
+        replaces: str | None,
+        metadata: Mapping[str, Any] | None,
+        options: dict[str, Any],
+    ) -> str:
+        # The same checks and hop as _submit, from a worker thread: the hop waits for the
+        # client's loop, which may be inside a store write, and the caller's loop must not.
+        return await asyncio.to_thread(self._submit, prompt, replaces, metadata, options)
 
     def __repr__(self) -> str:
         state = "destroyed" if self._core.closed else "open"
@@ -674,10 +691,20 @@ class Session(_SessionFace):
             self._runner.call(self._core.abort, message_id)
             raise
 
+    def wait(self, message_id: str, timeout: float | None = None) -> Event:
+        """Wait for the final ``assistant.message`` of a turn this object sent with :meth:`send`.
+
+        Raises what :meth:`send_and_wait` raises; :class:`~copilot.errors.TurnTimeoutError`
+        leaves the turn running. :class:`~copilot.errors.InvalidArgumentError` if
+        ``message_id`` was not sent through this session object (or is long gone: the last
+        256 turns are kept).
+        """
+        return self._runner.run(self._core.wait_for(message_id, timeout))
+
     def get_messages(self, after: int = 0) -> list[Event]:
         """The session's stored events, oldest first; with ``after``, only those whose
         ``seq`` is greater (an incremental read: pass the last ``event.seq`` you have)."""
-        return self._core.services.store.read_events(self.session_id, after=after)
+        return self._readers.call(self._core.services.store.read_events, self.session_id, after)
 
     def abort(self, message_id: str | None = None) -> bool:
         """Abort the running turn, or only the turn ``message_id`` (running or still queued).
@@ -712,7 +739,7 @@ class AsyncSession(_SessionFace):
         **options: Any,
     ) -> str:
         """Queue ``prompt`` and return its message id; see :meth:`Session.send`."""
-        return self._submit(prompt, replaces, metadata, options)
+        return await self._asubmit(prompt, replaces, metadata, options)
 
     async def send_and_wait(
         self,
@@ -724,21 +751,26 @@ class AsyncSession(_SessionFace):
         **options: Any,
     ) -> Event:
         """Send ``prompt`` and await its final ``assistant.message``; see :meth:`Session.send_and_wait`."""
-        message_id = self._submit(prompt, replaces, metadata, options)
+        message_id = await self._asubmit(prompt, replaces, metadata, options)
         try:
             return await self._runner.arun(self._core.wait_for(message_id, timeout))
         except asyncio.CancelledError:
             self._runner.call(self._core.abort, message_id)
             raise
 
+    async def wait(self, message_id: str, timeout: float | None = None) -> Event:
+        """Await the final ``assistant.message`` of a turn sent by :meth:`send`; see
+        :meth:`Session.wait`."""
+        return await self._runner.arun(self._core.wait_for(message_id, timeout))
+
     async def get_messages(self, after: int = 0) -> list[Event]:
         """The session's stored events, oldest first; see :meth:`Session.get_messages`."""
         store = self._core.services.store
-        return await asyncio.to_thread(store.read_events, self.session_id, after)
+        return await self._readers.acall(store.read_events, self.session_id, after)
 
     async def abort(self, message_id: str | None = None) -> bool:
         """Abort the running turn, or the turn ``message_id``; see :meth:`Session.abort`."""
-        return self._runner.call(self._core.abort, message_id)
+        return await self._runner.acall(self._core.abort, message_id)
 
     async def set_model(self, model: str) -> None:
         """Use ``model`` from the next turn on; see :meth:`Session.set_model`."""

@@ -108,3 +108,18 @@ def test_abort_raises_turn_aborted_for_the_waiter(home):
         await client.stop()
 
     run(main())
+
+
+def test_async_wait_for_a_sent_turn(home):
+    async def main():
+        client = AsyncCopilotClient(base_directory=home, providers={"echo": {"chunk_delay": 0.02}})
+        session = await client.create_session(model="echo")
+        first = await session.send(prompt="one")
+        second = await session.send(prompt="two")
+        replies = await asyncio.gather(session.wait(second, 10), session.wait(first, 10))
+        with pytest.raises(InvalidArgumentError):
+            await session.wait("never-sent", 1)
+        await client.stop()
+        return [r.data.content for r in replies]
+
+    assert run(main()) == ["echo: two", "echo: one"]

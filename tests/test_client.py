@@ -291,7 +291,7 @@ def test_sessions_run_concurrently(home):
     started = time.perf_counter()
     ids = [s.send(prompt="hi") for s in sessions]
     for session, message_id in zip(sessions, ids, strict=True):
-        session._runner.run(session._core.wait_for(message_id, 10))
+        session.wait(message_id, 10)
     assert time.perf_counter() - started < 1.2  # 4 x 0.4 s if they ran one after another
     client.stop()
 
@@ -347,7 +347,7 @@ def test_abort_keeps_the_partial_reply_and_the_session_goes_on(slow_client):
     wait_until(lambda: len(deltas) >= 3)
     session.abort()
     with pytest.raises(TurnAbortedError):
-        session._runner.run(session._core.wait_for(message_id, 10))
+        session.wait(message_id, 10)
     abort = [e for e in session.get_messages() if e.type == EventType.ABORT][0]
     assert abort.data.messageId == message_id
     assert abort.data.partialContent.startswith("echo: w")
@@ -539,3 +539,17 @@ def test_a_replacing_prompt_drops_the_old_exchange_from_the_context(client):
     sent = [m.content for m in client.get_provider("echo").requests[-1].messages]
     assert sent == ["other", "echo: other", "first, edited", "echo: first, edited", "next"]
     assert "first" in [e.data.content for e in session.get_messages() if e.type == "user.message"]
+
+
+def test_wait_returns_the_reply_of_a_sent_turn_and_refuses_unknown_ids(slow_client):
+    session = slow_client.create_session(model="echo")
+    first = session.send(prompt="one")
+    second = session.send(prompt="two")
+    assert session.wait(second, timeout=10).data.content == "echo: two"
+    assert session.wait(first, timeout=10).data.content == "echo: one"  # a late wait works
+    with pytest.raises(InvalidArgumentError, match="get_messages"):
+        session.wait("not-a-sent-id", timeout=1)
+    slow = session.send(prompt="w " * 40)
+    with pytest.raises(TurnTimeoutError):
+        session.wait(slow, timeout=0.05)
+    assert session.wait(slow, timeout=30).data.content.startswith("echo: w")  # it went on
