@@ -111,3 +111,64 @@ def test_an_unexpected_provider_exception_becomes_a_provider_error(client):
         session.send_and_wait(prompt="hi")
     session.set_model("echo")
     assert session.send_and_wait(prompt="fine").data.content == "echo: fine"
+
+
+# -- the delay policy, pinned ---------------------------------------------------------------
+
+from copilot.turn import RetryPolicy  # noqa: E402
+
+
+def _connection() -> ProviderConnectionError:
+    return ProviderConnectionError("refused")
+
+
+def test_backoff_doubles_from_the_base_and_is_capped_by_max_wait():
+    policy = RetryPolicy(max_retries=6, backoff=0.5, max_wait=4.0)
+    delays = [policy.delay(_connection(), attempt) for attempt in range(1, 7)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+def test_retries_stop_after_max_retries_and_for_non_retryable_errors():
+    policy = RetryPolicy(max_retries=2, backoff=0.5)
+    assert policy.delay(_connection(), 2) == 1.0
+    assert policy.delay(_connection(), 3) is None
+    assert RetryPolicy(max_retries=0).delay(_connection(), 1) is None
+    assert policy.delay(AuthenticationError("bad key", status_code=401), 1) is None
+
+
+def test_retry_after_is_the_servers_word_within_max_wait():
+    policy = RetryPolicy(max_retries=3, backoff=0.5, max_wait=10.0)
+    # longer than the backoff: the server's hint wins
+    assert policy.delay(RateLimitError("slow", status_code=429, retry_after=1.5), 1) == 1.5
+    assert policy.delay(RateLimitError("slow", status_code=429, retry_after=7.0), 2) == 7.0
+    # shorter than the backoff: still the server's hint (it knows when it will take us back)
+    assert policy.delay(RateLimitError("slow", status_code=429, retry_after=0.1), 3) == 0.1
+    # exactly max_wait is honoured; beyond it the turn gives up instead of stalling
+    assert policy.delay(RateLimitError("slow", status_code=429, retry_after=10.0), 1) == 10.0
+    assert policy.delay(RateLimitError("slow", status_code=429, retry_after=10.01), 1) is None
+    # a 429 without a hint backs off like any retryable error
+    assert policy.delay(RateLimitError("slow", status_code=429), 2) == 1.0
+    # the retry count bounds 429s too
+    assert policy.delay(RateLimitError("slow", status_code=429, retry_after=1.0), 4) is None
+
+
+def test_a_retry_after_longer_than_the_backoff_is_waited_for_end_to_end(home, monkeypatch):
+    # The real OpenAI provider against a local server answering 429 with Retry-After 1.5 s,
+    # three times the first backoff (0.5 s): the retry comes no sooner than the server asked.
+    from copilot.testing import Fault, Reply, ScriptedOpenAIServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-retry")
+    with ScriptedOpenAIServer() as server:
+        server.enqueue(Fault.status(429, retry_after=1.5), Reply("after the wait"))
+        client = CopilotClient(
+            base_directory=home, providers={"openai": {"base_url": server.base_url}}
+        )
+        session = client.create_session(model="openai:gpt-4o")
+        assert session.send_and_wait(prompt="hi", timeout=30).data.content == "after the wait"
+        first, second = server.chat_requests
+        client.stop()
+    assert second.time - first.time >= 1.5
+    warning = [e for e in session.get_messages() if e.type == EventType.SESSION_WARNING][0]
+    assert (
+        warning.data.errorType == "RateLimitError" and "retrying in 1.5 s" in warning.data.message
+    )
