@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -26,14 +27,15 @@ log = logging.getLogger("copilot")
 EXIT_TIMEOUT: float = 10.0
 
 _lock = threading.Lock()
-#: shutdown functions of the running clients, by a key of the client's choosing
-_running: dict[int, Callable[[float], None]] = {}
+#: shutdown functions of the running clients, by a key of the client's choosing, with the pid
+#: of the process that started them (a forked child has no copy of their loop threads)
+_running: dict[int, tuple[int, Callable[[float], None]]] = {}
 
 
 def register(key: int, shutdown: Callable[[float], None]) -> None:
     """Call ``shutdown(EXIT_TIMEOUT)`` at interpreter exit unless unregistered before."""
     with _lock:
-        _running[key] = shutdown
+        _running[key] = (os.getpid(), shutdown)
 
 
 def unregister(key: int) -> None:
@@ -45,7 +47,7 @@ def unregister(key: int) -> None:
 @atexit.register
 def _shutdown_all() -> None:
     with _lock:
-        pending = list(_running.values())
+        pending = [shutdown for pid, shutdown in _running.values() if pid == os.getpid()]
         _running.clear()
     for shutdown in pending:
         try:

@@ -289,3 +289,28 @@ def test_exit_with_an_idle_session_is_silent(home):
         [sys.executable, "-c", script, home], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_exits_without_touching_its_parents_clients(home):
+    # The child inherits the registry but not the client's loop thread: its exit must not
+    # wait on a loop that does not run there (it would hang), nor write to the parent's log.
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from copilot import CopilotClient
+        client = CopilotClient(base_directory=sys.argv[1])
+        client.create_session(session_id="s", model="echo").send_and_wait(prompt="parent")
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # runs the child's atexit hooks
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+        client.stop()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, home], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "0", done.stderr
+    assert "Exception ignored" not in done.stderr
