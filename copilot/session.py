@@ -142,6 +142,13 @@ class SessionCore:
         self._closing = False
         self._worker = asyncio.get_running_loop().create_task(self._work())
 
+    @property
+    def client(self) -> SessionServices:
+        """The services, under the name recovery (``recover_interrupted``, ``_open_turns``)
+        used before they were one object; kept so that code merges unchanged. Use
+        :attr:`services` in new code."""
+        return self.services
+
     # -- events ------------------------------------------------------------------------------
 
     def on(self, handler: EventHandler) -> Callable[[], None]:
@@ -534,7 +541,7 @@ class SessionCore:
         The scan and the marking share one transaction, so two processes resuming the same
         session at once mark a dead turn once.
         """
-        with self.services.store.transaction():
+        with self.client.store.transaction():
             dead = [s for s in self._open_turns() if not self._owner_alive(s, live_writers)]
             reason = "interrupted: the process running this turn ended before the reply finished"
             for start in dead:
@@ -552,7 +559,7 @@ class SessionCore:
         """``assistant.turn_start`` events near the end of the log that have no end, oldest first."""
         ended: set[str] = set()
         open_turns: list[Event] = []
-        for index, event in enumerate(self.services.store.iter_events_backwards(self.session_id)):
+        for index, event in enumerate(self.client.store.iter_events_backwards(self.session_id)):
             if index >= _RECOVERY_SCAN:
                 break
             message_id = event.data.get("messageId")
