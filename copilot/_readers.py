@@ -16,8 +16,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .errors import ClientStateError
-
 T = TypeVar("T")
 
 __all__ = ["ReaderThread"]
@@ -32,6 +30,7 @@ class ReaderThread:
         self._close_connection = close_connection
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -46,13 +45,17 @@ class ReaderThread:
                 future.set_exception(exc)
         self._close_connection()  # this thread's SQLite connection
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
-        """Queue ``fn(*args)``; return a thread-safe future of its result."""
-        if self._closed:
-            raise ClientStateError("the client was stopped; its reader thread is closed")
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._jobs.put((fn, args, future))
-        return future
+    def _submit(
+        self, fn: Callable[..., T], args: tuple[Any, ...]
+    ) -> concurrent.futures.Future[T] | None:
+        # Under the lock, a job is either queued before close()'s end marker (so it is served)
+        # or sees the thread closed: none is left waiting on a thread that has gone.
+        with self._lock:
+            if self._closed:
+                return None
+            future: concurrent.futures.Future[T] = concurrent.futures.Future()
+            self._jobs.put((fn, args, future))
+            return future
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the reader thread and block this thread for the result.
@@ -62,15 +65,17 @@ class ReaderThread:
         """
         if threading.current_thread() is self._thread:
             return fn(*args)
-        if self._closed:
+        future = self._submit(fn, args)
+        if future is None:
             return self._detached(fn, *args)
-        return self.submit(fn, *args).result()
+        return future.result()
 
     async def acall(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the reader thread; the caller's loop goes on meanwhile."""
-        if self._closed:
+        future = self._submit(fn, args)
+        if future is None:
             return await asyncio.to_thread(self._detached, fn, *args)
-        return await asyncio.wrap_future(self.submit(fn, *args))
+        return await asyncio.wrap_future(future)
 
     def _detached(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -80,9 +85,10 @@ class ReaderThread:
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish the queued reads, close the thread's store connection, end the thread."""
-        if self._closed:
-            return
-        self._closed = True
-        self._jobs.put(None)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._jobs.put(None)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -319,3 +320,33 @@ def test_a_forked_child_exits_without_touching_its_parents_clients(home):
     )
     assert done.stdout.strip() == "0", done.stderr
     assert "Exception ignored" not in done.stderr
+
+
+def test_reads_racing_stop_are_all_answered(home):
+    # Reads from another thread while stop() closes the reader thread: each read is served
+    # by the reader thread or, once it is closed, on the caller's thread; none waits forever.
+    client = CopilotClient(base_directory=home)
+    session = client.create_session(session_id="s", model="echo")
+    session.send_and_wait(prompt="hello")
+    counts: list[int] = []
+    errors: list[BaseException] = []
+    stop_reading = threading.Event()
+
+    def read() -> None:
+        try:
+            while not stop_reading.is_set():
+                counts.append(len(session.get_messages()))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for thread in readers:
+        thread.start()
+    time.sleep(0.05)
+    client.stop()
+    time.sleep(0.05)
+    stop_reading.set()
+    for thread in readers:
+        thread.join(10)
+    assert not any(t.is_alive() for t in readers) and errors == []
+    assert counts and set(counts) == {len(session.get_messages())}
