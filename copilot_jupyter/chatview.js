@@ -103,14 +103,36 @@ function renderPrompt({ model, el }) {
     event.stopPropagation();
     if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
     event.preventDefault();  // Enter sends; Shift+Enter keeps the textarea's new line
-    model.set("value", box.value);
+    // Empty the box at once and hand Python the text; Python puts it back ("restore") if it
+    // does not send it. Clearing here, not from Python, keeps the order of `value` updates:
+    // ipywidgets may still hold queued updates of the last key presses, and a clear sent
+    // from Python would be overwritten by their echo.
+    const text = box.value;
+    box.value = "";
+    model.set("value", "");
     model.save_changes();
-    model.send({ event: "submit", text: box.value });
+    model.send({ event: "submit", text });
   });
+  // Python sets the box's text with a message, not only with `value`, for the same reason:
+  // "clear" after the Send button sent it, "restore" when Enter's text was not sent.
+  const onMessage = (msg) => {
+    if (msg.op !== "clear" && msg.op !== "restore") return;
+    const text = msg.op === "clear" ? "" : msg.text;
+    box.value = text;
+    // Send `value` even if the model holds it already (set it to something else first): the
+    // browser then ignores the echo of any older `value` update still on its way back.
+    model.set("value", text + "\u0000");
+    model.set("value", text);
+    model.save_changes();
+  };
   draw();
   model.on("change", draw);
+  model.on("msg:custom", onMessage);
   el.append(box);
-  return () => model.off("change", draw);
+  return () => {
+    model.off("change", draw);
+    model.off("msg:custom", onMessage);
+  };
 }
 
 function renderSessions({ model, el }) {

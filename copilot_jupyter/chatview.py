@@ -121,15 +121,31 @@ class PromptBox(anywidget.AnyWidget):
         self._submit_handlers.append(handler)
 
     def submit(self, text: str | None = None) -> None:
-        """What Enter does: take ``text`` (default: the current value) and call the handlers."""
+        """What Enter does: take ``text`` (default: the current value) and call the handlers.
+
+        A handler that sends the text calls :meth:`clear`; text left in ``value`` stays in the
+        box.
+        """
         if text is not None:
             self.value = text
         for handler in list(self._submit_handlers):
             handler(self)
 
+    def clear(self) -> None:
+        """Empty the box (a prompt was sent), in Python and in every view.
+
+        A view is told with a message as well as through ``value``: the browser may still have
+        a queued ``value`` update from the last key presses, which would otherwise win.
+        """
+        self.value = ""
+        self.send({"op": "clear"})
+
     def _on_message(self, _widget: Any, content: dict[str, Any], _buffers: Any) -> None:
         if content.get("event") == "submit":
+            # The view emptied itself on Enter; give the text back unless it was sent.
             self.submit(str(content.get("text", "")))
+            if self.value:
+                self.send({"op": "restore", "text": self.value})
 
 
 class SessionList(anywidget.AnyWidget):

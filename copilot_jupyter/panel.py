@@ -91,7 +91,7 @@ class _Column:
     def __init__(self, session: str) -> None:
         self.session = session
         self.head = w.HTML()
-        self.chat = ChatLog(height="340px", layout=w.Layout(width="100%"))
+        self.chat = ChatLog(height="340px", layout=w.Layout(width="auto"))
         self.status = w.HTML()
         self.box = w.VBox(
             (self.head, self.chat, self.status),
@@ -153,10 +153,10 @@ class SessionPanel(w.VBox):
             ),
             layout=w.Layout(flex="1 1 0%", min_width="0"),
         )
-        body = w.HBox((self.sidebar, self.main), layout=w.Layout(width="100%"))
+        body = w.HBox((self.sidebar, self.main), layout=w.Layout(width="auto"))
         super().__init__(children=(self.css, self.title, body), **kwargs)
         self.add_class("copilot-panel")
-        self.layout.width = "100%"
+        self.layout.width = "auto"
         c = self.controller
         c.observe(self._show_sessions, ["sessions", "selected"])
         c.observe(self._show_models, ["models", "model", "compare_models"])
@@ -176,11 +176,11 @@ class SessionPanel(w.VBox):
 
     def _build_sidebar(self) -> w.VBox:
         """The session list, the name box, New / Fork / Rename / Delete and the confirmation."""
-        self.picker = SessionList(height="340px", layout=w.Layout(width="100%"))
+        self.picker = SessionList(height="340px", layout=w.Layout(width="auto"))
         self.picker.add_class("copilot-picker")
         self.picker.observe(self._on_pick, "value")
         self.name = w.Text(
-            placeholder="name for New / Fork / Rename", layout=w.Layout(width="100%")
+            placeholder="name for New / Fork / Rename", layout=w.Layout(width="auto")
         )
         self.name.add_class("copilot-name")
         self.new_button = _button("New", "copilot-new", tooltip="Create a session", icon="plus")
@@ -195,7 +195,7 @@ class SessionPanel(w.VBox):
         self.fork_button.on_click(self._on_fork)
         self.rename_button.on_click(self._on_rename)
         self.delete_button.on_click(self._on_delete)
-        self.confirm_text = w.HTML(layout=w.Layout(width="100%"))
+        self.confirm_text = w.HTML(layout=w.Layout(width="auto"))
         self.confirm_delete_button = _button(
             "Delete", "copilot-confirm-delete", tooltip="Delete it for good", style="danger"
         )
@@ -209,7 +209,7 @@ class SessionPanel(w.VBox):
         self.confirm.add_class("copilot-confirm")
         buttons = w.GridBox(
             (self.new_button, self.fork_button, self.rename_button, self.delete_button),
-            layout=w.Layout(grid_template_columns="1fr 1fr", width="100%"),
+            layout=w.Layout(grid_template_columns="1fr 1fr", width="auto"),
         )
         return w.VBox(
             (self.picker, self.name, buttons, self.confirm),
@@ -239,7 +239,7 @@ class SessionPanel(w.VBox):
         self.compare_toggle.observe(self._on_compare_toggle, "value")
         return w.HBox(
             (self.model, self.refresh_button, self.compare_toggle),
-            layout=w.Layout(align_items="center", width="100%"),
+            layout=w.Layout(align_items="center", width="auto"),
         )
 
     def _build_compare_picker(self) -> w.Box:
@@ -257,7 +257,7 @@ class SessionPanel(w.VBox):
         self.compare_models = w.HBox(
             (self.compare_label, self.compare_choices, self.compare_other),
             layout=w.Layout(
-                display="none", flex_flow="row wrap", align_items="center", width="100%"
+                display="none", flex_flow="row wrap", align_items="center", width="auto"
             ),
         )
         self.compare_models.add_class("copilot-compare-models")
@@ -265,18 +265,18 @@ class SessionPanel(w.VBox):
 
     def _build_chat(self) -> w.Box:
         """The transcript of the shown session, or the compare columns."""
-        self.chat = ChatLog(height="380px", layout=w.Layout(width="100%"))
+        self.chat = ChatLog(height="380px", layout=w.Layout(width="auto"))
         self.chat.add_class("copilot-transcript")
-        self.compare = w.HBox(layout=w.Layout(display="none", width="100%"))
+        self.compare = w.HBox(layout=w.Layout(display="none", width="auto"))
         self.compare.add_class("copilot-compare")
         self._columns: list[_Column] = []
-        return w.VBox((self.chat, self.compare), layout=w.Layout(width="100%"))
+        return w.VBox((self.chat, self.compare), layout=w.Layout(width="auto"))
 
     def _build_prompt(self) -> w.VBox:
         """The prompt box (Enter sends), Send, Stop and the status line."""
         self.prompt = PromptBox(
             placeholder="Ask something; Enter sends, Shift+Enter adds a line",
-            layout=w.Layout(width="100%", margin="6px 0 4px"),
+            layout=w.Layout(width="auto", margin="6px 0 4px"),
         )
         self.prompt.add_class("copilot-prompt")
         self.prompt.on_submit(self._on_submit)
@@ -292,9 +292,9 @@ class SessionPanel(w.VBox):
         self.status.add_class("copilot-status")
         actions = w.HBox(
             (self.send_button, self.stop_button, self.status),
-            layout=w.Layout(align_items="center", width="100%"),
+            layout=w.Layout(align_items="center", width="auto"),
         )
-        return w.VBox((self.prompt, actions), layout=w.Layout(width="100%"))
+        return w.VBox((self.prompt, actions), layout=w.Layout(width="auto"))
 
     # -- rendering (may run on any thread: only sets widget values) --------------------------
 
@@ -486,7 +486,7 @@ class SessionPanel(w.VBox):
     def _send_prompt(self, button: w.Button | None) -> None:
         sent = self._act(button, self.controller.send, self.prompt.value)
         if sent:  # sent: the box is ready for the next prompt
-            self.prompt.value = ""
+            self.prompt.clear()
 
     def _on_send(self, button: w.Button) -> None:
         self._send_prompt(button)

@@ -718,14 +718,20 @@ def test_enter_in_the_prompt_box_sends(slow_client: CopilotClient) -> None:
         assert c.selected == "chat-1" and c.busy and p.prompt.value == ""
         # Enter while the reply streams is refused, like the disabled Send button, and the
         # draft is kept
-        p.prompt.submit("next question")
+        sent: list[dict[str, Any]] = []
+        original = p.prompt.send
+        p.prompt.send = lambda content, buffers=None: (sent.append(content), original(content))  # type: ignore[method-assign]
+        p.prompt._handle_custom_msg({"event": "submit", "text": "next question"}, [])
         assert c.status_level == "warning" and "still coming" in c.status
         assert p.prompt.value == "next question"
+        # the browser emptied its box on Enter: it is told to put the text back
+        assert sent == [{"op": "restore", "text": "next question"}]
         wait_idle(c)
         assert "echo: line one" in p.chat.value and "<br />\nline two" in p.chat.value
         p.prompt.submit()
         wait_idle(c)
         assert "echo: next question" in p.chat.value and p.prompt.value == ""
+        assert sent[-1] == {"op": "clear"}
         p.prompt.submit("   ")  # nothing typed: said in plain words, nothing sent
         assert c.status_level == "error" and "type a prompt" in c.status.lower()
     finally:
