@@ -30,11 +30,17 @@ from traitlets import Bool, Dict, Int, List, Unicode
 
 from .feed import LIVE_CHARS
 
-__all__ = ["ChatLog", "PromptBox", "SessionList"]
+__all__ = ["ChatLog", "PromptBox", "SessionList", "chat_css"]
 
 _HERE = Path(__file__).parent
 _ESM = _HERE / "chatview.js"
 _CSS = _HERE / "chatview.css"
+
+
+def chat_css() -> str:
+    """The chat views' style sheet (to show a transcript's HTML outside the panel: wrap it in
+    ``<div class="cj-chat">``)."""
+    return _CSS.read_text(encoding="utf-8")
 
 
 class ChatLog(anywidget.AnyWidget):
