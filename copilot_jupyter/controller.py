@@ -7,8 +7,8 @@ models, the transcript, busy, the status line, the compare columns) as traits; t
 Threads. Nothing here blocks the kernel while a reply streams: prompts go out with
 ``session.send()``, which returns at once; the session's events arrive on the client's event
 thread and update the traits from there (ipykernel sends widget changes made on any thread).
-Streaming deltas are coalesced: the reply being written is re-rendered at most every
-``throttle`` seconds. A daemon thread polls the store every ``poll_interval`` seconds for what
+Streaming deltas are coalesced: ``live`` (the reply being written, its tail only) changes at
+most every ``throttle`` seconds, and ``transcript_html`` only when a stored event changes it. A daemon thread polls the store every ``poll_interval`` seconds for what
 other processes wrote (new sessions, new turns in the shown session) and stops on :meth:`close`.
 
 Locks, always taken in this order: the action lock (one user action at a time), then the
@@ -20,7 +20,7 @@ Example (no widgets)::
 
     controller = PanelController(CopilotState(CopilotClient(routes={"echo-b": "echo"})))
     controller.new_session("demo")
-    controller.send("Hello")        # returns at once; the reply streams into the traits
+    controller.send("Hello")        # returns at once; the reply streams into ``live``
     controller.transcript_html      # the finished turns, as HTML
 """
 
