@@ -19,11 +19,12 @@ from copilot.events import EventType
 from copilot_jupyter import controller as controller_module
 from copilot_jupyter.chatview import ChatLog
 from copilot_jupyter.controller import PanelController, compare_session_id, parse_model_ids
-from copilot_jupyter.feed import LIVE_CHARS
+from copilot_jupyter.feed import LIVE_CHARS, SessionFeed
 from copilot_jupyter.formatting import describe_session
 from copilot_jupyter.markdown import render_markdown
 from copilot_jupyter.panel import SessionPanel
 from copilot_jupyter.state import CopilotState, get_state, reset_state
+from copilot_jupyter.throttle import Throttle
 from copilot_jupyter.transcript import SHOWN_CHARS, Transcript
 
 pytestmark = pytest.mark.timeout(60)
@@ -817,3 +818,54 @@ def test_the_live_view_follows_the_feed() -> None:
         (None, None, None),
     ]
     assert sent[-1] == {"op": "live", "clear": True}
+
+
+# -- the throttle ------------------------------------------------------------------------------
+
+
+def test_throttle_coalesces_and_never_loses_the_last_call() -> None:
+    calls: list[float] = []
+    throttle = Throttle(0.3, lambda: calls.append(time.monotonic()))
+    try:
+        throttle()  # outside any window: at once
+        assert len(calls) == 1
+        for _ in range(50):  # a burst inside the window: one deferred call at its end
+            throttle()
+        assert len(calls) == 1
+        wait_until(lambda: len(calls) == 2, 5, "the deferred call")
+        # generous lower bound (the timer may fire late on a loaded machine, never early)
+        assert calls[1] - calls[0] >= 0.29
+        time.sleep(0.5)
+        assert len(calls) == 2  # the burst cost one call
+        throttle()  # the window has passed: at once again
+        assert len(calls) == 3
+        throttle()  # deferred ...
+        throttle.close()  # ... and cancelled
+        time.sleep(0.5)
+        throttle()
+        assert len(calls) == 3
+    finally:
+        throttle.close()
+
+
+def test_the_feed_ignores_a_late_delta_of_a_finished_turn(client: CopilotClient) -> None:
+    session = client.create_session("late", model="echo")
+    changes: list[bool] = []
+    feed = SessionFeed(session, lambda f, live_only: changes.append(live_only))
+    try:
+        message_id = session.send("hi")
+        feed.expect(message_id)
+        wait_until(lambda: not feed.busy, 5, "the turn to end")
+        (exchange,) = feed.history.exchanges()
+        assert exchange.status == "ok" and exchange.reply == "echo: hi"
+        changes.clear()
+        # a delta delivered after its turn's outcome (the event thread behind the store)
+        feed._on_event(
+            Event(
+                EventType.ASSISTANT_MESSAGE_DELTA,
+                {"messageId": message_id, "deltaContent": "stale", "attempt": exchange.attempt},
+            )
+        )
+        assert exchange.live == "" and feed.live() == {} and changes == []
+    finally:
+        feed.close()
