@@ -248,7 +248,7 @@ class SessionPanel(w.VBox):
         self.compare_choices = w.HBox(layout=w.Layout(flex_flow="row wrap", width="auto"))
         self.compare_checkboxes: dict[str, w.Checkbox] = {}
         self.compare_other = w.Text(
-            placeholder="other model ids, separated by commas (Enter)",
+            placeholder="other model ids, comma-separated",
             continuous_update=False,
             layout=w.Layout(flex="1 1 12em", min_width="10em", width="auto"),
         )

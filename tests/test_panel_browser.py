@@ -249,8 +249,10 @@ def test_panel_streams_a_reply_in_jupyterlab(lab: tuple[str, str]) -> None:
             box = summary.bounding_box()
             list_box = panel.locator(".copilot-picker .cj-session-list").bounding_box()
             assert box and list_box and box["x"] + box["width"] <= list_box["x"] + list_box["width"]
-            cards.nth(1).click()  # "tour": stored history
-            expect(cards.nth(1)).to_have_class(re.compile("cj-selected"))
+            tour = panel.locator('.copilot-picker .cj-session[data-session="tour"]')
+            tour.click()  # stored history (opening it moves it to the top of the list)
+            expect(tour).to_have_class(re.compile("cj-selected"))
+            expect(tour).to_have_attribute("aria-selected", "true")
             history = panel.locator(".copilot-history")
             expect(history.locator(".cj-assistant pre")).to_contain_text("for i in range(3):")
             expect(panel.locator(".cj-title")).to_contain_text("tour")
@@ -349,6 +351,16 @@ def test_panel_streams_a_reply_in_jupyterlab(lab: tuple[str, str]) -> None:
             expect(panel.locator(".copilot-status")).to_contain_text("Compared echo, echo-b")
             overflow = page.evaluate(OVERFLOW_JS)
             assert overflow == [], f"elements wider than their box: {overflow}"
+            panel.screenshot(path=str(ARTIFACTS / "panel-compare.png"))
+            # with the file browser open again (a narrower notebook): still no overflow
+            page.keyboard.press("Escape")
+            page.locator(".jp-Notebook").first.click(position={"x": 5, "y": 5})
+            page.keyboard.press("Control+b")
+            expect(page.locator(".jp-FileBrowser")).to_be_visible()
+            page.wait_for_timeout(300)
+            overflow = page.evaluate(OVERFLOW_JS)
+            assert overflow == [], f"elements wider than their box: {overflow}"
+            panel.screenshot(path=str(ARTIFACTS / "panel-narrow.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "panel-failure.png"), full_page=True)
             raise
