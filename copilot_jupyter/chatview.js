@@ -140,6 +140,7 @@ function renderSessions({ model, el }) {
   const list = document.createElement("div");
   list.className = "cj-session-list";
   list.setAttribute("role", "listbox");
+  list.setAttribute("data-lm-suppress-shortcuts", "true");  // keys stay in the list
   list.style.height = model.get("height");
   el.append(list);
   const draw = () => {
@@ -165,9 +166,17 @@ function renderSessions({ model, el }) {
         summary.textContent = item.summary;
         card.append(summary);
       }
-      card.addEventListener("click", () => {
+      card.tabIndex = 0;  // reachable with Tab; Enter or Space picks it
+      const pick = () => {
         model.set("value", item.id);
         model.save_changes();
+      };
+      card.addEventListener("click", pick);
+      card.addEventListener("keydown", (event) => {
+        if (event.key !== "Enter" && event.key !== " ") return;
+        event.preventDefault();
+        event.stopPropagation();
+        pick();
       });
       list.append(card);
     }

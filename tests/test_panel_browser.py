@@ -361,6 +361,13 @@ def test_panel_streams_a_reply_in_jupyterlab(lab: tuple[str, str]) -> None:
             overflow = page.evaluate(OVERFLOW_JS)
             assert overflow == [], f"elements wider than their box: {overflow}"
             panel.screenshot(path=str(ARTIFACTS / "panel-narrow.png"))
+            # the session list works from the keyboard too
+            scratch = panel.locator('.copilot-picker .cj-session[data-session="scratch"]')
+            scratch.focus()
+            page.keyboard.press("Enter")
+            expect(scratch).to_have_attribute("aria-selected", "true")
+            expect(panel.locator(".cj-title")).to_contain_text("showing scratch")
+            expect(page.locator(".copilot-panel")).to_have_count(1)  # no cell was run
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "panel-failure.png"), full_page=True)
             raise
