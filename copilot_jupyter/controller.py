@@ -7,8 +7,8 @@ models, the transcript, busy, the status line, the compare columns) as traits; t
 Threads. Nothing here blocks the kernel while a reply streams: prompts go out with
 ``session.send()``, which returns at once; the session's events arrive on the client's event
 thread and update the traits from there (ipykernel sends widget changes made on any thread).
-Streaming deltas are coalesced: the reply being written is re-rendered at most every
-``throttle`` seconds. A daemon thread polls the store every ``poll_interval`` seconds for what
+Streaming deltas are coalesced: ``live`` (the reply being written, its tail only) changes at
+most every ``throttle`` seconds, and ``transcript_html`` only when a stored event changes it. A daemon thread polls the store every ``poll_interval`` seconds for what
 other processes wrote (new sessions, new turns in the shown session) and stops on :meth:`close`.
 
 Locks, always taken in this order: the action lock (one user action at a time), then the
@@ -20,7 +20,7 @@ Example (no widgets)::
 
     controller = PanelController(CopilotState(CopilotClient(routes={"echo-b": "echo"})))
     controller.new_session("demo")
-    controller.send("Hello")        # returns at once; the reply streams into the traits
+    controller.send("Hello")        # returns at once; the reply streams into ``live``
     controller.transcript_html      # the finished turns, as HTML
 """
 
@@ -29,60 +29,35 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from traitlets import Bool, Dict, Enum, HasTraits, Instance, List, Tuple, Unicode
 
 from copilot import ClientState, CopilotClient, CopilotError, Session
+from copilot.errors import InvalidArgumentError, SessionError
 from copilot.validation import validate_session_id
 
+from .feed import SessionFeed
+from .formatting import format_count
 from .state import CopilotState, get_state
-from .transcript import SessionFeed
+from .throttle import Throttle
 
-__all__ = ["PanelController", "compare_session_id", "describe_session", "time_ago"]
+__all__ = [
+    "LARGE_PROMPT",
+    "PanelController",
+    "compare_session_id",
+    "parse_model_ids",
+    "plain_error",
+]
 
 log = logging.getLogger("copilot_jupyter.panel")
 
 _NO_SESSION = "No session selected. Pick one on the left, or type a prompt and press Send."
 _MAX_COMPARE = 3
 
-
-def time_ago(iso: str | None, now: datetime | None = None) -> str:
-    """``just now``, ``5 min ago``, ``3 h ago``, ``2 d ago`` or the date, from an ISO time."""
-    if not iso:
-        return "never"
-    try:
-        then = datetime.fromisoformat(iso)
-    except ValueError:
-        return iso
-    seconds = ((now or datetime.now(UTC)) - then).total_seconds()
-    if seconds < 60:
-        return "just now"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min ago"
-    if seconds < 86400:
-        return f"{int(seconds // 3600)} h ago"
-    if seconds < 7 * 86400:
-        return f"{int(seconds // 86400)} d ago"
-    return then.date().isoformat()
-
-
-def describe_session(meta: dict[str, Any]) -> str:
-    """One line for the picker: name · model · turns · last used · summary."""
-    turns = meta.get("turnCount", 0)
-    parts = [
-        str(meta.get("sessionId")),
-        str(meta.get("model", "?")),
-        f"{turns} turn{'' if turns == 1 else 's'}",
-        time_ago(meta.get("modifiedTime")),
-    ]
-    summary = " ".join(str(meta.get("summary") or "").split())
-    if summary:
-        parts.append(summary if len(summary) <= 48 else summary[:47] + "…")
-    return "  ·  ".join(parts)
+#: prompts longer than this (characters) are sent only when Send is pressed a second time
+LARGE_PROMPT = 1_000_000
 
 
 def compare_session_id(base: str, model: str) -> str:
@@ -92,58 +67,19 @@ def compare_session_id(base: str, model: str) -> str:
     return validate_session_id(f"{base[: 126 - len(slug)]}--{slug}")
 
 
-def _default_model(client: CopilotClient) -> str:
-    return client.default_model
+def parse_model_ids(text: str) -> list[str]:
+    """Model ids typed in one box, separated by commas and/or spaces, without repeats.
+
+    >>> parse_model_ids("echo, local:smollm2  echo")
+    ['echo', 'local:smollm2']
+    """
+    return list(dict.fromkeys(part for part in re.split(r"[\s,;]+", text) if part))
 
 
-def _routes(client: CopilotClient) -> dict[str, str]:
-    return client.routes
-
-
-def _plain_error(error: BaseException) -> str:
+def plain_error(error: BaseException) -> str:
+    """An exception as one sentence for the status line (capitalised, no type name)."""
     text = str(error) or type(error).__name__
     return text[0].upper() + text[1:] if text else text
-
-
-class _Throttle:
-    """Call ``fn`` at most once every ``interval`` seconds; a call inside the window is deferred
-    to its end (on a timer thread), so the last update is never lost."""
-
-    def __init__(self, interval: float, fn: Callable[[], None]) -> None:
-        self.interval = interval
-        self._fn = fn
-        self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
-        self._last = 0.0
-        self._closed = False
-
-    def __call__(self) -> None:
-        with self._lock:
-            if self._closed or self._timer is not None:
-                return
-            delay = self._last + self.interval - time.monotonic()
-            if delay > 0:
-                self._timer = threading.Timer(delay, self._fire)
-                self._timer.daemon = True
-                self._timer.start()
-                return
-            self._last = time.monotonic()
-        self._fn()
-
-    def _fire(self) -> None:
-        with self._lock:
-            self._timer = None
-            if self._closed:
-                return
-            self._last = time.monotonic()
-        self._fn()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
 
 
 class PanelController(HasTraits):
@@ -169,8 +105,9 @@ class PanelController(HasTraits):
     events = Tuple()
     #: the shown session's finished turns as HTML
     transcript_html = Unicode("")
-    #: the reply being streamed now, as HTML ("" when idle)
-    live_html = Unicode("")
+    #: the reply streaming now (``{}`` when idle): ``id`` (changes when a new reply starts),
+    #: ``model``, ``text`` (its last ``LIVE_CHARS`` characters), ``total`` (its length so far)
+    live = Dict()
     #: the status line, in plain words, and its kind
     status = Unicode("")
     status_level = Enum(("info", "busy", "warning", "error"), default_value="info")
@@ -179,7 +116,7 @@ class PanelController(HasTraits):
     #: compare mode: the prompt goes to every model of ``compare_models``, side by side
     compare_mode = Bool(False)
     compare_models = List(Unicode())
-    #: one dict per compared model: model, session, html, live, busy, status, level
+    #: one dict per compared model: model, session, html, live (as ``live``), busy, status, level
     columns = List(Dict())
 
     state = Instance(CopilotState)
@@ -197,19 +134,20 @@ class PanelController(HasTraits):
         self._feed: SessionFeed | None = None
         self._feed_status: tuple[Any, ...] | None = None  # the feed status last shown
         self._compare: list[SessionFeed] = []
-        self._render_live_throttled = _Throttle(throttle, self._render_main)
-        self._render_columns_throttled = _Throttle(throttle, self._render_columns)
+        self._render_live_throttled = Throttle(throttle, self._render_live)
+        self._render_columns_throttled = Throttle(throttle, self._render_columns)
         self._closed = False
         self._paused = False
         self._wake = threading.Event()
-        self.model = _default_model(self.client)
+        self.model = self.client.default_model
+        self._large_prompt: str | None = None  # a large prompt waiting for a second Send
         self.refresh_models()
         self.refresh_sessions()
         self.state.observe(self._on_current_session, "current_session")
         self.state.observe(self._on_revision, "revision")
         current = self.state.current_session
         if current and self.client.get_session_metadata(current) is not None:
-            self._try(self.select, current)
+            self.try_action(self.select, current)
         else:
             self._render_main()
         self._poller: threading.Thread | None = None
@@ -291,8 +229,8 @@ class PanelController(HasTraits):
         shown = self.selected
         listed = shown is None or any(s.get("sessionId") == shown for s in self.sessions)
         if not listed and self.client.get_session_metadata(shown) is None:
-            self._try(self._show, None)  # deleted by another process
-            self._say("warning", f"Session {shown!r} was deleted elsewhere.")
+            self.try_action(self._show, None)  # deleted by another process
+            self.say("warning", f"Session {shown!r} was deleted elsewhere.")
         for feed in [self._feed, *self._compare]:
             if feed is not None:
                 feed.poll()
@@ -305,7 +243,7 @@ class PanelController(HasTraits):
     def _on_current_session(self, change: Any) -> None:
         # %copilot use NAME (or another panel) chose a session.
         if change["new"] != self.selected:
-            self._try(self.select, change["new"])
+            self.try_action(self.select, change["new"])
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -319,7 +257,7 @@ class PanelController(HasTraits):
         """Reload the list of models and whether each is usable now."""
         models = self.client.list_models()
         by_id = {m["id"]: m for m in models}
-        for name, target in _routes(self.client).items():
+        for name, target in self.client.routes.items():
             if name not in by_id:  # a route name ("gpt" -> "openai:gpt-4.1") is a model too
                 served = by_id.get(target, {})
                 models.append(
@@ -346,11 +284,13 @@ class PanelController(HasTraits):
         options = [(f"✓ {name(m)}", m["id"]) for m in usable]
         options += [(f"✗ {name(m)} — {m.get('reason') or 'unavailable'}", m["id"]) for m in other]
         known = {value for _label, value in options}
-        for extra in (self.model, *self.compare_models):
-            if extra and extra not in known:
-                options.insert(0, (f"• {extra}", extra))
-                known.add(extra)
+        if self.model and self.model not in known:  # a session's model no longer listed
+            options.insert(0, (f"• {self.model}", self.model))
         return options
+
+    def compare_choices(self) -> list[str]:
+        """The model ids compare mode offers as toggles: the usable ones."""
+        return [str(m["id"]) for m in self.models if m.get("usable")]
 
     # -- selecting ---------------------------------------------------------------------------
 
@@ -394,11 +334,13 @@ class PanelController(HasTraits):
         with self._actions:
             session_id = validate_session_id((name or "").strip() or self._fresh_name())
             if self.client.get_session_metadata(session_id) is not None:
-                raise CopilotError(f"a session named {session_id!r} exists; pick another name")
+                raise SessionError(
+                    f"a session named {session_id!r} exists; pick another name", session_id
+                )
             self.state.open_session(session_id, model=self.model or None, create=True)
             self.refresh_sessions()
             self.select(session_id)
-            self._say("info", f"Created session {session_id!r} with model {self.model}.")
+            self.say("info", f"Created session {session_id!r} with model {self.model}.")
             return session_id
 
     # -- deleting, forking, renaming ---------------------------------------------------------
@@ -407,7 +349,7 @@ class PanelController(HasTraits):
         """Ask to delete ``session_id`` (default: the shown one); :meth:`confirm_delete` does it."""
         target = session_id or self.selected
         if target is None:
-            raise CopilotError("select a session to delete first")
+            raise InvalidArgumentError("select a session to delete first")
         self.pending_delete = target
 
     def cancel_delete(self) -> None:
@@ -422,7 +364,7 @@ class PanelController(HasTraits):
             if target is None:
                 return
             self._drop(target)
-            self._say("info", f"Deleted session {target!r}.")
+            self.say("info", f"Deleted session {target!r}.")
 
     def _drop(self, session_id: str) -> None:
         """Delete ``session_id`` from the store and the state; show the next session."""
@@ -445,25 +387,25 @@ class PanelController(HasTraits):
             self._fork(source, new_id)
             self.refresh_sessions()
             self.select(new_id)
-            self._say("info", f"Forked {source!r} to {new_id!r}.")
+            self.say("info", f"Forked {source!r} to {new_id!r}.")
 
     def rename(self, new_id: str) -> None:
         """Rename the shown session to ``new_id`` (a fork, then deleting the original)."""
         with self._actions:
             source = self._require_selected()
             if self.busy:
-                raise CopilotError("wait for the reply to finish (or Stop it) before renaming")
+                raise SessionError("wait for the reply to finish (or Stop it) before renaming")
             new_id = validate_session_id(new_id.strip())
             self._fork(source, new_id)
             self.select(new_id)
             self.client.delete_session(source)
             self.state.forget(source)
             self.refresh_sessions()
-            self._say("info", f"Renamed {source!r} to {new_id!r}.")
+            self.say("info", f"Renamed {source!r} to {new_id!r}.")
 
     def _require_selected(self) -> str:
         if self.selected is None:
-            raise CopilotError("select a session first")
+            raise InvalidArgumentError("select a session first")
         return self.selected
 
     # -- the model ---------------------------------------------------------------------------
@@ -483,7 +425,7 @@ class PanelController(HasTraits):
                 return
             try:
                 if self.busy:
-                    raise CopilotError(
+                    raise SessionError(
                         "wait for the reply to finish (or Stop it) before switching models"
                     )
                 session.set_model(model)  # waits for the session's queue: it is idle
@@ -499,11 +441,23 @@ class PanelController(HasTraits):
         """Send ``prompt`` to the shown session (creating one if none), or compare it.
 
         Returns at once with the message id (in compare mode, the compare sessions' ids); the
-        reply streams into ``live_html`` and lands in ``transcript_html``.
+        reply streams into ``live`` and lands in ``transcript_html``. A prompt longer than
+        :data:`LARGE_PROMPT` characters is sent only when the same prompt is sent twice in a
+        row (the first call warns in the status line and returns "").
         """
         with self._actions:
             if not prompt or not prompt.strip():
-                raise CopilotError("type a prompt first")
+                raise InvalidArgumentError("type a prompt first")
+            if len(prompt) > LARGE_PROMPT and self._large_prompt != prompt:
+                self._large_prompt = prompt
+                self.say(
+                    "warning",
+                    f"This prompt has {format_count(len(prompt), 'character')}: sending it"
+                    " costs many tokens, and the panel shows only the end of a long reply"
+                    " while it streams. Press Send again to send it.",
+                )
+                return ""
+            self._large_prompt = None
             if self.compare_mode:
                 return self.compare(prompt)
             if self._feed is None:
@@ -523,7 +477,7 @@ class PanelController(HasTraits):
                 feed.session.abort()
                 stopped = True
         if not stopped:
-            self._say("info", "Nothing to stop.")
+            self.say("info", "Nothing to stop.")
         return stopped
 
     def compare(self, prompt: str, models: Iterable[str] | None = None) -> list[str]:
@@ -535,12 +489,13 @@ class PanelController(HasTraits):
             wanted = list(dict.fromkeys(m.strip() for m in (models or self.compare_models)))
             wanted = [m for m in wanted if m]
             if not 2 <= len(wanted) <= _MAX_COMPARE:
-                raise CopilotError(
+                raise InvalidArgumentError(
                     f"compare needs 2 or 3 different models; got {len(wanted)} "
-                    f"({', '.join(wanted) or 'none'})"
+                    f"({', '.join(wanted) or 'none'}). Tick the models to compare, or type "
+                    "their ids separated by commas or spaces"
                 )
             if not prompt or not prompt.strip():
-                raise CopilotError("type a prompt first")
+                raise InvalidArgumentError("type a prompt first")
             base = self.selected or "compare"
             by_id = {feed.session_id: feed for feed in self._compare}
             feeds = []
@@ -559,12 +514,23 @@ class PanelController(HasTraits):
             for feed in by_id.values():
                 feed.close()
             with self._lock:
-                self._say("busy", f"Comparing {', '.join(wanted)}…")
+                self.say("busy", f"Comparing {', '.join(wanted)}…")
             for feed in feeds:
                 feed.expect(feed.session.send(prompt))
             self._render_columns()
             self.refresh_sessions()
             return [feed.session_id for feed in feeds]
+
+    def set_compare_models(self, models: str | Iterable[str]) -> None:
+        """Choose the models to compare: a list of ids, or ids typed in one string
+        (separated by commas or spaces, see :func:`parse_model_ids`)."""
+        wanted = parse_model_ids(models) if isinstance(models, str) else list(models)
+        self.compare_models = list(dict.fromkeys(m.strip() for m in wanted if m.strip()))
+
+    def toggle_compare_model(self, model: str, on: bool) -> None:
+        """Add ``model`` to the models to compare (``on``) or take it out."""
+        models = [m for m in self.compare_models if m != model]
+        self.compare_models = [*models, model] if on else models
 
     def set_compare_mode(self, enabled: bool) -> None:
         """Turn compare mode on or off (off forgets the columns; their sessions stay stored)."""
@@ -580,20 +546,21 @@ class PanelController(HasTraits):
 
     # -- rendering (any thread) --------------------------------------------------------------
 
-    def _say(self, level: str, text: str) -> None:
+    def say(self, level: str, text: str) -> None:
+        """Show ``text`` in the status line with ``level`` (info, busy, warning, error)."""
         with self._lock:
             self.status_level = level
             self.status = text
 
-    def _try(self, action: Callable[..., Any], *args: Any) -> Any:
+    def try_action(self, action: Callable[..., Any], *args: Any) -> Any:
         """Run an action for a callback; a failure goes to the status line in plain words."""
         try:
             return action(*args)
         except CopilotError as error:
-            self._say("error", f"Error: {_plain_error(error)}")
+            self.say("error", f"Error: {plain_error(error)}")
         except Exception as error:  # a bug: say so where the user looks, and log it
             log.exception("copilot panel: %s failed", getattr(action, "__name__", action))
-            self._say("error", f"Unexpected error: {type(error).__name__}: {error}")
+            self.say("error", f"Unexpected error: {type(error).__name__}: {error}")
         return None
 
     def _feed_changed(self, feed: SessionFeed, live_only: bool) -> None:
@@ -612,22 +579,27 @@ class PanelController(HasTraits):
             if not live_only:
                 self._wake.set()  # the sessions list shows the new turn counts
 
+    def _render_live(self) -> None:
+        with self._lock:
+            feed = self._feed
+            self.live = {} if feed is None else feed.live()
+
     def _render_main(self) -> None:
         with self._lock:
             feed = self._feed
             if feed is None:
                 self.events = ()
                 self.transcript_html = f'<div class="cj-empty">{_NO_SESSION}</div>'
-                self.live_html = ""
+                self.live = {}
                 self._update_busy()
                 if self._feed_status is not None or not self.status:
                     self._feed_status = None
-                    self._say("info", f"Ready · new sessions use {self.model}")
+                    self.say("info", f"Ready · new sessions use {self.model}")
                 return
             view = feed.snapshot()
             self.events = view["events"]
             self.transcript_html = view["html"]
-            self.live_html = view["live"]
+            self.live = view["live"]
             self.model = view["model"]
             self._update_busy()
             # Only a change of the session's own status replaces the line, so a re-render
@@ -648,7 +620,7 @@ class PanelController(HasTraits):
             self._update_busy()
             if columns and not self.busy and self.status_level == "busy":
                 models = ", ".join(c["model"] for c in columns)
-                self._say("info", f"Compared {models}: each column shows its model's answer.")
+                self.say("info", f"Compared {models}: each column shows its model's answer.")
 
     def _update_busy(self) -> None:
         feeds = [self._feed, *self._compare]

@@ -49,9 +49,9 @@ from traitlets import Bool, Enum, Float, Unicode
 from copilot import CopilotError, Event, Session, SessionNotFoundError
 from copilot.history import History, exchanges_of
 
-from .controller import time_ago
 from .display import FORMATS, extract_code, show_error, stream_turn
 from .export import EXPORT_FORMATS, export_session, to_markdown
+from .formatting import time_ago
 from .interpolate import interpolate
 from .state import CopilotState, get_state, reset_state
 

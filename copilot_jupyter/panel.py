@@ -11,16 +11,21 @@ Example::
 Children tuples are replaced, never mutated; a button that starts an action is disabled until
 the action returns (re-enabled in ``finally``).
 
-Keys: ipywidgets gives Python no key events, so the panel cannot bind Shift+Enter. In the
-prompt box Enter and Shift+Enter add a new line (the text area keeps its keys from the notebook,
-so Shift+Enter does not re-run the cell); the Send button sends.
+Keys: in the prompt box Enter sends and Shift+Enter adds a line (an anywidget view, see
+:mod:`copilot_jupyter.chatview`; the keys stay in the box, so Shift+Enter does not re-run the
+cell). The Send button sends too.
+
+Compare mode offers the usable models as checkboxes; other model ids can be typed in the box
+beside them, separated by commas or spaces (Enter or leaving the box applies them). Nothing
+typed there is added to the Model selector.
 
 Stable CSS classes for tests and custom styles: ``copilot-panel``, ``copilot-picker``,
 ``copilot-name``, ``copilot-new``, ``copilot-fork``, ``copilot-rename``, ``copilot-delete``,
 ``copilot-confirm``, ``copilot-confirm-delete``, ``copilot-cancel-delete``, ``copilot-model``,
 ``copilot-transcript``, ``copilot-history``, ``copilot-live``, ``copilot-compare-toggle``,
-``copilot-compare-models``, ``copilot-compare``, ``copilot-compare-column``, ``copilot-prompt``,
-``copilot-send``, ``copilot-stop``, ``copilot-status``.
+``copilot-compare-models``, ``copilot-compare-choice``, ``copilot-compare-other``,
+``copilot-compare``, ``copilot-compare-column``, ``copilot-prompt``, ``copilot-send``,
+``copilot-stop``, ``copilot-status``.
 """
 
 from __future__ import annotations
@@ -35,44 +40,22 @@ import ipywidgets as w
 
 from copilot import CopilotClient
 
-from .controller import PanelController, describe_session
+from .chatview import ChatLog, PromptBox, SessionList
+from .controller import PanelController, parse_model_ids
+from .formatting import describe_session
 from .state import CopilotState
 
 __all__ = ["SessionPanel"]
 
 _CSS = """
 <style>
+.copilot-panel, .copilot-panel * { box-sizing: border-box; }
 .copilot-panel { font-family: var(--jp-ui-font-family, sans-serif); font-size: 13px;
   border: 1px solid var(--jp-border-color2, #ddd); border-radius: 6px; padding: 8px;
-  box-sizing: border-box; }
+  max-width: 100%; overflow: hidden; }
 .copilot-panel .cj-title { font-size: 14px; font-weight: 600; }
 .copilot-panel .cj-title small { font-weight: 400; color: var(--jp-ui-font-color2, #666); }
 .copilot-panel .widget-html-content { line-height: 1.45; }
-.copilot-panel .copilot-picker select { font-size: 12px; }
-.copilot-panel .copilot-transcript, .copilot-panel .copilot-column-body {
-  border: 1px solid var(--jp-border-color2, #ddd); border-radius: 6px;
-  background: var(--jp-layout-color0, #fff); }
-.copilot-panel .cj-msg { margin: 6px 4px; padding: 6px 10px; border-radius: 8px;
-  width: fit-content; max-width: 88%; box-sizing: border-box; overflow-wrap: anywhere; }
-.copilot-panel .cj-user { margin-left: auto; background: var(--jp-brand-color3, #dbeafe); }
-.copilot-panel .cj-assistant { background: var(--jp-layout-color2, #f1f3f5); }
-.copilot-panel .cj-role { font-size: 11px; font-weight: 600; color: var(--jp-ui-font-color2, #555); }
-.copilot-panel .cj-typing { font-weight: 400; font-style: italic; }
-.copilot-panel .cj-body p { margin: 2px 0 6px; }
-.copilot-panel .cj-body p:last-child { margin-bottom: 0; }
-.copilot-panel .cj-body pre { background: var(--jp-cell-editor-background, #f7f7f7);
-  border: 1px solid var(--jp-border-color2, #ddd); padding: 6px 8px;
-  border-radius: 4px; overflow-x: auto; font-size: 12px; line-height: 1.35; margin: 4px 0; }
-.copilot-panel .cj-body code { font-family: var(--jp-code-font-family, monospace); }
-.copilot-panel .cj-body ul, .copilot-panel .cj-body ol { margin: 2px 0 6px; padding-left: 20px; }
-.copilot-panel .cj-meta { font-size: 11px; color: var(--jp-ui-font-color3, #888); margin-top: 2px; }
-.copilot-panel .cj-note { text-align: center; font-size: 11px; color: var(--jp-ui-font-color2, #666);
-  margin: 6px 0; }
-.copilot-panel .cj-error { color: var(--jp-error-color1, #c62828); }
-.copilot-panel .cj-empty { color: var(--jp-ui-font-color3, #888); font-style: italic;
-  padding: 24px 8px; text-align: center; }
-.copilot-panel .cj-cursor { animation: cj-blink 1s steps(2, start) infinite; }
-@keyframes cj-blink { to { visibility: hidden; } }
 .copilot-panel .cj-status { font-size: 12px; color: var(--jp-ui-font-color2, #555); }
 .copilot-panel .cj-status-busy { color: var(--jp-brand-color1, #1565c0); }
 .copilot-panel .cj-status-warning { color: var(--jp-warn-color1, #b26a00); }
@@ -82,7 +65,8 @@ _CSS = """
 .copilot-panel .copilot-confirm { background: var(--jp-error-color3, #fdecea);
   border-radius: 4px; padding: 2px 6px; }
 .copilot-panel .copilot-model select { min-width: 0; }
-.copilot-panel .copilot-prompt textarea { font-family: var(--jp-ui-font-family, sans-serif); }
+.copilot-panel .copilot-compare-models .widget-checkbox { width: auto; margin-right: 10px; }
+.copilot-panel .widget-label-basic { white-space: nowrap; }
 </style>
 """
 
@@ -101,41 +85,16 @@ def _button(
     return button
 
 
-def _scroll_box(content: tuple[w.Widget, ...], height: str, css: str) -> w.Box:
-    """A box that starts scrolled to its newest (lowest) content and stays there as it grows.
-
-    ``column-reverse`` makes the browser anchor the scroll position at the bottom, with no
-    JavaScript; the children are given newest first, and a growing spacer keeps short content
-    at the top.
-    """
-    spacer = w.Box(layout=w.Layout(flex="1 1 auto"))
-    box = w.Box(
-        (spacer, *content),
-        layout=w.Layout(
-            display="flex",
-            flex_flow="column-reverse",
-            overflow="hidden auto",
-            height=height,
-            padding="4px 6px",
-            width="100%",
-        ),
-    )
-    box.add_class(css)
-    return box
-
-
 class _Column:
     """One model's column in compare mode: its name, its session's transcript, its status."""
 
     def __init__(self, session: str) -> None:
         self.session = session
         self.head = w.HTML()
-        self.body = w.HTML(layout=w.Layout(width="100%"))
-        self.live = w.HTML(layout=w.Layout(width="100%"))
+        self.chat = ChatLog(height="340px", layout=w.Layout(width="auto"))
         self.status = w.HTML()
-        self.scroll = _scroll_box((self.live, self.body), "340px", "copilot-column-body")
         self.box = w.VBox(
-            (self.head, self.scroll, self.status),
+            (self.head, self.chat, self.status),
             layout=w.Layout(flex="1 1 0", min_width="0", margin="0 4px"),
         )
         self.box.add_class("copilot-compare-column")
@@ -145,15 +104,15 @@ class _Column:
             f'<div class="cj-column-head">{html.escape(data["model"])} '
             f"<small>· {html.escape(data['session'])}</small></div>"
         )
-        self.body.value = data["html"]
-        self.live.value = data["live"]
+        self.chat.value = data["html"]
+        self.chat.show_live(data["live"])
         self.status.value = (
             f'<span class="cj-status cj-status-{data["level"]}">'
             f"{html.escape(data['status'])}</span>"
         )
 
     def close(self) -> None:
-        for widget in (*self.scroll.children, self.scroll, self.head, self.status, self.box):
+        for widget in (self.head, self.chat, self.status, self.box):
             widget.close()
 
 
@@ -163,7 +122,7 @@ class SessionPanel(w.VBox):
     Parameters: ``client`` (default: the client of the kernel's shared state, so the panel and
     ``%%copilot`` see the same open sessions; a client given here gets a state of its own),
     ``state`` (a :class:`CopilotState` to share instead), ``poll_interval`` (seconds between
-    reads of the store for other processes' writes) and ``throttle`` (seconds between renders
+    reads of the store for other processes' writes) and ``throttle`` (seconds between updates
     of a streaming reply).
     """
 
@@ -182,14 +141,27 @@ class SessionPanel(w.VBox):
         # Set while the view itself changes a widget, so the widget's own observer ignores the
         # change. Per thread: the poller may render while the user picks in the kernel thread.
         self._local = threading.local()
-        self._build()
-        super().__init__(children=self._layout_children(), **kwargs)
+        self.css = w.HTML(_CSS, layout=w.Layout(height="0px", margin="0"))
+        self.title = w.HTML('<div class="cj-title">Copilot sessions</div>')
+        self.sidebar = self._build_sidebar()
+        self.main = w.VBox(
+            (
+                self._build_toolbar(),
+                self._build_compare_picker(),
+                self._build_chat(),
+                self._build_prompt(),
+            ),
+            layout=w.Layout(flex="1 1 0%", min_width="0"),
+        )
+        body = w.HBox((self.sidebar, self.main), layout=w.Layout(width="auto"))
+        super().__init__(children=(self.css, self.title, body), **kwargs)
         self.add_class("copilot-panel")
-        self.layout.width = "100%"
+        self.layout.width = "auto"
         c = self.controller
         c.observe(self._show_sessions, ["sessions", "selected"])
         c.observe(self._show_models, ["models", "model", "compare_models"])
-        c.observe(self._show_transcript, ["transcript_html", "live_html"])
+        c.observe(self._show_transcript, ["transcript_html"])
+        c.observe(self._show_live, ["live"])
         c.observe(self._show_status, ["status", "status_level"])
         c.observe(self._show_buttons, ["busy", "selected", "pending_delete", "compare_mode"])
         c.observe(self._show_confirm, ["pending_delete"])
@@ -200,17 +172,15 @@ class SessionPanel(w.VBox):
         self._view_count = 0
         self.observe(self._on_view_count, "_view_count")
 
-    # -- building ----------------------------------------------------------------------------
+    # -- building, by area -------------------------------------------------------------------
 
-    def _build(self) -> None:
-        self.css = w.HTML(_CSS, layout=w.Layout(height="0px", margin="0"))
-        self.title = w.HTML('<div class="cj-title">Copilot sessions</div>')
-
-        self.picker = w.Select(options=[], rows=12, layout=w.Layout(width="100%"))
+    def _build_sidebar(self) -> w.VBox:
+        """The session list, the name box, New / Fork / Rename / Delete and the confirmation."""
+        self.picker = SessionList(height="340px", layout=w.Layout(width="auto"))
         self.picker.add_class("copilot-picker")
         self.picker.observe(self._on_pick, "value")
         self.name = w.Text(
-            placeholder="name for New / Fork / Rename", layout=w.Layout(width="100%")
+            placeholder="name for New / Fork / Rename", layout=w.Layout(width="auto")
         )
         self.name.add_class("copilot-name")
         self.new_button = _button("New", "copilot-new", tooltip="Create a session", icon="plus")
@@ -225,7 +195,7 @@ class SessionPanel(w.VBox):
         self.fork_button.on_click(self._on_fork)
         self.rename_button.on_click(self._on_rename)
         self.delete_button.on_click(self._on_delete)
-        self.confirm_text = w.HTML(layout=w.Layout(width="100%"))
+        self.confirm_text = w.HTML(layout=w.Layout(width="auto"))
         self.confirm_delete_button = _button(
             "Delete", "copilot-confirm-delete", tooltip="Delete it for good", style="danger"
         )
@@ -239,15 +209,15 @@ class SessionPanel(w.VBox):
         self.confirm.add_class("copilot-confirm")
         buttons = w.GridBox(
             (self.new_button, self.fork_button, self.rename_button, self.delete_button),
-            layout=w.Layout(grid_template_columns="1fr 1fr", width="100%"),
+            layout=w.Layout(grid_template_columns="1fr 1fr", width="auto"),
         )
-        self.sidebar = w.VBox(
+        return w.VBox(
             (self.picker, self.name, buttons, self.confirm),
-            layout=w.Layout(
-                width="32%", min_width="220px", margin="0 6px 0 0", padding="0 4px 0 0"
-            ),
+            layout=w.Layout(width="30%", min_width="210px", margin="0 10px 0 0"),
         )
 
+    def _build_toolbar(self) -> w.HBox:
+        """The model selector, Refresh and the Compare toggle."""
         self.model = w.Dropdown(
             description="Model", layout=w.Layout(width="auto", flex="1 1 0%", min_width="0")
         )
@@ -263,39 +233,53 @@ class SessionPanel(w.VBox):
             description="Compare",
             icon="columns",
             tooltip="Send the prompt to 2-3 models",
-            layout=w.Layout(width="auto"),
+            layout=w.Layout(width="auto", flex="0 0 auto"),
         )
         self.compare_toggle.add_class("copilot-compare-toggle")
         self.compare_toggle.observe(self._on_compare_toggle, "value")
-        self.compare_models = w.TagsInput(
-            value=[],
-            allow_duplicates=False,
-            placeholder="model ids to compare",
-            layout=w.Layout(display="none", width="100%"),
+        return w.HBox(
+            (self.model, self.refresh_button, self.compare_toggle),
+            layout=w.Layout(align_items="center", width="auto"),
+        )
+
+    def _build_compare_picker(self) -> w.Box:
+        """Compare mode's models: a checkbox per usable model, and a box for other ids."""
+        self.compare_label = w.HTML("<b>Compare</b>&nbsp;", layout=w.Layout(flex="0 0 auto"))
+        self.compare_choices = w.HBox(layout=w.Layout(flex_flow="row wrap", width="auto"))
+        self.compare_checkboxes: dict[str, w.Checkbox] = {}
+        self.compare_other = w.Text(
+            placeholder="other model ids, comma-separated",
+            continuous_update=False,
+            layout=w.Layout(flex="1 1 12em", min_width="10em", width="auto"),
+        )
+        self.compare_other.add_class("copilot-compare-other")
+        self.compare_other.observe(self._on_compare_other, "value")
+        self.compare_models = w.HBox(
+            (self.compare_label, self.compare_choices, self.compare_other),
+            layout=w.Layout(
+                display="none", flex_flow="row wrap", align_items="center", width="auto"
+            ),
         )
         self.compare_models.add_class("copilot-compare-models")
-        self.compare_models.observe(self._on_compare_models, "value")
-        toolbar = w.HBox(
-            (self.model, self.refresh_button, self.compare_toggle),
-            layout=w.Layout(align_items="center", width="100%"),
-        )
+        return self.compare_models
 
-        self.history = w.HTML(layout=w.Layout(width="100%"))
-        self.history.add_class("copilot-history")
-        self.live = w.HTML(layout=w.Layout(width="100%"))
-        self.live.add_class("copilot-live")
-        # newest first: the live reply sits below the history
-        self.transcript = _scroll_box((self.live, self.history), "380px", "copilot-transcript")
-        self.compare = w.HBox(layout=w.Layout(display="none", width="100%"))
+    def _build_chat(self) -> w.Box:
+        """The transcript of the shown session, or the compare columns."""
+        self.chat = ChatLog(height="380px", layout=w.Layout(width="auto"))
+        self.chat.add_class("copilot-transcript")
+        self.compare = w.HBox(layout=w.Layout(display="none", width="auto"))
         self.compare.add_class("copilot-compare")
         self._columns: list[_Column] = []
+        return w.VBox((self.chat, self.compare), layout=w.Layout(width="auto"))
 
-        self.prompt = w.Textarea(
-            placeholder="Ask something, then press Send (Enter adds a new line)",
-            rows=3,
-            layout=w.Layout(width="100%"),
+    def _build_prompt(self) -> w.VBox:
+        """The prompt box (Enter sends), Send, Stop and the status line."""
+        self.prompt = PromptBox(
+            placeholder="Ask something; Enter sends, Shift+Enter adds a line",
+            layout=w.Layout(width="auto", margin="6px 0 4px"),
         )
         self.prompt.add_class("copilot-prompt")
+        self.prompt.on_submit(self._on_submit)
         self.send_button = _button(
             "Send", "copilot-send", tooltip="Send the prompt", style="primary", icon="paper-plane"
         )
@@ -304,20 +288,13 @@ class SessionPanel(w.VBox):
         )
         self.send_button.on_click(self._on_send)
         self.stop_button.on_click(self._on_stop)
-        self.status = w.HTML(layout=w.Layout(flex="1 1 auto", margin="0 0 0 8px"))
+        self.status = w.HTML(layout=w.Layout(flex="1 1 auto", margin="0 0 0 8px", min_width="0"))
         self.status.add_class("copilot-status")
         actions = w.HBox(
             (self.send_button, self.stop_button, self.status),
-            layout=w.Layout(align_items="center"),
+            layout=w.Layout(align_items="center", width="auto"),
         )
-        self.main = w.VBox(
-            (toolbar, self.compare_models, self.transcript, self.compare, self.prompt, actions),
-            layout=w.Layout(flex="1 1 0%", min_width="0", padding="0 6px 0 0"),
-        )
-
-    def _layout_children(self) -> tuple[w.Widget, ...]:
-        body = w.HBox((self.sidebar, self.main), layout=w.Layout(width="100%"))
-        return (self.css, self.title, body)
+        return w.VBox((self.prompt, actions), layout=w.Layout(width="auto"))
 
     # -- rendering (may run on any thread: only sets widget values) --------------------------
 
@@ -337,6 +314,7 @@ class SessionPanel(w.VBox):
         self._show_sessions()
         self._show_models()
         self._show_transcript()
+        self._show_live()
         self._show_status()
         self._show_buttons()
         self._show_confirm()
@@ -344,15 +322,14 @@ class SessionPanel(w.VBox):
 
     def _show_sessions(self, _change: Any = None) -> None:
         c = self.controller
-        options = [(describe_session(meta), meta["sessionId"]) for meta in c.sessions]
+        items = [{"id": meta["sessionId"], **describe_session(meta)} for meta in c.sessions]
         with self._quiet():
-            if tuple(options) != tuple(self.picker.options):
-                self.picker.options = options
-            known = {value for _label, value in options}
+            if items != list(self.picker.items):
+                self.picker.items = items
+            known = {item["id"] for item in items}
             self.picker.value = c.selected if c.selected in known else None
-        count = len(options)
         self.title.value = (
-            f'<div class="cj-title">Copilot sessions <small>· {count} stored'
+            f'<div class="cj-title">Copilot sessions <small>· {len(items)} stored'
             + (f" · showing <b>{html.escape(c.selected)}</b>" if c.selected else "")
             + "</small></div>"
         )
@@ -365,15 +342,32 @@ class SessionPanel(w.VBox):
                 self.model.options = options
             if c.model in {value for _label, value in options}:
                 self.model.value = c.model
-            if list(self.compare_models.value) != list(c.compare_models):
-                self.compare_models.value = list(c.compare_models)
-            usable = ", ".join(m["id"] for m in c.models if m.get("usable")) or "none"
-            self.compare_models.placeholder = f"model ids to compare (usable now: {usable})"
+            choices = c.compare_choices()
+            if list(self.compare_checkboxes) != choices:
+                self._rebuild_choices(choices)
+            for model, box in self.compare_checkboxes.items():
+                box.value = model in c.compare_models
+            self.compare_other.value = ", ".join(m for m in c.compare_models if m not in choices)
+
+    def _rebuild_choices(self, choices: list[str]) -> None:
+        old = list(self.compare_checkboxes.values())
+        self.compare_checkboxes = {}
+        for model in choices:
+            box = w.Checkbox(
+                description=model, indent=False, layout=w.Layout(width="auto", flex="0 0 auto")
+            )
+            box.add_class("copilot-compare-choice")
+            box.observe(self._on_compare_choice(model), "value")
+            self.compare_checkboxes[model] = box
+        self.compare_choices.children = tuple(self.compare_checkboxes.values())
+        for box in old:
+            box.close()
 
     def _show_transcript(self, _change: Any = None) -> None:
-        c = self.controller
-        self.history.value = c.transcript_html
-        self.live.value = c.live_html
+        self.chat.value = self.controller.transcript_html
+
+    def _show_live(self, _change: Any = None) -> None:
+        self.chat.show_live(self.controller.live)
 
     def _show_status(self, _change: Any = None) -> None:
         c = self.controller
@@ -404,7 +398,7 @@ class SessionPanel(w.VBox):
         with self._quiet():
             self.compare_toggle.value = c.compare_mode
         self.compare_models.layout.display = "flex" if c.compare_mode else "none"
-        self.transcript.layout.display = "none" if c.compare_mode else "flex"
+        self.chat.layout.display = "none" if c.compare_mode else ""
         self.compare.layout.display = "flex" if c.compare_mode else "none"
         columns = c.columns
         if [col["session"] for col in columns] != [col.session for col in self._columns]:
@@ -425,7 +419,7 @@ class SessionPanel(w.VBox):
         if button is not None:
             button.disabled = True
         try:
-            return self.controller._try(action, *args)
+            return self.controller.try_action(action, *args)
         finally:
             if button is not None:
                 button.disabled = False
@@ -446,7 +440,7 @@ class SessionPanel(w.VBox):
 
     def _named(self, button: w.Button, action: Callable[[str], Any], verb: str) -> None:
         if not self.name.value.strip():
-            self.controller._say("error", f"Type a new name in the name box, then press {verb}.")
+            self.controller.say("error", f"Type a new name in the name box, then press {verb}.")
             return
         self._act(button, action, self.name.value)
         if self.controller.status_level != "error":
@@ -475,13 +469,35 @@ class SessionPanel(w.VBox):
         if not self._syncing:
             self._act(None, self.controller.set_compare_mode, change["new"])
 
-    def _on_compare_models(self, change: Any) -> None:
-        if not self._syncing:
-            self.controller.compare_models = list(change["new"])
+    def _on_compare_choice(self, model: str) -> Callable[[Any], None]:
+        def toggled(change: Any) -> None:
+            if not self._syncing:
+                self.controller.toggle_compare_model(model, bool(change["new"]))
+
+        return toggled
+
+    def _on_compare_other(self, change: Any) -> None:
+        if self._syncing:
+            return
+        ticked = [m for m, box in self.compare_checkboxes.items() if box.value]
+        typed = parse_model_ids(change["new"])
+        self._act(None, self.controller.set_compare_models, [*ticked, *typed])
+
+    def _send_prompt(self, button: w.Button | None) -> None:
+        sent = self._act(button, self.controller.send, self.prompt.value)
+        if sent:  # sent: the box is ready for the next prompt
+            self.prompt.clear()
 
     def _on_send(self, button: w.Button) -> None:
-        if self._act(button, self.controller.send, self.prompt.value) is not None:
-            self.prompt.value = ""  # sent: the box is ready for the next prompt
+        self._send_prompt(button)
+
+    def _on_submit(self, _box: PromptBox) -> None:
+        if self.controller.busy:  # what the disabled Send button says
+            self.controller.say(
+                "warning", "A reply is still coming: wait for it (or press Stop), then Enter."
+            )
+            return
+        self._send_prompt(None)
 
     def _on_stop(self, button: w.Button) -> None:
         self._act(button, self.controller.stop)

@@ -28,8 +28,8 @@ from IPython.utils.capture import CapturedIO, capture_output
 import copilot_jupyter
 from copilot import CopilotClient, ProviderError
 from copilot_jupyter import CopilotMagics
-from copilot_jupyter.controller import time_ago
 from copilot_jupyter.display import extract_code, render
+from copilot_jupyter.formatting import time_ago
 from copilot_jupyter.interpolate import interpolate
 from copilot_jupyter.state import CopilotState, get_state, reset_state
 

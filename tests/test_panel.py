@@ -14,11 +14,18 @@ from typing import Any
 
 import pytest
 
-from copilot import CopilotClient, Session
-from copilot_jupyter.controller import PanelController, compare_session_id, describe_session
+from copilot import CopilotClient, Event, Session
+from copilot.events import EventType
+from copilot_jupyter import controller as controller_module
+from copilot_jupyter.chatview import ChatLog
+from copilot_jupyter.controller import PanelController, compare_session_id, parse_model_ids
+from copilot_jupyter.feed import LIVE_CHARS, SessionFeed
+from copilot_jupyter.formatting import describe_session
+from copilot_jupyter.markdown import render_markdown
 from copilot_jupyter.panel import SessionPanel
 from copilot_jupyter.state import CopilotState, get_state, reset_state
-from copilot_jupyter.transcript import Transcript, render_markdown
+from copilot_jupyter.throttle import Throttle
+from copilot_jupyter.transcript import SHOWN_CHARS, Transcript
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -90,7 +97,11 @@ def wait_idle(controller: PanelController, timeout: float = 10.0) -> None:
 
 
 def picker_ids(panel: SessionPanel) -> list[str]:
-    return [value for _label, value in panel.picker.options]
+    return panel.picker.ids
+
+
+def picker_item(panel: SessionPanel, session_id: str) -> dict[str, str]:
+    return next(item for item in panel.picker.items if item["id"] == session_id)
 
 
 # -- the picker ------------------------------------------------------------------------------
@@ -102,10 +113,15 @@ def test_picker_lists_every_stored_session(client: CopilotClient) -> None:
     p = open_panel(client)
     try:
         assert picker_ids(p) == ["beta", "alpha"]  # most recently used first
-        labels = dict((v, k) for k, v in p.picker.options)
-        assert "echo-b" in labels["beta"] and "0 turns" in labels["beta"]
-        assert "1 turn" in labels["alpha"] and "What is alpha?" in labels["alpha"]
-        assert "just now" in labels["alpha"]
+        beta, alpha = picker_item(p, "beta"), picker_item(p, "alpha")
+        assert beta == {
+            "id": "beta",
+            "title": "beta",
+            "detail": "echo-b · 0 turns · just now",
+            "summary": "",
+        }
+        assert alpha["detail"] == "echo · 1 turn · just now"
+        assert alpha["summary"] == "What is alpha?"
         assert [s["sessionId"] for s in p.controller.sessions] == ["beta", "alpha"]
         assert p.controller.selected is None
         assert "No session selected" in p.controller.transcript_html
@@ -122,14 +138,14 @@ def test_selecting_shows_history_and_sets_current_session(client: CopilotClient)
         p.picker.value = "alpha"
         assert p.controller.selected == "alpha"
         assert state.current_session == "alpha"
-        assert "first question" in p.history.value
-        assert "echo: first question" in p.history.value
+        assert "first question" in p.chat.value
+        assert "echo: first question" in p.chat.value
         assert p.model.value == "echo"
         # %copilot use beta elsewhere in the kernel: the panel follows
         state.current_session = "beta"
         assert p.controller.selected == "beta"
         assert p.picker.value == "beta"
-        assert "No messages yet" in p.history.value
+        assert "No messages yet" in p.chat.value
     finally:
         p.close()
 
@@ -203,7 +219,7 @@ def test_fork_copies_history(panel: SessionPanel) -> None:
     assert c.status_level != "error", c.status
     assert c.selected == "copy"
     assert sorted(picker_ids(panel)) == ["copy", "origin"]
-    assert "remember me" in panel.history.value
+    assert "remember me" in panel.chat.value
     echo = c.client.get_provider("echo")
     send(panel, "and now?")
     wait_idle(c)
@@ -222,7 +238,7 @@ def test_rename_is_fork_then_delete(panel: SessionPanel) -> None:
     assert picker_ids(panel) == ["new-name"]
     assert c.client.get_session_metadata("old-name") is None
     assert c.selected == "new-name" and c.state.current_session == "new-name"
-    assert "keep this" in panel.history.value
+    assert "keep this" in panel.chat.value
 
 
 # -- the model -------------------------------------------------------------------------------
@@ -249,7 +265,7 @@ def test_model_change_keeps_the_context(panel: SessionPanel) -> None:
     session = c.state.sessions["switch"]
     assert session.model == "echo-b"
     assert c.client.get_session_metadata("switch")["model"] == "echo-b"
-    assert "Model changed: echo → echo-b" in panel.history.value
+    assert "Model changed: echo → echo-b" in panel.chat.value
     send(panel, "what is my name?")
     wait_idle(c)
     messages = [(m.role, m.content) for m in c.client.get_provider("echo").requests[-1].messages]
@@ -279,7 +295,20 @@ def test_send_streams_without_blocking(slow_client: CopilotClient) -> None:
     p = open_panel(slow_client, throttle=0.2)
     c = p.controller
     lives: list[str] = []
-    c.observe(lambda change: lives.append(change["new"]), "live_html")
+    c.observe(lambda change: lives.append(change["new"].get("text", "")), "live")
+    shown = ""  # what the browser's live view holds, rebuilt from the messages it is sent
+    appends = 0
+    original = ChatLog.send
+
+    def follow(content: dict[str, Any], buffers: Any = None) -> None:
+        nonlocal shown, appends
+        if content.get("text") is not None:
+            appends += bool(content["append"])
+            shown = shown + content["text"] if content["append"] else content["text"]
+            assert shown == c.live["text"]  # the view shows exactly the feed's live text
+        original(p.chat, content, buffers)
+
+    p.chat.send = follow  # type: ignore[method-assign]
     try:
         prompt = "one two three four five six seven eight nine ten " * 2 + "end"
         started = time.monotonic()
@@ -294,15 +323,16 @@ def test_send_streams_without_blocking(slow_client: CopilotClient) -> None:
         partial = [v for v in lives if "echo: one" in v and "end" not in v]
         assert partial, f"no partial reply was shown: {lives}"
         assert len(lives) < 15, f"22 deltas in ~1 s must be throttled to 0.2 s: {len(lives)}"
-        assert f"echo: {prompt}" in p.history.value
-        assert p.live.value == ""
+        assert f"echo: {prompt}" in p.chat.value
+        assert appends >= 2, "a streaming reply must reach the view as appended deltas"
+        assert p.chat.live == {} and c.live == {}
         assert not p.send_button.disabled and p.stop_button.disabled
         assert "out tokens" in c.status and " s" in c.status
         assert [e.type for e in c.events][-4:] == [
-            "assistant.turn_start",
-            "assistant.message",
-            "assistant.usage",
-            "assistant.turn_end",
+            EventType.ASSISTANT_TURN_START,
+            EventType.ASSISTANT_MESSAGE,
+            EventType.ASSISTANT_USAGE,
+            EventType.ASSISTANT_TURN_END,
         ]
     finally:
         p.close()
@@ -314,18 +344,18 @@ def test_stop_aborts_the_turn(slow_client: CopilotClient) -> None:
     try:
         words = " ".join(f"word{i}" for i in range(60))  # ~3 s of streaming
         send(p, words)
-        wait_until(lambda: "word1" in c.live_html, 5, "some streamed text")
+        wait_until(lambda: "word1" in c.live.get("text", ""), 5, "some streamed text")
         started = time.monotonic()
         p.stop_button.click()
         wait_idle(c, timeout=5)
         assert time.monotonic() - started < 2
         types = [e.type for e in c.events]
-        assert "abort" in types and "assistant.message" not in types
-        assert "Stopped" in p.history.value
-        abort = next(e for e in c.events if e.type == "abort")
+        assert EventType.ABORT in types and EventType.ASSISTANT_MESSAGE not in types
+        assert "Stopped" in p.chat.value
+        abort = next(e for e in c.events if e.type == EventType.ABORT)
         partial = abort.data["partialContent"]
         assert partial.startswith("echo: word0") and "word59" not in partial
-        assert f"<p>{partial.strip()}" in p.history.value  # the partial reply is shown
+        assert f"<p>{partial.strip()}" in p.chat.value  # the partial reply is shown
         assert "Stopped" in c.status
         assert p.stop_button.disabled and not p.send_button.disabled
     finally:
@@ -344,7 +374,7 @@ def test_a_failed_turn_shows_the_error(panel: SessionPanel) -> None:
     wait_idle(c)
     assert c.status_level == "error"
     assert "the model server is down" in c.status
-    assert "the model server is down" in panel.history.value
+    assert "the model server is down" in panel.chat.value
 
 
 def test_compare_two_models_side_by_side(panel: SessionPanel) -> None:
@@ -353,8 +383,9 @@ def test_compare_two_models_side_by_side(panel: SessionPanel) -> None:
     panel.new_button.click()
     panel.compare_toggle.value = True
     assert c.compare_mode
-    assert panel.transcript.layout.display == "none" and panel.compare.layout.display == "flex"
-    panel.compare_models.value = ["echo", "echo-b"]
+    assert panel.chat.layout.display == "none" and panel.compare.layout.display == "flex"
+    panel.compare_checkboxes["echo"].value = True
+    panel.compare_checkboxes["echo-b"].value = True
     assert c.compare_models == ["echo", "echo-b"]
     send(panel, "which is better?")
     assert c.status_level != "error", c.status
@@ -364,7 +395,7 @@ def test_compare_two_models_side_by_side(panel: SessionPanel) -> None:
     for col in c.columns:
         assert "echo: which is better?" in col["html"]
     assert len(panel.compare.children) == 2
-    assert "echo: which is better?" in panel._columns[1].body.value
+    assert "echo: which is better?" in panel._columns[1].chat.value
     ids = {s["sessionId"] for s in c.client.list_sessions()}
     assert {"ab", "ab--echo", "ab--echo-b"} <= ids
     assert c.client.get_session_metadata("ab--echo-b")["model"] == "echo-b"
@@ -378,7 +409,7 @@ def test_compare_two_models_side_by_side(panel: SessionPanel) -> None:
     send(panel, "again")
     assert c.status_level == "error" and "2 or 3" in c.status
     panel.compare_toggle.value = False
-    assert c.columns == [] and panel.transcript.layout.display == "flex"
+    assert c.columns == [] and panel.chat.layout.display == ""
 
 
 def test_compare_session_ids_are_valid() -> None:
@@ -399,7 +430,7 @@ def test_turns_sent_in_the_same_kernel_show_live(client: CopilotClient) -> None:
         # what %%copilot magic does: the same session object from the state
         session = state.open_session("magic")
         session.send_and_wait("sent from a cell")
-        wait_until(lambda: "echo: sent from a cell" in p.history.value, 5, "the cell's turn")
+        wait_until(lambda: "echo: sent from a cell" in p.chat.value, 5, "the cell's turn")
         assert not p.controller.busy
     finally:
         p.close()
@@ -414,11 +445,9 @@ def test_another_process_appending_updates_the_panel(client: CopilotClient, tmp_
         p.picker.value = "shared"
         elsewhere = other.resume_session("shared")
         elsewhere.send_and_wait("written by another client")
-        wait_until(
-            lambda: "echo: written by another client" in p.history.value, 5, "the other turn"
-        )
+        wait_until(lambda: "echo: written by another client" in p.chat.value, 5, "the other turn")
         wait_until(lambda: c.sessions[0].get("turnCount") == 1, 5, "the new turn count")
-        assert "1 turn" in p.picker.options[0][0]
+        assert picker_item(p, "shared")["detail"].startswith("echo · 1 turn ·")
         other.create_session("brand-new", model="echo")
         wait_until(lambda: "brand-new" in picker_ids(p), 5, "the other client's new session")
         assert c.selected == "shared"
@@ -444,7 +473,7 @@ def test_a_session_deleted_elsewhere_leaves_the_panel(
         wait_until(lambda: picker_ids(p) == ["stays"], 5, "the deletion")
         wait_until(lambda: p.controller.selected is None, 5, "the panel to let go")
         assert "deleted elsewhere" in p.controller.status
-        assert "No session selected" in p.history.value
+        assert "No session selected" in p.chat.value
     finally:
         other.stop(timeout=5)
         p.close()
@@ -465,9 +494,9 @@ def test_close_stops_polling_and_handlers(client: CopilotClient) -> None:
         3,
         "the poller to stop",
     )
-    html_before = p.history.value
+    html_before = p.chat.value
     session.send_and_wait("after close")
-    assert p.history.value == html_before  # the panel no longer listens
+    assert p.chat.value == html_before  # the panel no longer listens
 
 
 def test_a_panel_nobody_sees_pauses(client: CopilotClient, tmp_path: Path) -> None:
@@ -478,12 +507,12 @@ def test_a_panel_nobody_sees_pauses(client: CopilotClient, tmp_path: Path) -> No
         p.picker.value = "shared"
         p._view_count = 1  # what the browser reports when it shows the panel
         p._view_count = 0  # ... and when the cell is re-run or cleared
-        html_before = p.history.value
+        html_before = p.chat.value
         other.resume_session("shared").send_and_wait("while hidden")
         time.sleep(0.5)  # five poll intervals
-        assert p.history.value == html_before
+        assert p.chat.value == html_before
         p._view_count = 1
-        wait_until(lambda: "echo: while hidden" in p.history.value, 5, "the catch-up")
+        wait_until(lambda: "echo: while hidden" in p.chat.value, 5, "the catch-up")
     finally:
         other.stop(timeout=5)
         p.close()
@@ -497,7 +526,7 @@ def test_transcript_escapes_everything_written(panel: SessionPanel) -> None:
     evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
     send(panel, evil)
     wait_idle(c)
-    page = panel.history.value
+    page = panel.chat.value
     assert "<script" not in page and "<img" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     assert "echo: &lt;script&gt;" in page
@@ -507,46 +536,336 @@ def test_transcript_escapes_everything_written(panel: SessionPanel) -> None:
 
 def test_markdown_rendering_is_safe() -> None:
     out = render_markdown(
-        "# Title\n**bold** and `a<b`\n\n```python\nprint('<b>')\n```\n- one\n- two\n"
-        "[ok](https://example.com) [bad](javascript:alert(1))"
+        "# Title\n**bold** and `a<b`\n\n```python\nprint('<b>')\n```\n- one\n- two\n\n"
+        "[ok](https://example.com) [bad](javascript:alert(1)) ![img](https://example.com/x.png)"
+        "\n\n<script>alert(1)</script>"
     )
     assert "<h4>Title</h4>" in out
     assert "<strong>bold</strong>" in out and "<code>a&lt;b</code>" in out
-    assert '<pre><code class="language-python">print(&#x27;&lt;b&gt;&#x27;)</code></pre>' in out
-    assert "<ul><li>one</li><li>two</li></ul>" in out
-    assert '<a href="https://example.com"' in out
-    assert "javascript:" not in out.split("[bad]")[0] and 'href="javascript' not in out
+    assert "<pre><code class=\"language-python\">print('&lt;b&gt;')\n</code></pre>" in out
+    assert "<ul>\n<li>one</li>\n<li>two</li>\n</ul>" in out
+    assert (
+        '<a href="https://example.com" target="_blank" rel="noopener noreferrer nofollow">ok</a>'
+        in out
+    )
+    assert 'href="javascript' not in out and "[bad](javascript:alert(1))" in out
+    assert "<img" not in out  # a reply cannot make the browser fetch a URL
+    assert "<script" not in out and "&lt;script&gt;alert(1)&lt;/script&gt;" in out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1. one\n2. two\n3. three",
+        "1. one\n\n2. two\n\n3. three",  # loose: a blank line between items
+        "1. **one**\n   more about one\n\n2. two\n   - a detail\n3. three",  # nested content
+    ],
+)
+def test_numbered_lists_keep_counting(text: str) -> None:
+    # issue 18 item 10: items showed as 1., 1., 1. (each item its own <ol>)
+    out = render_markdown(text)
+    assert out.count("<ol>") == 1 and out.count("</ol>") == 1
+    assert out.count("<li>") == 3 + text.count("- a detail")
+
+
+def test_a_numbered_list_resumes_after_a_code_block() -> None:
+    out = render_markdown("1. install\n\n```sh\npip install x\n```\n\n2. run\n3. check")
+    assert out.startswith("<ol>\n<li>install</li>\n</ol>\n<pre>")
+    assert '<ol start="2">\n<li>run</li>\n<li>check</li>\n</ol>' in out
+
+
+def test_numbered_lists_in_the_panel(panel: SessionPanel) -> None:
+    send(panel, "Steps:\n\n1. first\n\n2. second\n\n3. third")
+    wait_idle(panel.controller)
+    user = panel.chat.value.split('<div class="cj-msg cj-assistant">')[0]
+    assert user.count("<ol>") == 1 and user.count("<li>") == 3
 
 
 def test_transcript_folds_events() -> None:
-    from copilot import Event
-
     t = Transcript()
     assert t.html("empty") == '<div class="cj-empty">empty</div>'
-    t.add(Event("user.message", {"content": "hi"}, id="m1"))
-    t.add(Event("assistant.message", {"messageId": "m1", "content": "*yo*", "model": "echo"}))
-    t.add(
-        Event(
-            "assistant.usage",
-            {"messageId": "m1", "inputTokens": 3, "outputTokens": 2, "duration": 1500.0},
-        )
+    changed = t.fold(
+        [
+            Event(EventType.USER_MESSAGE, {"content": "hi"}, id="m1", seq=1),
+            Event(
+                EventType.ASSISTANT_MESSAGE,
+                {"messageId": "m1", "content": "*yo*", "model": "echo"},
+                seq=2,
+            ),
+            Event(
+                EventType.ASSISTANT_USAGE,
+                {"messageId": "m1", "inputTokens": 3, "outputTokens": 2, "duration": 1500.0},
+                seq=3,
+            ),
+            Event(EventType.USER_MESSAGE, {"content": "go on"}, id="m2", seq=4),
+            Event(
+                EventType.ABORT,
+                {"messageId": "m2", "partialContent": "half", "reason": "aborted"},
+                seq=5,
+            ),
+            Event(EventType.SESSION_MODEL_CHANGE, {"previousModel": "a", "newModel": "b"}, seq=6),
+        ]
     )
-    t.add(Event("abort", {"messageId": "m2", "partialContent": "half", "reason": "aborted"}))
+    assert [type(e).__name__ for e in changed] == ["Exchange", "Exchange", "Note"]  # each once
     page = t.html()
     assert "<em>yo</em>" in page and "3 in · 2 out tokens · 1.50 s" in page
-    assert "half" in page and "Stopped: aborted." in page
-    assert not t.add(Event("session.idle", {}))
+    assert page.index("half") < page.index("Stopped: aborted.") < page.index("Model changed: a → b")
+    assert t.fold([Event(EventType.SESSION_IDLE, {}, seq=7)]) == []
+    assert t.fold([Event(EventType.USER_MESSAGE, {"content": "old"}, id="m0", seq=3)]) == []
+
+
+def test_a_rerun_cell_replaces_its_exchange_in_the_panel(panel: SessionPanel) -> None:
+    # A re-run notebook cell sends with ``replaces``: the old exchange must not show twice.
+    c = panel.controller
+    send(panel, "first version")
+    wait_idle(c)
+    session = c.session
+    first = next(e.id for e in c.events if e.type == EventType.USER_MESSAGE)
+    session.send_and_wait("second version", replaces=first)
+    wait_until(lambda: "echo: second version" in panel.chat.value, 5, "the re-run")
+    assert "first version" not in panel.chat.value
+    assert panel.chat.value.count('class="cj-msg cj-user"') == 1
 
 
 def test_describe_session() -> None:
-    line = describe_session(
+    summary = "A long first prompt about pantry storage " * 4
+    item = describe_session(
         {
             "sessionId": "a",
             "model": "echo",
             "turnCount": 2,
             "modifiedTime": "2000-01-01T00:00:00+00:00",
-            "summary": "x" * 80,
+            "summary": summary,
         }
     )
-    assert line.startswith("a  ·  echo  ·  2 turns  ·  2000-01-01  ·  ")
-    assert line.endswith("…")
+    assert item == {
+        "title": "a",
+        "detail": "echo · 2 turns · 2000-01-01",
+        "summary": summary.strip(),
+    }
+    long = describe_session({"sessionId": "b", "turnCount": 1, "summary": "word " * 100})
+    assert long["detail"] == "? · 1 turn · never"
+    assert len(long["summary"]) == 200 and long["summary"].endswith("…")
+
+
+def test_the_picker_shows_each_sessions_summary(client: CopilotClient) -> None:
+    prompt = "Which three fruits keep best in a cool pantry, and for how long each?"
+    client.create_session("pantry", model="echo").send_and_wait(prompt)
+    p = open_panel(client)
+    try:
+        item = picker_item(p, "pantry")
+        assert (item["title"], item["summary"]) == ("pantry", prompt)  # whole, not cut at 48
+        p.picker.value = "pantry"  # what a click on the card does
+        assert p.controller.selected == "pantry"
+    finally:
+        p.close()
+
+
+# -- compare mode's models (issue 18 item 1) ---------------------------------------------------
+
+
+def test_compare_offers_the_usable_models_as_checkboxes(panel: SessionPanel) -> None:
+    c = panel.controller
+    usable = [m["id"] for m in c.models if m["usable"]]
+    assert list(panel.compare_checkboxes) == usable and {"echo", "echo-b"} <= set(usable)
+    panel.compare_toggle.value = True
+    assert panel.compare_models.layout.display == "flex"
+    panel.compare_checkboxes["echo-b"].value = True
+    panel.compare_checkboxes["echo"].value = True
+    assert c.compare_models == ["echo-b", "echo"]
+    panel.compare_checkboxes["echo-b"].value = False
+    assert c.compare_models == ["echo"]
+
+
+def test_compare_takes_ids_typed_with_commas_or_spaces(panel: SessionPanel) -> None:
+    c = panel.controller
+    options_before = list(panel.model.options)
+    panel.compare_toggle.value = True
+    # what the browser syncs when the user presses Enter in the box
+    panel.compare_other.value = "echo, echo-b"
+    assert c.compare_models == ["echo", "echo-b"]
+    assert panel.compare_checkboxes["echo"].value and panel.compare_checkboxes["echo-b"].value
+    assert panel.compare_other.value == ""  # both are ticked now
+    panel.compare_other.value = "openai:not-a-model   echo"
+    assert c.compare_models == ["echo", "echo-b", "openai:not-a-model"]
+    assert panel.compare_other.value == "openai:not-a-model"
+    # never a fake entry in the Model selector
+    assert list(panel.model.options) == options_before
+    assert not any(label.startswith("•") for label, _ in panel.model.options)
+    send(panel, "who wins?")  # two usable models plus one that is not: a clear error
+    assert c.status_level == "error" and "not-a-model" in c.status
+    panel.compare_other.value = ""
+    assert c.compare_models == ["echo", "echo-b"]
+    send(panel, "who wins?")
+    wait_idle(c)
+    assert [col["model"] for col in c.columns] == ["echo", "echo-b"]
+
+
+def test_parse_model_ids() -> None:
+    assert parse_model_ids("echo, local:smollm2") == ["echo", "local:smollm2"]
+    assert parse_model_ids(" a  b,c;a ,, ") == ["a", "b", "c"]
+    assert parse_model_ids("") == []
+
+
+# -- Enter sends (issue 18 item 19) ------------------------------------------------------------
+
+
+def test_enter_in_the_prompt_box_sends(slow_client: CopilotClient) -> None:
+    p = open_panel(slow_client)
+    c = p.controller
+    try:
+        # the message the browser sends on Enter (Shift+Enter only adds a line there)
+        p.prompt._handle_custom_msg({"event": "submit", "text": "line one\nline two"}, [])
+        assert c.selected == "chat-1" and c.busy and p.prompt.value == ""
+        # Enter while the reply streams is refused, like the disabled Send button, and the
+        # draft is kept
+        sent: list[dict[str, Any]] = []
+        original = p.prompt.send
+        p.prompt.send = lambda content, buffers=None: (sent.append(content), original(content))  # type: ignore[method-assign]
+        p.prompt._handle_custom_msg({"event": "submit", "text": "next question"}, [])
+        assert c.status_level == "warning" and "still coming" in c.status
+        assert p.prompt.value == "next question"
+        # the browser emptied its box on Enter: it is told to put the text back
+        assert sent == [{"op": "restore", "text": "next question"}]
+        wait_idle(c)
+        assert "echo: line one" in p.chat.value and "<br />\nline two" in p.chat.value
+        p.prompt.submit()
+        wait_idle(c)
+        assert "echo: next question" in p.chat.value and p.prompt.value == ""
+        assert sent[-1] == {"op": "clear"}
+        p.prompt.submit("   ")  # nothing typed: said in plain words, nothing sent
+        assert c.status_level == "error" and "type a prompt" in c.status.lower()
+    finally:
+        p.close()
+
+
+# -- huge replies (issue 18 item 2) ------------------------------------------------------------
+
+
+def test_a_huge_reply_sends_only_new_text_and_a_bounded_tail(client: CopilotClient) -> None:
+    p = open_panel(client, throttle=0.05)
+    c = p.controller
+    messages: list[dict[str, Any]] = []
+    original = ChatLog.send
+
+    def recording_send(content: dict[str, Any], buffers: Any = None) -> None:
+        messages.append(content)
+        original(p.chat, content, buffers)
+
+    p.chat.send = recording_send  # type: ignore[method-assign]
+    reply = "".join(f"w{i:06d} " for i in range(40_000))  # 320,000 characters
+    try:
+        c.client.get_provider("echo").enqueue(reply)
+        send(p, "a long one")
+        wait_idle(c, timeout=60)
+        live = [m for m in messages if m.get("op") == "live" and not m.get("clear")]
+        assert live, "no live update was sent"
+        assert max(len(m["text"]) for m in live) <= LIVE_CHARS
+        # the live text grows by appends: every live character is sent about once, not
+        # once per update (the old view resent the whole reply each time)
+        assert p.chat.live_chars_sent <= len(reply) + LIVE_CHARS
+        assert len(live) < 400, "40,000 deltas must be coalesced by the throttle"
+        assert messages[-1] == {"op": "live", "clear": True}
+        # the finished reply is rendered once, cut to a size a browser handles
+        page = p.chat.value
+        assert "w000000" in page and "w039999" not in page
+        assert len(page) < SHOWN_CHARS + 2_000
+        assert f"… {len(reply) - SHOWN_CHARS:,} more characters not shown here" in page
+        # the whole reply stays in the session
+        assert c.session.get_messages()[-3].data["content"] == reply
+    finally:
+        p.close()
+
+
+def test_a_very_large_prompt_asks_for_a_second_send(
+    panel: SessionPanel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(controller_module, "LARGE_PROMPT", 1_000)
+    c = panel.controller
+    big = "x" * 1_001
+    send(panel, big)
+    assert c.status_level == "warning" and "1,001 characters" in c.status
+    assert "Send again" in c.status and c.selected is None  # nothing sent, nothing created
+    assert panel.prompt.value == big  # the prompt is kept
+    panel.send_button.click()
+    wait_idle(c)
+    assert c.selected == "chat-1" and panel.prompt.value == ""
+    assert f"echo: {big}" in c.session.get_messages()[-3].data["content"]
+    send(panel, "x" * 1_000)  # at the limit: sent at once
+    wait_idle(c)
+    assert c.client.get_session_metadata("chat-1")["turnCount"] == 2
+
+
+def test_the_live_view_follows_the_feed() -> None:
+    log = ChatLog()
+    sent: list[dict[str, Any]] = []
+    log.send = lambda content, buffers=None: sent.append(content)  # type: ignore[method-assign]
+    log.show_live({"id": "m1/0", "model": "echo", "text": "Hel", "total": 3})
+    log.show_live({"id": "m1/0", "model": "echo", "text": "Hello", "total": 5})
+    log.show_live({"id": "m1/0", "model": "echo", "text": "Hello", "total": 5})  # no change
+    log.show_live({"id": "m1/1", "model": "echo", "text": "Hi", "total": 2})  # a retry
+    tail = "y" * 10
+    log.show_live({"id": "m1/1", "model": "echo", "text": tail, "total": 30})  # 28 new > 10 held
+    log._handle_custom_msg({"event": "ready"}, [])  # a new view: send all it needs
+    log.show_live({})
+    log.show_live({})
+    assert [(m.get("append"), m.get("text"), m.get("total")) for m in sent] == [
+        (False, "Hel", 3),
+        (True, "lo", 5),
+        (False, "Hi", 2),
+        (False, tail, 30),
+        (False, tail, 30),
+        (None, None, None),
+    ]
+    assert sent[-1] == {"op": "live", "clear": True}
+
+
+# -- the throttle ------------------------------------------------------------------------------
+
+
+def test_throttle_coalesces_and_never_loses_the_last_call() -> None:
+    calls: list[float] = []
+    throttle = Throttle(0.3, lambda: calls.append(time.monotonic()))
+    try:
+        throttle()  # outside any window: at once
+        assert len(calls) == 1
+        for _ in range(50):  # a burst inside the window: one deferred call at its end
+            throttle()
+        assert len(calls) == 1
+        wait_until(lambda: len(calls) == 2, 5, "the deferred call")
+        # generous lower bound (the timer may fire late on a loaded machine, never early)
+        assert calls[1] - calls[0] >= 0.29
+        time.sleep(0.5)
+        assert len(calls) == 2  # the burst cost one call
+        throttle()  # the window has passed: at once again
+        assert len(calls) == 3
+        throttle()  # deferred ...
+        throttle.close()  # ... and cancelled
+        time.sleep(0.5)
+        throttle()
+        assert len(calls) == 3
+    finally:
+        throttle.close()
+
+
+def test_the_feed_ignores_a_late_delta_of_a_finished_turn(client: CopilotClient) -> None:
+    session = client.create_session("late", model="echo")
+    changes: list[bool] = []
+    feed = SessionFeed(session, lambda f, live_only: changes.append(live_only))
+    try:
+        message_id = session.send("hi")
+        feed.expect(message_id)
+        wait_until(lambda: not feed.busy, 5, "the turn to end")
+        (exchange,) = feed.history.exchanges()
+        assert exchange.status == "ok" and exchange.reply == "echo: hi"
+        changes.clear()
+        # a delta delivered after its turn's outcome (the event thread behind the store)
+        feed._on_event(
+            Event(
+                EventType.ASSISTANT_MESSAGE_DELTA,
+                {"messageId": message_id, "deltaContent": "stale", "attempt": exchange.attempt},
+            )
+        )
+        assert exchange.live == "" and feed.live() == {} and changes == []
+    finally:
+        feed.close()

@@ -1,8 +1,9 @@
 """The session panel in a real browser: JupyterLab, a real kernel, Chromium through Playwright.
 
 The test starts JupyterLab on a free local port with a random token and a store of its own,
-opens a notebook whose cell shows the panel, runs it, picks a session, sends a prompt and
-waits for the streamed reply in the transcript. The reply streams slowly (``chunk_delay`` in
+opens a notebook whose cell shows the panel, runs it, picks a session, types a prompt with
+real key presses (Shift+Enter adds a line, Enter sends) and waits for the streamed reply in the
+transcript; then it picks two models in compare mode by typing their ids and pressing Enter. The reply streams slowly (``chunk_delay`` in
 the store's config), so the test also sees the partial reply while the kernel is idle: the
 widgets are updated from the client's event thread, not by a cell that waits.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -58,6 +60,20 @@ PROMPT = (
     "Which three **fruits** keep best in a cool pantry, and how long does each one "
     "usually last before it spoils? Answer briefly"
 )
+
+
+# Elements in the panel (and the output area that holds it) whose content is wider than their
+# box: a horizontal scrollbar, or text cut off at the right. One pixel of rounding is allowed.
+OVERFLOW_JS = """
+() => {
+  const panel = document.querySelector('.copilot-panel');
+  const boxes = [panel.closest('.jp-OutputArea-output'), panel,
+                 ...panel.querySelectorAll('*')];
+  return boxes.filter(el => el && el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1
+      && getComputedStyle(el).overflowX !== 'visible' && !el.closest('pre'))
+    .map(el => `${el.className} ${el.scrollWidth}>${el.clientWidth}`);
+}
+"""
 
 
 def _free_port() -> int:
@@ -104,7 +120,10 @@ def _seed_store(home: Path) -> None:
     env = {**os.environ, "COPILOT_JUPYTER_HOME": str(home), "PYTHONPATH": str(REPO)}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
     # Slow the echo model in the kernel so the reply visibly streams.
-    (home / "config.toml").write_text("[providers.echo]\nchunk_delay = 0.12\n")
+    # A second usable model name for compare mode.
+    (home / "config.toml").write_text(
+        '[routes]\necho-b = "echo"\n\n[providers.echo]\nchunk_delay = 0.12\n'
+    )
 
 
 @pytest.fixture
@@ -219,11 +238,21 @@ def test_panel_streams_a_reply_in_jupyterlab(lab: tuple[str, str]) -> None:
             panel = page.locator(".copilot-panel")
             expect(panel).to_be_visible(timeout=60_000)
 
-            picker = panel.locator(".copilot-picker select")
-            expect(picker.locator("option")).to_have_count(2)
-            expect(picker.locator("option").first).to_contain_text("scratch")
-            expect(picker.locator("option").nth(1)).to_contain_text("tour")
-            picker.select_option(index=1)  # "tour": stored history
+            cards = panel.locator(".copilot-picker .cj-session")
+            expect(cards).to_have_count(2)
+            expect(cards.first.locator(".cj-session-title")).to_have_text("scratch")
+            expect(cards.nth(1).locator(".cj-session-title")).to_have_text("tour")
+            expect(cards.nth(1).locator(".cj-session-detail")).to_contain_text("echo · 1 turn")
+            # the summary is legible: on its own line, not cut off at the right
+            summary = cards.nth(1).locator(".cj-session-summary")
+            expect(summary).to_contain_text("Show me a `for` loop")
+            box = summary.bounding_box()
+            list_box = panel.locator(".copilot-picker .cj-session-list").bounding_box()
+            assert box and list_box and box["x"] + box["width"] <= list_box["x"] + list_box["width"]
+            tour = panel.locator('.copilot-picker .cj-session[data-session="tour"]')
+            tour.click()  # stored history (opening it moves it to the top of the list)
+            expect(tour).to_have_class(re.compile("cj-selected"))
+            expect(tour).to_have_attribute("aria-selected", "true")
             history = panel.locator(".copilot-history")
             expect(history.locator(".cj-assistant pre")).to_contain_text("for i in range(3):")
             expect(panel.locator(".cj-title")).to_contain_text("tour")
@@ -238,10 +267,15 @@ def test_panel_streams_a_reply_in_jupyterlab(lab: tuple[str, str]) -> None:
             expect(prompt).to_have_value("draft\n")
             assert cell_prompt.inner_text() == ran
             expect(page.locator(".copilot-panel")).to_have_count(1)
-            prompt.fill(PROMPT)
+            page.keyboard.press("Control+a")
+            page.keyboard.press("Backspace")
+            expect(prompt).to_have_value("")
+            page.keyboard.type(PROMPT)
             send, stop = panel.locator(".copilot-send"), panel.locator(".copilot-stop")
             expect(send).to_be_enabled()
-            send.click()
+            page.keyboard.press("Enter")  # Enter sends
+            expect(prompt).to_have_value("")
+            assert cell_prompt.inner_text() == ran
 
             # The reply streams in while the kernel is idle: the cell finished long ago,
             # and the widgets are updated from the client's event thread.
@@ -249,6 +283,14 @@ def test_panel_streams_a_reply_in_jupyterlab(lab: tuple[str, str]) -> None:
             expect(live).to_contain_text("echo: Which", timeout=20_000)
             expect(stop).to_be_enabled()
             expect(send).to_be_disabled()
+            # Enter while the reply streams is refused like the disabled Send: the text stays.
+            prompt.click()
+            page.keyboard.type("wait for it")
+            page.keyboard.press("Enter")
+            expect(panel.locator(".copilot-status")).to_contain_text("still coming")
+            expect(prompt).to_have_value("wait for it")
+            page.keyboard.press("Control+a")
+            page.keyboard.press("Backspace")
             # While the reply streams, the kernel runs another cell.
             editors.nth(1).click()
             page.keyboard.press("Shift+Enter")
@@ -267,8 +309,65 @@ def test_panel_streams_a_reply_in_jupyterlab(lab: tuple[str, str]) -> None:
             expect(prompt).to_have_value("")
             expect(panel.locator(".copilot-status")).to_contain_text("out tokens")
 
+            # No needless scrollbars: nothing in the panel is wider than its box, and the
+            # output area around it does not scroll sideways.
+            overflow = page.evaluate(OVERFLOW_JS)
+            assert overflow == [], f"elements wider than their box: {overflow}"
+
             page.wait_for_timeout(300)  # let the last layout settle for the picture
             panel.screenshot(path=str(ARTIFACTS / "panel.png"))
+
+            # Compare mode: type two model ids separated by a comma, press Enter.
+            panel.locator(".copilot-compare-toggle").click()
+            other = panel.locator(".copilot-compare-other input")
+            expect(other).to_be_visible()
+            # a checkbox per usable model (echo, echo-b, and local:smollm2 where it is installed)
+            box = panel.locator(".copilot-compare-models")
+            echo = box.get_by_role("checkbox", name="echo", exact=True)
+            echo_b = box.get_by_role("checkbox", name="echo-b", exact=True)
+            expect(echo).not_to_be_checked()
+            other.click()
+            page.keyboard.type("echo, echo-b")
+            page.keyboard.press("Enter")
+            expect(echo).to_be_checked()
+            expect(echo_b).to_be_checked()
+            expect(other).to_have_value("")
+            options = panel.locator(".copilot-model select option").all_inner_texts()
+            assert not any("," in option or option.startswith("•") for option in options)
+            # a checkbox click takes a model out and puts it back
+            echo_b.click()
+            expect(echo_b).not_to_be_checked()
+            echo_b.click()
+            expect(echo_b).to_be_checked()
+            prompt.click()
+            page.keyboard.type("Pick one")
+            page.keyboard.press("Enter")
+            columns = panel.locator(".copilot-compare-column")
+            expect(columns).to_have_count(2)
+            for index in range(2):
+                expect(columns.nth(index).locator(".copilot-history")).to_contain_text(
+                    "echo: Pick one", timeout=30_000
+                )
+            expect(panel.locator(".copilot-status")).to_contain_text("Compared echo, echo-b")
+            overflow = page.evaluate(OVERFLOW_JS)
+            assert overflow == [], f"elements wider than their box: {overflow}"
+            panel.screenshot(path=str(ARTIFACTS / "panel-compare.png"))
+            # with the file browser open again (a narrower notebook): still no overflow
+            page.keyboard.press("Escape")
+            page.locator(".jp-Notebook").first.click(position={"x": 5, "y": 5})
+            page.keyboard.press("Control+b")
+            expect(page.locator(".jp-FileBrowser")).to_be_visible()
+            page.wait_for_timeout(300)
+            overflow = page.evaluate(OVERFLOW_JS)
+            assert overflow == [], f"elements wider than their box: {overflow}"
+            panel.screenshot(path=str(ARTIFACTS / "panel-narrow.png"))
+            # the session list works from the keyboard too
+            scratch = panel.locator('.copilot-picker .cj-session[data-session="scratch"]')
+            scratch.focus()
+            page.keyboard.press("Enter")
+            expect(scratch).to_have_attribute("aria-selected", "true")
+            expect(panel.locator(".cj-title")).to_contain_text("showing scratch")
+            expect(page.locator(".copilot-panel")).to_have_count(1)  # no cell was run
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "panel-failure.png"), full_page=True)
             raise
