@@ -23,12 +23,17 @@ from .config import (
     home_directory,
     load_config,
 )
-from .errors import CopilotError, InvalidArgumentError, SessionNotFoundError
+from .errors import (
+    CopilotError,
+    InvalidArgumentError,
+    SessionNotFoundError,
+    StoreCorruptedError,
+)
 from .events import Event, EventType, new_id, utc_now
 from .providers import PROVIDERS, load_provider_class
 from .providers.base import Availability, Provider
 from .routing import Router
-from .session import AsyncSession, Session, SessionCore
+from .session import AsyncSession, Session, SessionCore, interrupted_events
 from .store import EventStore
 from .turn import RetryPolicy
 from .validation import validate_session_id
@@ -187,24 +192,27 @@ class ClientCore:
             self.router.resolve(model)
         now = utc_now()
         metadata = {
-            **source,
+            **{k: v for k, v in source.items() if k != "lastModel"},
             "sessionId": new_id,
             "startTime": now,
             "modifiedTime": now,
             "model": model or source["model"],
             "forkedFrom": source_id,
         }
-        self.store.create_session(metadata)
         start = {
             "model": metadata["model"],
             "systemMessage": metadata.get("systemMessage"),
             "forkedFrom": source_id,
         }
-        copies = [Event(EventType.SESSION_START, start)]
-        copies += _copy_events(self.store.read_events(source_id))
-        core = SessionCore(self, metadata)
+
+        def copy(events: list[Event]) -> list[Event]:
+            return [Event(EventType.SESSION_START, start), *_copy_events(events)]
+
+        # One store transaction reads, copies and writes (whole or absent after a crash); a
+        # thread keeps the loop serving other sessions while a long log is copied.
+        record = await asyncio.to_thread(self.store.fork_session, source_id, metadata, copy)
+        core = SessionCore(self, record)
         self.sessions[new_id] = core
-        core.record(copies)
         return core
 
     async def close_session(self, core: SessionCore, timeout: float | None) -> None:
@@ -246,13 +254,73 @@ class ClientCore:
                 pass
         self.store.close()
 
+    def check(self, live_writers: set[str]) -> list[dict[str, Any]]:
+        """The store's damage (:meth:`EventStore.check`) plus every open turn whose writer
+        process has died (``open-turn``; :meth:`repair` closes it as interrupted)."""
+        damage = self.store.check()
+        for meta in self.store.list_sessions():
+            session_id = meta["sessionId"]
+            try:
+                starts = self.store.open_turns(session_id)
+            except (SessionNotFoundError, StoreCorruptedError):
+                continue  # deleted meanwhile, or a damaged head check() already reported
+            for start in starts:
+                if not SessionCore._owner_alive(start, live_writers):
+                    detail = (
+                        f"turn {start.data.get('messageId')} was left open by process "
+                        f"{start.data.get('pid')}, which has ended"
+                    )
+                    damage.append(
+                        {
+                            "kind": "open-turn",
+                            "sessionId": session_id,
+                            "key": None,
+                            "detail": detail,
+                            "repairable": True,
+                        }
+                    )
+        return damage
+
+    def repair(self, live_writers: set[str]) -> list[dict[str, Any]]:
+        """Repair the store, then close the open turns of dead writers as interrupted; return
+        the damage found, each with ``"repaired"``. No event is deleted."""
+        damage = self.store.repair()
+        for meta in self.store.list_sessions():
+            session_id = meta["sessionId"]
+            with self.store.transaction():
+                try:
+                    starts = self.store.open_turns(session_id)
+                except (SessionNotFoundError, StoreCorruptedError):
+                    continue
+                for start in starts:
+                    if SessionCore._owner_alive(start, live_writers):
+                        continue
+                    message_id = start.data.get("messageId")
+                    self.store.append(session_id, interrupted_events(message_id))
+                    damage.append(
+                        {
+                            "kind": "open-turn",
+                            "sessionId": session_id,
+                            "key": None,
+                            "detail": f"turn {message_id} closed as interrupted",
+                            "repairable": True,
+                            "repaired": True,
+                        }
+                    )
+        return damage
+
 
 _NOT_COPIED = frozenset({EventType.SESSION_START, EventType.SESSION_RESUME})
 _ID_FIELDS = ("messageId", "replaces")
 
 
 def _copy_events(events: list[Event]) -> list[Event]:
-    """Copies of a session's events with fresh ids, their cross-references remapped."""
+    """Copies of a session's events with fresh ids, their cross-references remapped.
+
+    ``session.start`` and ``session.resume`` are not copied (the fork has its own start). A
+    ``messageId`` or ``replaces`` naming an event that was not copied is dropped rather than
+    left pointing into the source session.
+    """
     new_ids: dict[str, str] = {}
     copies = []
     for event in events:
@@ -261,8 +329,11 @@ def _copy_events(events: list[Event]) -> list[Event]:
         new_ids[event.id] = new_id()
         data = dict(event.data)
         for name in _ID_FIELDS:
-            if data.get(name) in new_ids:
-                data[name] = new_ids[data[name]]
+            if name in data:
+                if data[name] in new_ids:
+                    data[name] = new_ids[data[name]]
+                else:
+                    del data[name]
         copies.append(Event(event.type, data, id=new_ids[event.id], timestamp=event.timestamp))
     return copies
 
@@ -480,6 +551,19 @@ class CopilotClient(_ClientFace):
         core, runner = self._started()
         return runner.call(core.list_models)
 
+    def check(self) -> list[dict[str, Any]]:
+        """Damage in the store: a list of ``{"kind", "sessionId", "key", "detail",
+        "repairable"}`` dicts, empty when the store is sound. Kinds: ``corrupt-record``,
+        ``sequence-gap``, ``head-behind``, ``head-missing``, ``open-index``,
+        ``orphan-events``, ``orphan-file``, ``open-turn`` (a dead process's unfinished turn).
+        Reads only."""
+        return self._started()[0].check(set(_LIVE_WRITERS))
+
+    def repair(self) -> list[dict[str, Any]]:
+        """Fix the damage :meth:`check` reports as repairable, without deleting any event;
+        return the damage found, each with ``"repaired"`` (True if fixed)."""
+        return self._started()[0].repair(set(_LIVE_WRITERS))
+
 
 class AsyncCopilotClient(_ClientFace):
     """The async twin of :class:`CopilotClient`: the same methods, awaited.
@@ -570,3 +654,11 @@ class AsyncCopilotClient(_ClientFace):
         """Every known model and whether it is usable now."""
         core, runner = self._started()
         return runner.call(core.list_models)
+
+    async def check(self) -> list[dict[str, Any]]:
+        """Damage in the store; see :meth:`CopilotClient.check`. Runs in a worker thread."""
+        return await asyncio.to_thread(self._started()[0].check, set(_LIVE_WRITERS))
+
+    async def repair(self) -> list[dict[str, Any]]:
+        """Repair the store; see :meth:`CopilotClient.repair`. Runs in a worker thread."""
+        return await asyncio.to_thread(self._started()[0].repair, set(_LIVE_WRITERS))

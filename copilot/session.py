@@ -28,6 +28,7 @@ from .errors import (
     ProviderError,
     SessionClosedError,
     SessionNotFoundError,
+    StoreError,
     TurnAbortedError,
     TurnTimeoutError,
 )
@@ -49,8 +50,6 @@ EventHandler = Callable[[Event], Any]
 
 #: how many finished turns keep their result for a late send_and_wait / wait_for
 _KEEP_RESULTS = 256
-#: how far back resume looks for turns a dead process left open
-_RECOVERY_SCAN = 200
 _HOST = socket.gethostname()
 
 
@@ -100,6 +99,16 @@ def _process_alive(pid: int, host: str, writer: str, live_writers: set[str]) -> 
     return True
 
 
+def interrupted_events(message_id: str) -> list[Event]:
+    """The ``abort`` and ``assistant.turn_end`` that close a turn whose process died."""
+    reason = "interrupted: the process running this turn ended before the reply finished"
+    abort = {"messageId": message_id, "reason": reason, "partialContent": ""}
+    return [
+        Event(EventType.ABORT, abort),
+        Event(EventType.ASSISTANT_TURN_END, {"messageId": message_id}),
+    ]
+
+
 class SessionCore:
     """A session on the client's event loop: the queue, the worker, the handlers, the tail."""
 
@@ -144,9 +153,40 @@ class SessionCore:
                 log.exception("event handler %r raised on %s", handler, event.type)
 
     def record(self, events: list[Event], update: Callable[[dict], None] | None = None) -> None:
-        """Append events to the log, then deliver them to the handlers."""
-        for event in self.client.store.append(self.session_id, events, update=update):
+        """Append events to the log, then deliver them to the handlers.
+
+        A turn's outcome that could not be written (a full disk) is kept and written before
+        the next events of this session, so the turn gets its outcome once space is back.
+        """
+        self._flush_pending()
+        try:
+            stored = self.client.store.append(self.session_id, events, update=update)
+        except SessionNotFoundError:
+            raise
+        except StoreError:
+            if any(e.type == EventType.ASSISTANT_TURN_END for e in events):
+                self._pending_outcomes().append((events, update))
+            raise
+        for event in stored:
             self._emit(event)
+
+    def _pending_outcomes(self) -> list[tuple[list[Event], Callable[[dict], None] | None]]:
+        # Kept in the instance dict, created on first use: the constructor is not touched.
+        return self.__dict__.setdefault("_pending", [])
+
+    def _flush_pending(self) -> None:
+        """Write the turn outcomes an earlier store failure held back (oldest first)."""
+        pending = self._pending_outcomes()
+        while pending:
+            events, update = pending[0]
+            try:
+                stored = self.client.store.append(self.session_id, events, update=update)
+            except SessionNotFoundError:
+                pending.clear()  # deleted meanwhile: nothing left to complete
+                raise
+            del pending[0]
+            for event in stored:
+                self._emit(event)
 
     # -- the queue ---------------------------------------------------------------------------
 
@@ -490,32 +530,16 @@ class SessionCore:
         session at once mark a dead turn once.
         """
         with self.client.store.transaction():
+            self._flush_pending()
             dead = [s for s in self._open_turns() if not self._owner_alive(s, live_writers)]
-            reason = "interrupted: the process running this turn ended before the reply finished"
             for start in dead:
-                message_id = start.data["messageId"]
-                abort = {"messageId": message_id, "reason": reason, "partialContent": ""}
-                self.record(
-                    [
-                        Event(EventType.ABORT, abort),
-                        Event(EventType.ASSISTANT_TURN_END, {"messageId": message_id}),
-                    ]
-                )
+                self.record(interrupted_events(start.data["messageId"]))
         return len(dead)
 
     def _open_turns(self) -> list[Event]:
-        """``assistant.turn_start`` events near the end of the log that have no end, oldest first."""
-        ended: set[str] = set()
-        open_turns: list[Event] = []
-        for index, event in enumerate(self.client.store.iter_events_backwards(self.session_id)):
-            if index >= _RECOVERY_SCAN:
-                break
-            message_id = event.data.get("messageId")
-            if event.type in (EventType.ASSISTANT_TURN_END, EventType.ABORT):
-                ended.add(message_id)
-            elif event.type == EventType.ASSISTANT_TURN_START and message_id not in ended:
-                open_turns.append(event)
-        return open_turns[::-1]
+        """The ``assistant.turn_start`` events of the log's unfinished turns, oldest first,
+        however far back (the store keeps them in the log's head)."""
+        return self.client.store.open_turns(self.session_id)
 
     @staticmethod
     def _owner_alive(start: Event, live_writers: set[str]) -> bool:

@@ -3,7 +3,8 @@
 Layout (every key a string, every value JSON text)::
 
     s/<session_id>              the session's metadata (the sessions index)
-    h/<session_id>              the log's head: last sequence number and last event id
+    h/<session_id>              the log's head: last sequence number, last event id, and the
+                                open turns ({"seq": n, "last": id, "open": {messageId: seq}})
     e/<session_id>/<seq:012d>   one event; tagged with the session id
 
 Guarantees:
@@ -21,6 +22,20 @@ Guarantees:
   been stable since version 2).
 - **Delete is atomic.** The index entry, the head and every event go in one transaction: a
   crash leaves the session whole or gone, never half.
+- **Open turns are in the head.** ``append`` adds a turn to ``open`` at its
+  ``assistant.turn_start`` and removes it at its ``assistant.turn_end`` or ``abort``, so
+  :meth:`EventStore.open_turns` finds every unfinished turn however far back, at a cost that
+  does not depend on the log's length. A head written before ``open`` existed is completed
+  from one scan of its log at the next append (or read).
+- **Nothing is overwritten.** An append first checks that no event key follows the head (one
+  indexed probe): a rewound or stale head raises :class:`StoreCorruptedError` instead of
+  replacing events.
+- **Forks are whole or absent.** :meth:`EventStore.fork_session` reads the source, writes the
+  new index entry, head and events in one transaction.
+- **Failures are typed.** Every ``sqlite3``/``OSError`` failure leaves a public method as a
+  :class:`~copilot.errors.StoreError` subclass naming the directory and the fix
+  (:func:`copilot._store_disk.translate`); value files no row refers to (left by a write that
+  failed) are removed when the store is opened.
 - **Owner-only.** The directory is created with mode 0700.
 
 The store is the only module that knows diskcache; a Redis or SQL store implements the same
@@ -29,70 +44,49 @@ public methods.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import diskcache
-from diskcache.core import MODE_RAW, MODE_TEXT
+from diskcache.core import MODE_TEXT
 
+from ._store_disk import JSONTextDisk, check_row, safe_value_path, translate, value_files
 from .errors import (
+    CopilotError,
     SessionExistsError,
     SessionNotFoundError,
     StoreCorruptedError,
-    StoreError,
 )
-from .events import Event, utc_now
+from .events import Event, EventType, utc_now
 
-__all__ = ["EventStore", "JSONTextDisk"]
+__all__ = ["EventStore", "JSONTextDisk", "copied_counts"]
+
+log = logging.getLogger("copilot")
 
 _SEQ_WIDTH = 12
 #: a character that sorts after every digit: the end of one session's event key range
 _AFTER_DIGITS = ":"
-
-
-class JSONTextDisk(diskcache.Disk):
-    """A diskcache ``Disk`` that stores only strings and never unpickles.
-
-    Keys must be ``str``; values must be ``str`` (the store writes JSON text). Reading a row
-    in any other mode (pickle, bytes) raises :class:`StoreCorruptedError` instead of loading it.
-    """
-
-    def put(self, key: Any) -> tuple[Any, bool]:
-        if type(key) is not str:
-            raise StoreError(f"store keys are strings, not {type(key).__name__}")
-        return key, True
-
-    def get(self, key: Any, raw: bool) -> Any:
-        if not raw or type(key) is not str:
-            raise StoreCorruptedError("the store holds a key this package did not write")
-        return key
-
-    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> tuple:
-        if read or type(value) is not str:
-            raise StoreError(f"store values are JSON text, not {type(value).__name__}")
-        return super().store(value, read, key=key)
-
-    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-        if mode == MODE_RAW and type(value) is str:
-            return value
-        if mode == MODE_TEXT and not read:
-            return super().fetch(mode, filename, value, read)
-        raise StoreCorruptedError("the store holds a record this package did not write")
+_F = TypeVar("_F", bound=Callable[..., Any])
+#: events that end a turn (remove it from the head's ``open``)
+_TURN_ENDS = (EventType.ASSISTANT_TURN_END, EventType.ABORT)
 
 
 def _event_key(session_id: str, seq: int) -> str:
     return f"e/{session_id}/{seq:0{_SEQ_WIDTH}d}"
 
 
-def _loads(text: str) -> Any:
+def _loads(text: str, key: str = "") -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise StoreCorruptedError(f"a stored record is not valid JSON: {exc}") from None
+        raise StoreCorruptedError(f"the record {key!r} is not valid JSON: {exc}") from None
 
 
 def _event(key: str, value: Any) -> Event:
@@ -115,8 +109,66 @@ def _metadata(key: str, value: Any) -> Any:
     return value
 
 
+def _valid_head(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and type(value.get("seq")) is int
+        and value["seq"] >= 0
+        and (value.get("last") is None or isinstance(value.get("last"), str))
+        and (
+            "open" not in value
+            or (
+                isinstance(value["open"], dict)
+                and all(type(v) is int for v in value["open"].values())
+            )
+        )
+    )
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _track_open(open_turns: dict[str, int], event: Event) -> None:
+    """Update a head's ``open`` map (message id -> seq of its turn start) with ``event``."""
+    if event.type == EventType.ASSISTANT_TURN_START:
+        open_turns[event.data.get("messageId")] = event.seq
+    elif event.type in _TURN_ENDS:
+        open_turns.pop(event.data.get("messageId"), None)
+
+
+def copied_counts(events: Iterable[Event]) -> dict[str, Any]:
+    """``messageCount``, ``turnCount``, ``summary`` and ``lastModel`` of a list of events, as
+    the turns that wrote them would have counted them."""
+    counts: dict[str, Any] = {"messageCount": 0, "turnCount": 0, "summary": ""}
+    for event in events:
+        if event.type == EventType.USER_MESSAGE:
+            counts["messageCount"] += 1
+            counts["turnCount"] += 1
+            if not counts["summary"]:
+                counts["summary"] = " ".join(str(event.data.get("content", "")).split())[:100]
+        elif event.type == EventType.ASSISTANT_MESSAGE:
+            counts["messageCount"] += 1
+            counts["lastModel"] = event.data.get("model")
+    return counts
+
+
+def _boundary(doing: str) -> Callable[[_F], _F]:
+    """Translate a ``sqlite3``/``OSError`` failure of the decorated method into a StoreError."""
+
+    def decorate(method: _F) -> _F:
+        @functools.wraps(method)
+        def wrapper(self: EventStore, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except CopilotError:
+                raise
+            except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+                raise translate(exc, self.directory, doing) from exc
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 class EventStore:
@@ -124,9 +176,9 @@ class EventStore:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.directory, 0o700)
         try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.directory, 0o700)
             self._cache = diskcache.Cache(
                 str(self.directory),
                 eviction_policy="none",
@@ -137,8 +189,11 @@ class EventStore:
                 # Events up to 1 MiB stay inline in SQLite, where range scans read them.
                 disk_min_file_size=2**20,
             )
-        except Exception as exc:  # sqlite3 / OSError: a directory we cannot use
-            raise StoreError(f"cannot open the event store at {self.directory}: {exc}") from exc
+        except CopilotError:
+            raise
+        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+            raise translate(exc, self.directory, "opening it") from exc
+        self.sweep_orphan_files()
 
     def __repr__(self) -> str:
         return f"<EventStore {str(self.directory)!r}>"
@@ -151,7 +206,7 @@ class EventStore:
 
     def _get(self, key: str) -> Any:
         text = self._cache.get(key)
-        return None if text is None else _loads(text)
+        return None if text is None else _loads(text, key)
 
     def _set(self, key: str, value: Any, tag: str | None = None) -> None:
         self._cache.set(key, _dumps(value), tag=tag)
@@ -162,22 +217,60 @@ class EventStore:
         """Yield ``(key, parsed value)`` for keys in ``[low, high)``, in key order."""
         order = "DESC" if descending else "ASC"
         query = (
-            "SELECT key, mode, value FROM Cache WHERE key >= ? AND key < ? AND raw = 1 "
-            f"ORDER BY key {order} LIMIT ?"
+            "SELECT key, mode, filename, value FROM Cache WHERE key >= ? AND key < ? "
+            f"AND raw = 1 ORDER BY key {order} LIMIT ?"
         )
         rows = self._cache._sql(query, (low, high, limit)).fetchall()
-        for key, mode, value in rows:
-            if mode == MODE_RAW and type(value) is str:
-                yield key, _loads(value)
-            elif mode == MODE_TEXT:  # a value over 1 MiB, kept in a file
-                text = self._cache.get(key)
-                if text is not None:  # deleted since the SELECT
-                    yield key, _loads(text)
-            else:
-                raise StoreCorruptedError(f"the record {key!r} is not JSON text")
+        for key, mode, filename, value in rows:
+            check_row(self.directory, key, mode, filename, value)
+            if mode == MODE_TEXT:  # a value over 1 MiB, kept in a file
+                value = self._cache.get(key)
+                if value is None:  # deleted since the SELECT
+                    continue
+            yield key, _loads(value, key)
+
+    def _head(self, session_id: str) -> dict[str, Any]:
+        """The session's head with its ``open`` map (rebuilt from the log if it has none)."""
+        key = f"h/{session_id}"
+        head = self._get(key)
+        if head is None:
+            head = {"seq": 0, "last": None}
+        if not _valid_head(head):
+            raise StoreCorruptedError(f"the record {key!r} is not a log head")
+        if "open" not in head:  # written by an earlier version: one scan completes it
+            open_turns: dict[str, int] = {}
+            for event in self.read_events(session_id):
+                _track_open(open_turns, event)
+            head["open"] = open_turns
+        return head
+
+    def _has_events_after(self, session_id: str, seq: int) -> bool:
+        query = "SELECT 1 FROM Cache WHERE key > ? AND key < ? AND raw = 1 LIMIT 1"
+        high = f"e/{session_id}/{_AFTER_DIGITS}"
+        return self._cache._sql(query, (_event_key(session_id, seq), high)).fetchone() is not None
+
+    @_boundary("removing value files no row refers to")
+    def sweep_orphan_files(self) -> list[str]:
+        """Remove value files that no row refers to (left by a write that failed or a
+        process killed mid-write); return their names. Runs inside a write transaction, and
+        every write of this store runs in one, so no writer is between writing a file and
+        its row."""
+        with self._cache.transact(retry=True):
+            files = value_files(self.directory)
+            if not files:
+                return []
+            query = "SELECT filename FROM Cache WHERE filename IS NOT NULL"
+            used = {row[0] for row in self._cache._sql(query).fetchall()}
+            orphans = [name for name in files if name not in used]
+            for name in orphans:
+                path = self.directory / name
+                if path.is_file() and not path.is_symlink():
+                    path.unlink()
+            return orphans
 
     # -- sessions ----------------------------------------------------------------------------
 
+    @_boundary("creating a session")
     def create_session(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
         """Add a session to the index. Raises :class:`SessionExistsError` if the id is taken."""
         session_id = metadata["sessionId"]
@@ -186,13 +279,15 @@ class EventStore:
             if self._cache.get(f"s/{session_id}") is not None:
                 raise SessionExistsError(session_id)
             self._set(f"s/{session_id}", record)
-            self._set(f"h/{session_id}", {"seq": 0, "last": None})
+            self._set(f"h/{session_id}", {"seq": 0, "last": None, "open": {}})
         return record
 
+    @_boundary("reading a session's metadata")
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         """The session's metadata, or None."""
         return _metadata(f"s/{session_id}", self._get(f"s/{session_id}"))
 
+    @_boundary("updating a session's metadata")
     def update_session(self, session_id: str, **fields: Any) -> dict[str, Any]:
         """Set metadata fields of a stored session and return the new metadata."""
         with self._cache.transact(retry=True):
@@ -202,27 +297,95 @@ class EventStore:
         return record
 
     def _require(self, session_id: str) -> dict[str, Any]:
-        record = self._get(f"s/{session_id}")
+        key = f"s/{session_id}"
+        record = _metadata(key, self._get(key))
         if record is None:
             raise SessionNotFoundError(session_id)
         return record
 
+    @_boundary("listing sessions")
     def list_sessions(self) -> list[dict[str, Any]]:
-        """Every session's metadata, most recently modified first."""
-        sessions = [_metadata(key, value) for key, value in self._rows("s/", "s0")]
-        sessions.sort(key=lambda s: s.get("modifiedTime", ""), reverse=True)
+        """Every session's metadata, most recently modified first.
+
+        A damaged index record is left out with a warning on the ``copilot`` logger naming
+        it (``client.check()`` reports it, ``client.repair()`` rebuilds it from its events):
+        one bad record must not hide every other session.
+        """
+        query = (
+            "SELECT key, mode, filename, value FROM Cache WHERE key >= ? AND key < ? AND raw = 1"
+        )
+        sessions = []
+        for key, mode, filename, value in self._cache._sql(query, ("s/", "s0")).fetchall():
+            try:
+                check_row(self.directory, key, mode, filename, value)
+                if mode == MODE_TEXT:
+                    value = self._cache.get(key)
+                    if value is None:
+                        continue
+                sessions.append(_metadata(key, _loads(value, key)))
+            except StoreCorruptedError as exc:
+                log.warning("list_sessions: skipped the damaged record %r: %s", key, exc)
+        sessions.sort(key=lambda s: str(s.get("modifiedTime", "")), reverse=True)
         return sessions
 
+    @_boundary("deleting a session")
     def delete_session(self, session_id: str) -> int:
-        """Remove a session and all its events in one transaction. Returns the events removed."""
+        """Remove a session and all its events in one transaction. Returns the events removed.
+
+        A row naming a value file this package never writes stops the delete before anything
+        is removed (:class:`StoreCorruptedError`).
+        """
         with self._cache.transact(retry=True):
             self._require(session_id)
+            query = "SELECT filename FROM Cache WHERE (tag = ? OR key = ? OR key = ?) AND filename IS NOT NULL"
+            keys = (session_id, f"s/{session_id}", f"h/{session_id}")
+            for (filename,) in self._cache._sql(query, keys).fetchall():
+                safe_value_path(self.directory, filename)
             self._cache.delete(f"s/{session_id}")
             self._cache.delete(f"h/{session_id}")
             return self._cache.evict(session_id)
 
+    @_boundary("forking a session")
+    def fork_session(
+        self,
+        source_id: str,
+        metadata: Mapping[str, Any],
+        copy: Callable[[list[Event]], list[Event]],
+    ) -> dict[str, Any]:
+        """Create session ``metadata["sessionId"]`` holding ``copy(events of the source)``.
+
+        One transaction reads the source's events, calls ``copy`` on them (it returns the new
+        session's events, e.g. with fresh ids), and writes the new index entry, head and
+        events: a crash at any point leaves the fork whole or absent, and no concurrent
+        writer's half-done turn is seen. Turns still open in the source (a prompt without
+        its outcome yet) are left out, with every event that names them: the fork holds the
+        completed turns only. ``messageCount``, ``turnCount``, ``summary`` and ``lastModel``
+        are computed from the copied events (:func:`copied_counts`); the rest of the
+        metadata is ``metadata`` as given. Raises :class:`SessionNotFoundError` for an
+        unknown source, :class:`SessionExistsError` if the new id is taken. Returns the new
+        session's metadata.
+        """
+        new_id = metadata["sessionId"]
+        with self._cache.transact(retry=True):
+            self._require(source_id)
+            if self._cache.get(f"s/{new_id}") is not None:
+                raise SessionExistsError(new_id)
+            open_ids = set(self._head(source_id)["open"])
+            events = [
+                e
+                for e in self.read_events(source_id)
+                if e.id not in open_ids and e.data.get("messageId") not in open_ids
+            ]
+            copies = copy(events)
+            record = {**metadata, **copied_counts(copies)}
+            self._set(f"s/{new_id}", record)
+            self._set(f"h/{new_id}", {"seq": 0, "last": None, "open": {}})
+            self.append(new_id, copies)
+            return self._require(new_id)
+
     # -- events ------------------------------------------------------------------------------
 
+    @_boundary("appending events")
     def append(
         self,
         session_id: str,
@@ -234,38 +397,69 @@ class EventStore:
 
         ``update`` may change the session's metadata in the same transaction (``modifiedTime``
         is always set). Raises :class:`SessionNotFoundError` if the session was deleted, so
-        a writer in another process cannot leave orphan events behind.
+        a writer in another process cannot leave orphan events behind, and
+        :class:`StoreCorruptedError` if an event is stored past the head (nothing is
+        overwritten).
         """
         stored: list[Event] = []
         with self._cache.transact(retry=True):
             record = self._require(session_id)
-            head = self._get(f"h/{session_id}") or {"seq": 0, "last": None}
-            seq, last = head["seq"], head["last"]
+            head = self._head(session_id)
+            seq, last, open_turns = head["seq"], head["last"], head["open"]
+            if self._has_events_after(session_id, seq):
+                raise StoreCorruptedError(
+                    f"the log head of session {session_id!r} in {self.directory} says "
+                    f"{seq} events, but later events are stored: nothing was written, so "
+                    f"none is overwritten. client.repair() moves the head to the last event"
+                )
             for event in events:
                 seq += 1
                 event.parent_id, event.seq = last, seq
                 self._set(_event_key(session_id, seq), event.to_dict(), tag=session_id)
                 last = event.id
+                _track_open(open_turns, event)
                 stored.append(event)
-            self._set(f"h/{session_id}", {"seq": seq, "last": last})
+            self._set(f"h/{session_id}", {"seq": seq, "last": last, "open": open_turns})
             if update is not None:
                 update(record)
             record["modifiedTime"] = utc_now()
             self._set(f"s/{session_id}", record)
         return stored
 
-    def transaction(self) -> AbstractContextManager[Any]:
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
         """A re-entrant transaction: reads and appends inside it see no other writer.
 
         Other processes' writes wait (SQLite's ``BEGIN IMMEDIATE``), so keep it short.
         """
-        return self._cache.transact(retry=True)
+        try:
+            with self._cache.transact(retry=True):
+                yield
+        except CopilotError:
+            raise
+        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+            raise translate(exc, self.directory, "in a transaction") from exc
 
+    @_boundary("reading a log head")
     def last_seq(self, session_id: str) -> int:
         """The sequence number of the session's newest event (0 for none)."""
         head = self._get(f"h/{session_id}")
         return 0 if head is None else head["seq"]
 
+    @_boundary("reading open turns")
+    def open_turns(self, session_id: str) -> list[Event]:
+        """The ``assistant.turn_start`` events of the session's unfinished turns, oldest first.
+
+        Read from the head's ``open`` map: one key per open turn, whatever the log's length.
+        """
+        found = []
+        for seq in sorted(self._head(session_id)["open"].values()):
+            key = _event_key(session_id, seq)
+            for row_key, value in self._rows(key, key + "\0"):
+                found.append(_event(row_key, value))
+        return found
+
+    @_boundary("reading events")
     def read_events(self, session_id: str, after: int = 0) -> list[Event]:
         """The session's events with ``seq > after``, oldest first."""
         low = _event_key(session_id, after + 1)
@@ -281,9 +475,47 @@ class EventStore:
         )
         low = f"e/{session_id}/"
         while True:
-            rows = list(self._rows(low, high, descending=True, limit=chunk))
+            rows = self._chunk(low, high, chunk)
             for key, value in rows:
                 yield _event(key, value)
             if len(rows) < chunk:
                 return
             high = rows[-1][0]
+
+    def _readable_events(self, session_id: str) -> list[Event]:
+        """The session's events that can be read, skipping damaged rows (for repairs)."""
+        query = (
+            "SELECT key, mode, filename, value FROM Cache WHERE key >= ? AND key < ? "
+            "AND raw = 1 ORDER BY key"
+        )
+        bounds = (f"e/{session_id}/", f"e/{session_id}/{_AFTER_DIGITS}")
+        events = []
+        for key, mode, filename, value in self._cache._sql(query, bounds).fetchall():
+            try:
+                check_row(self.directory, key, mode, filename, value)
+                if mode == MODE_TEXT:
+                    value = self._cache.get(key)
+                events.append(_event(key, _loads(value, key)))
+            except (StoreCorruptedError, ValueError, TypeError):
+                continue
+        return events
+
+    @_boundary("checking the store")
+    def check(self) -> list[dict[str, Any]]:
+        """Every damage in the store, as ``{"kind", "sessionId", "key", "detail",
+        "repairable"}`` dicts (empty for a sound store); see :mod:`copilot._store_check`."""
+        from ._store_check import check_store
+
+        return check_store(self)
+
+    @_boundary("repairing the store")
+    def repair(self) -> list[dict[str, Any]]:
+        """Repair what :meth:`check` finds and can repair, without deleting any event; return
+        the damage found, each with ``"repaired"``."""
+        from ._store_check import repair_store
+
+        return repair_store(self)
+
+    @_boundary("reading events")
+    def _chunk(self, low: str, high: str, chunk: int) -> list[tuple[str, Any]]:
+        return list(self._rows(low, high, descending=True, limit=chunk))
