@@ -111,10 +111,15 @@ class JSONTextDisk(diskcache.Disk):
         try:
             return super()._write(full_path, iterator, mode, encoding)
         except BaseException:
-            try:
-                os.remove(full_path)
-            except OSError:
-                pass
+            for remove, path in (
+                (os.remove, full_path),
+                (os.rmdir, os.path.dirname(full_path)),  # the value directories, if now empty
+                (os.rmdir, os.path.dirname(os.path.dirname(full_path))),
+            ):
+                try:
+                    remove(path)
+                except OSError:
+                    break
             raise
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:

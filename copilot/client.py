@@ -36,7 +36,7 @@ from .routing import Router
 from .session import AsyncSession, Session, SessionCore, interrupted_events
 from .store import EventStore
 from .turn import RetryPolicy
-from .validation import validate_session_id
+from .validation import validate_session_id, validate_session_options
 
 __all__ = ["AsyncCopilotClient", "ClientCore", "ClientState", "CopilotClient"]
 
@@ -145,6 +145,7 @@ class ClientCore:
         streaming: bool,
     ) -> SessionCore:
         session_id = new_id() if session_id is None else validate_session_id(session_id)
+        validate_session_options(model=model, streaming=streaming)
         model = model or self.default_model
         route = self.router.resolve(model)
         now = utc_now()

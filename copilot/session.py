@@ -36,7 +36,7 @@ from .events import Event, EventType, new_id
 from .providers.base import ModelRequest, estimate_tokens
 from .routing import Route
 from .turn import stream_reply
-from .validation import validate_metadata, validate_prompt
+from .validation import validate_metadata, validate_option, validate_prompt, validate_send
 
 if TYPE_CHECKING:
     from ._loop import LoopThread
@@ -605,6 +605,7 @@ class _SessionFace:
         options: dict[str, Any],
     ) -> str:
         text = _prompt_of(prompt, options)
+        replaces, options = validate_send(replaces, options)
         meta = validate_metadata(metadata)
         self._core.check_open()
         return self._runner.call(self._core.submit, text, replaces, meta, options)
@@ -651,6 +652,7 @@ class Session(_SessionFace):
         after ``timeout`` seconds. Interrupting the wait (Ctrl-C, the notebook's stop button)
         aborts the turn; the partial reply is kept in an ``abort`` event.
         """
+        validate_option("timeout", timeout)
         message_id = self._submit(prompt, replaces, metadata, options)
         try:
             return self._runner.run(self._core.wait_for(message_id, timeout))
@@ -708,6 +710,7 @@ class AsyncSession(_SessionFace):
         **options: Any,
     ) -> Event:
         """Send ``prompt`` and await its final ``assistant.message``; see :meth:`Session.send_and_wait`."""
+        validate_option("timeout", timeout)
         message_id = self._submit(prompt, replaces, metadata, options)
         try:
             return await self._runner.arun(self._core.wait_for(message_id, timeout))
