@@ -605,7 +605,7 @@ class _SessionFace:
         options: dict[str, Any],
     ) -> str:
         text = _prompt_of(prompt, options)
-        replaces, options = validate_send(replaces, options)
+        replaces, metadata, options = validate_send(replaces, metadata, options)
         meta = validate_metadata(metadata)
         self._core.check_open()
         return self._runner.call(self._core.submit, text, replaces, meta, options)

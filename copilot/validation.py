@@ -182,12 +182,18 @@ def validate_option(name: str, value: Any, spec: OptionSpec | None = None) -> An
 
 
 def validate_send(
-    replaces: Any, options: Mapping[str, Any], wait_timeout: Any = None
-) -> tuple[str | None, dict[str, Any]]:
+    replaces: Any, metadata: Any, options: Mapping[str, Any]
+) -> tuple[str | None, Any, dict[str, Any]]:
     """Check ``send``/``send_and_wait`` arguments before the turn is queued; return
-    ``replaces`` and the options as plain values. An unknown option is refused (a typo
-    would otherwise be dropped silently); ``wait_timeout`` is ``send_and_wait``'s own
-    ``timeout`` (how long to wait)."""
+    ``replaces``, ``metadata`` and the generation options as plain values.
+
+    ``replaces`` and ``metadata`` may also come inside ``options`` (the SDK's dict form,
+    ``send({"prompt": ..., "replaces": ...})``). An unknown option is refused: a typo would
+    otherwise be dropped silently.
+    """
+    options = dict(options)
+    replaces = options.pop("replaces", None) if replaces is None else replaces
+    metadata = options.pop("metadata", None) if metadata is None else metadata
     if replaces is not None:
         if not isinstance(replaces, str):
             raise InvalidArgumentTypeError(
@@ -202,8 +208,7 @@ def validate_send(
             f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; send() "
             f"accepts replaces, metadata and {', '.join(SEND_OPTIONS)}"
         )
-    validate_option("timeout", wait_timeout)
-    return replaces, {name: validate_option(name, v) for name, v in options.items()}
+    return replaces, metadata, {name: validate_option(name, v) for name, v in options.items()}
 
 
 def validate_session_options(**options: Any) -> dict[str, Any]:
