@@ -14,6 +14,7 @@ head-missing        events and metadata but no head                        head 
 open-index          the head's open turns differ from the log's            head rebuilt
 orphan-events       events with no index entry                             index entry rebuilt
 orphan-file         a value file no row refers to                          file removed
+recency-index       the ``m/`` index differs from the index records        index rebuilt
 ==================  =====================================================  ==================
 
 Every damage is a dict ``{"kind", "sessionId", "key", "detail", "repairable"}`` (JSON values,
@@ -31,7 +32,15 @@ from diskcache.core import MODE_TEXT
 from ._store_disk import check_row, value_files
 from .errors import StoreCorruptedError
 from .events import Event, EventType
-from .store import _event, _loads, _metadata, _track_open, _valid_head, copied_counts
+from .store import (
+    _event,
+    _loads,
+    _metadata,
+    _recent_key,
+    _track_open,
+    _valid_head,
+    copied_counts,
+)
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -64,8 +73,11 @@ def _damage(kind: str, session_id: str | None, key: str | None, detail: str, rep
     }
 
 
-def _scan(store: EventStore) -> tuple[dict[str, _Log], list[dict[str, Any]], set[str]]:
+def _scan(
+    store: EventStore,
+) -> tuple[dict[str, _Log], list[dict[str, Any]], set[str], set[str]]:
     logs: dict[str, _Log] = {}
+    recent: set[str] = set()
     damage: list[dict[str, Any]] = []
     used_files: set[str] = set()
     query = "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 ORDER BY key"
@@ -73,6 +85,11 @@ def _scan(store: EventStore) -> tuple[dict[str, _Log], list[dict[str, Any]], set
         if filename is not None:
             used_files.add(filename)
         kind, _, rest = key.partition("/")
+        if kind == "m":
+            recent.add(key)
+            continue
+        if key == "v/format":
+            continue
         if kind == "e":
             session_id, _, seq_text = rest.rpartition("/")
         else:
@@ -116,12 +133,12 @@ def _scan(store: EventStore) -> tuple[dict[str, _Log], list[dict[str, Any]], set
         if event is not None:
             log.last_id = event.id
             _track_open(log.open, event)
-    return logs, damage, used_files
+    return logs, damage, used_files, recent
 
 
 def check_store(store: EventStore) -> list[dict[str, Any]]:
     """Every damage in ``store`` (see the module's table); an empty list for a sound store."""
-    logs, damage, used_files = _scan(store)
+    logs, damage, used_files, recent = _scan(store)
     for session_id, log in logs.items():
         if log.meta is None and not log.meta_bad and log.count:
             damage.append(
@@ -192,6 +209,17 @@ def check_store(store: EventStore) -> list[dict[str, Any]]:
     for name in value_files(store.directory):
         if name not in used_files:
             damage.append(_damage("orphan-file", None, name, "a value file no row refers to", True))
+    expected = {
+        _recent_key(log.meta.get("modifiedTime"), session_id)
+        for session_id, log in logs.items()
+        if log.meta is not None
+    }
+    if recent != expected:
+        detail = (
+            f"{len(recent - expected)} stale and {len(expected - recent)} missing entries: "
+            f"list_sessions(limit=...) may skip sessions"
+        )
+        damage.append(_damage("recency-index", None, None, detail, True))
     return damage
 
 
@@ -230,11 +258,14 @@ def repair_store(store: EventStore) -> list[dict[str, Any]]:
     event. Returns the damage found, each with ``"repaired"`` saying whether it was fixed."""
     with store._cache.transact(retry=True):
         damage = check_store(store)
-        logs, _, _ = _scan(store)
+        logs, _, _, _ = _scan(store)
         for item in damage:
             item["repaired"] = False
             session_id, kind = item["sessionId"], item["kind"]
             if not item["repairable"]:
+                continue
+            if kind == "recency-index":
+                item["repaired"] = True  # rebuilt at the end, after the index records
                 continue
             if kind == "orphan-file":
                 path = store.directory / item["key"]
@@ -259,4 +290,6 @@ def repair_store(store: EventStore) -> list[dict[str, Any]]:
                 head = {"seq": seq, "last": last, "open": open_turns}
                 store._set(f"h/{session_id}", head)
                 item["repaired"] = True
+        if damage:
+            store.rebuild_recency_index()
     return damage

@@ -6,6 +6,8 @@ Layout (every key a string, every value JSON text)::
     h/<session_id>              the log's head: last sequence number, last event id, and the
                                 open turns ({"seq": n, "last": id, "open": {messageId: seq}})
     e/<session_id>/<seq:012d>   one event; tagged with the session id
+    m/<modifiedTime>/<session_id>  the recency index: list_sessions(limit=n) reads n keys
+    v/format                    the store's format version; older stores migrate on open
 
 Guarantees:
 
@@ -68,7 +70,7 @@ from .errors import (
 )
 from .events import Event, EventData, EventType, utc_now
 
-__all__ = ["EventStore", "JSONTextDisk", "copied_counts"]
+__all__ = ["STORE_FORMAT", "EventStore", "JSONTextDisk", "copied_counts"]
 
 log = logging.getLogger("copilot")
 
@@ -78,6 +80,19 @@ _AFTER_DIGITS = ":"
 _F = TypeVar("_F", bound=Callable[..., Any])
 #: events that end a turn (remove it from the head's ``open``)
 _TURN_ENDS = (EventType.ASSISTANT_TURN_END, EventType.ABORT)
+
+
+#: the store's format: 2 added the recency index (``m/`` keys) and the ``v/format`` marker
+STORE_FORMAT = 2
+
+
+def _recent_key(modified: Any, session_id: str) -> str:
+    """The recency-index key of a session: ``m/<modifiedTime>/<session id>``."""
+    return f"m/{modified}/{session_id}"
+
+
+def _recency(record: Mapping[str, Any]) -> tuple[str, str]:
+    return str(record.get("modifiedTime", "")), str(record.get("sessionId"))
 
 
 def _event_key(session_id: str, seq: int) -> str:
@@ -237,6 +252,12 @@ class EventStore:
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             raise translate(exc, self.directory, "opening it") from exc
         self.sweep_orphan_files()
+        try:
+            self._migrate()
+        except CopilotError:
+            raise
+        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
+            raise translate(exc, self.directory, "migrating it to this version") from exc
 
     def __repr__(self) -> str:
         return f"<EventStore {str(self.directory)!r}>"
@@ -324,7 +345,7 @@ class EventStore:
         with self._cache.transact(retry=True):
             if self._cache.get(f"s/{session_id}") is not None:
                 raise SessionExistsError(session_id)
-            self._set(f"s/{session_id}", record)
+            self._put_session(record, None)
             self._set(f"h/{session_id}", {"seq": 0, "last": None, "open": {}})
         return record
 
@@ -338,9 +359,57 @@ class EventStore:
         """Set metadata fields of a stored session and return the new metadata."""
         with self._cache.transact(retry=True):
             record = self._require(session_id)
+            previous = record.get("modifiedTime")
             record.update(fields)
-            self._set(f"s/{session_id}", record)
+            self._put_session(record, previous)
         return record
+
+    def _put_session(self, record: dict[str, Any], previous_modified: Any) -> None:
+        """Write a session's metadata and its entry in the recency index (``m/``), dropping
+        the entry of its previous ``modifiedTime``; call it inside a transaction."""
+        session_id = record["sessionId"]
+        if previous_modified is not None and previous_modified != record.get("modifiedTime"):
+            self._cache.delete(_recent_key(previous_modified, session_id))
+        self._set(f"s/{session_id}", record)
+        self._set(_recent_key(record.get("modifiedTime"), session_id), session_id)
+
+    def rebuild_recency_index(self) -> int:
+        """Write the recency index (``m/`` keys) again from the index records; return how
+        many sessions it holds. Used by the format migration and by ``repair()``."""
+        with self._cache.transact(retry=True):
+            self._cache._sql("DELETE FROM Cache WHERE key >= 'm/' AND key < 'm0' AND raw = 1")
+            count = 0
+            for record in self._all_sessions():
+                self._set(
+                    _recent_key(record.get("modifiedTime"), record["sessionId"]),
+                    record["sessionId"],
+                )
+                count += 1
+            return count
+
+    def _migrate(self) -> None:
+        """Bring a store written by an earlier version to this one's format, once.
+
+        Version 1 (no ``v/format`` key) had no recency index: it is built from the index
+        records. Heads without ``open`` are completed at their next append (see
+        :meth:`_head`). Nothing is removed or rewritten but the index.
+        """
+        marker = self._get("v/format")
+        if isinstance(marker, dict) and marker.get("version", 0) >= STORE_FORMAT:
+            return
+        with self._cache.transact(retry=True):
+            marker = self._get("v/format")
+            if isinstance(marker, dict) and marker.get("version", 0) >= STORE_FORMAT:
+                return  # another process migrated it meanwhile
+            count = self.rebuild_recency_index()
+            self._set("v/format", {"version": STORE_FORMAT})
+        if count:
+            log.info(
+                "migrated the store at %s to format %d (%d sessions)",
+                self.directory,
+                STORE_FORMAT,
+                count,
+            )
 
     def _require(self, session_id: str) -> dict[str, Any]:
         key = f"s/{session_id}"
@@ -349,14 +418,8 @@ class EventStore:
             raise SessionNotFoundError(session_id)
         return record
 
-    @_boundary("listing sessions")
-    def list_sessions(self) -> list[dict[str, Any]]:
-        """Every session's metadata, most recently modified first.
-
-        A damaged index record is left out with a warning on the ``copilot`` logger naming
-        it (``client.check()`` reports it, ``client.repair()`` rebuilds it from its events):
-        one bad record must not hide every other session.
-        """
+    def _all_sessions(self) -> list[dict[str, Any]]:
+        """Every readable index record; a damaged one is skipped with a warning."""
         query = (
             "SELECT key, mode, filename, value FROM Cache WHERE key >= ? AND key < ? AND raw = 1"
         )
@@ -371,8 +434,49 @@ class EventStore:
                 sessions.append(_metadata(key, _loads(value, key)))
             except StoreCorruptedError as exc:
                 log.warning("list_sessions: skipped the damaged record %r: %s", key, exc)
-        sessions.sort(key=lambda s: str(s.get("modifiedTime", "")), reverse=True)
         return sessions
+
+    @_boundary("listing sessions")
+    def list_sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Sessions' metadata, most recently modified first; with ``limit``, the newest
+        ``limit`` only, read through the recency index (cost independent of the number of
+        sessions).
+
+        A damaged index record is left out with a warning on the ``copilot`` logger naming
+        it (``client.check()`` reports it, ``client.repair()`` rebuilds it from its events):
+        one bad record must not hide every other session.
+        """
+        if limit is None:
+            sessions = self._all_sessions()
+            sessions.sort(key=_recency, reverse=True)
+            return sessions
+        found: dict[str, dict[str, Any]] = {}
+        high = "m0"
+        query = (
+            "SELECT key FROM Cache WHERE key >= 'm/' AND key < ? AND raw = 1 "
+            "ORDER BY key DESC LIMIT ?"
+        )
+        while len(found) < limit:
+            keys = [row[0] for row in self._cache._sql(query, (high, limit + 8)).fetchall()]
+            for key in keys:
+                modified, _, session_id = key[2:].rpartition("/")
+                if session_id in found:
+                    continue
+                try:
+                    record = self.get_session(session_id)
+                except StoreCorruptedError as exc:
+                    log.warning(
+                        "list_sessions: skipped the damaged record 's/%s': %s", session_id, exc
+                    )
+                    continue
+                if record is not None and str(record.get("modifiedTime")) == modified:
+                    found[session_id] = record  # else a stale entry: repair() rebuilds them
+                if len(found) == limit:
+                    break
+            if len(keys) < limit + 8:
+                break
+            high = keys[-1]
+        return list(found.values())
 
     @_boundary("deleting a session")
     def delete_session(self, session_id: str) -> int:
@@ -382,13 +486,14 @@ class EventStore:
         is removed (:class:`StoreCorruptedError`).
         """
         with self._cache.transact(retry=True):
-            self._require(session_id)
+            record = self._require(session_id)
             query = "SELECT filename FROM Cache WHERE (tag = ? OR key = ? OR key = ?) AND filename IS NOT NULL"
             keys = (session_id, f"s/{session_id}", f"h/{session_id}")
             for (filename,) in self._cache._sql(query, keys).fetchall():
                 safe_value_path(self.directory, filename)
             self._cache.delete(f"s/{session_id}")
             self._cache.delete(f"h/{session_id}")
+            self._cache.delete(_recent_key(record.get("modifiedTime"), session_id))
             return self._cache.evict(session_id)
 
     @_boundary("forking a session")
@@ -424,7 +529,7 @@ class EventStore:
             ]
             copies = copy(events)
             record = {**metadata, **copied_counts(copies)}
-            self._set(f"s/{new_id}", record)
+            self._put_session(record, None)
             self._set(f"h/{new_id}", {"seq": 0, "last": None, "open": {}})
             self.append(new_id, copies)
             return self._require(new_id)
@@ -466,10 +571,11 @@ class EventStore:
                 _track_open(open_turns, event)
                 stored.append(event)
             self._set(f"h/{session_id}", {"seq": seq, "last": last, "open": open_turns})
+            previous = record.get("modifiedTime")
             if update is not None:
                 update(record)
             record["modifiedTime"] = utc_now()
-            self._set(f"s/{session_id}", record)
+            self._put_session(record, previous)
         return stored
 
     @contextmanager

@@ -254,6 +254,7 @@ def test_check_reports_each_damage_and_repair_fixes_it_without_losing_events(hom
             ("open-turn", "open"),
             ("orphan-events", "orphans"),
             ("orphan-file", None),
+            ("recency-index", None),  # the index records it follows were damaged
         }
         assert {d["kind"]: d["repairable"] for d in damage}["sequence-gap"] is False
         assert "intact" in [s["sessionId"] for s in client.list_sessions()]
@@ -266,6 +267,7 @@ def test_check_reports_each_damage_and_repair_fixes_it_without_losing_events(hom
             ("open-turn", "open"): True,
             ("orphan-events", "orphans"): True,
             ("orphan-file", None): True,
+            ("recency-index", None): True,
         }
         after = _event_rows(home)
         assert {k: v for k, v in after.items() if k in before} == before  # nothing lost
