@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,12 @@ from .routing import Router
 from .session import AsyncSession, Session, SessionCore, interrupted_events
 from .store import EventStore
 from .turn import RetryPolicy
-from .validation import validate_session_id, validate_session_options
+from .validation import (
+    validate_limit,
+    validate_paging,
+    validate_session_id,
+    validate_session_options,
+)
 
 __all__ = ["AsyncCopilotClient", "ClientCore", "ClientState", "CopilotClient"]
 
@@ -427,20 +432,23 @@ class _ClientFace:
 
     # Pure reads need no event loop: they run in the caller's thread, on the store directly.
 
-    def _list_sessions(self) -> list[dict[str, Any]]:
-        return self._started()[0].store.list_sessions()
+    def _list_sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return self._started()[0].store.list_sessions(validate_limit(limit))
 
     def _get_session_metadata(self, session_id: str) -> dict[str, Any] | None:
         return self._started()[0].store.get_session(validate_session_id(session_id))
 
-    def _get_messages(self, session_id: str, after: int) -> list[Event]:
+    def _get_messages(
+        self, session_id: str, after: int, limit: int | None = None, last: int | None = None
+    ) -> list[Event]:
         store = self._started()[0].store
+        after, limit, last = validate_paging(after, limit, last)
         if store.get_session(validate_session_id(session_id)) is None:
             raise SessionNotFoundError(session_id)
-        return store.read_events(session_id, after=after)
+        return store.page(session_id, after, limit, last)
 
     def _get_last_session_id(self) -> str | None:
-        sessions = self._list_sessions()
+        sessions = self._list_sessions(limit=1)
         return sessions[0]["sessionId"] if sessions else None
 
     def get_provider(self, name: str) -> Provider:
@@ -511,10 +519,11 @@ class CopilotClient(_ClientFace):
         core, runner = self._started()
         return Session(runner.run(core.resume_session(session_id)), runner)
 
-    def list_sessions(self) -> list[dict[str, Any]]:
+    def list_sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Every stored session's metadata (``sessionId``, ``startTime``, ``modifiedTime``,
-        ``model``, ``summary``, ``messageCount``...), most recently used first."""
-        return self._list_sessions()
+        ``model``, ``summary``, ``messageCount``...), most recently used first; with
+        ``limit``, the newest ``limit`` only (read through an index: fast at any count)."""
+        return self._list_sessions(limit)
 
     def get_session_metadata(self, session_id: str) -> dict[str, Any] | None:
         """A stored session's metadata, or None: check a session exists before resuming it."""
@@ -524,10 +533,30 @@ class CopilotClient(_ClientFace):
         """The id of the most recently used session, or None."""
         return self._get_last_session_id()
 
-    def get_messages(self, session_id: str, after: int = 0) -> list[Event]:
+    def get_messages(
+        self,
+        session_id: str,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        last: int | None = None,
+    ) -> list[Event]:
         """A stored session's events, oldest first, without opening the session (nothing
-        is written: no ``session.resume``). Raises SessionNotFoundError if unknown."""
-        return self._get_messages(session_id, after)
+        is written: no ``session.resume``). Raises SessionNotFoundError if unknown.
+
+        Pages: ``after`` (events whose ``seq`` is greater), ``limit`` (at most that many),
+        or ``last=N`` (the newest N). :meth:`iter_messages` reads any length in constant
+        memory.
+        """
+        return self._get_messages(session_id, after, limit, last)
+
+    def iter_messages(self, session_id: str, after: int = 0) -> Iterator[Event]:
+        """A stored session's events, oldest first, read 1,000 at a time (constant memory)."""
+        store = self._started()[0].store
+        after = validate_paging(after, None)[0]
+        if store.get_session(validate_session_id(session_id)) is None:
+            raise SessionNotFoundError(session_id)
+        return store.iter_events(session_id, after)
 
     def delete_session(self, session_id: str) -> None:
         """Remove a session and all its data from disk."""
@@ -616,9 +645,9 @@ class AsyncCopilotClient(_ClientFace):
         core, runner = self._started()
         return AsyncSession(await runner.arun(core.resume_session(session_id)), runner)
 
-    async def list_sessions(self) -> list[dict[str, Any]]:
-        """Every stored session's metadata, most recently used first."""
-        return await asyncio.to_thread(self._list_sessions)
+    async def list_sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Sessions' metadata, most recently used first; see :meth:`CopilotClient.list_sessions`."""
+        return await asyncio.to_thread(self._list_sessions, limit)
 
     async def get_session_metadata(self, session_id: str) -> dict[str, Any] | None:
         """A stored session's metadata, or None."""
@@ -628,9 +657,27 @@ class AsyncCopilotClient(_ClientFace):
         """The id of the most recently used session, or None."""
         return await asyncio.to_thread(self._get_last_session_id)
 
-    async def get_messages(self, session_id: str, after: int = 0) -> list[Event]:
+    async def get_messages(
+        self,
+        session_id: str,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        last: int | None = None,
+    ) -> list[Event]:
         """A stored session's events without opening it; see :meth:`CopilotClient.get_messages`."""
-        return await asyncio.to_thread(self._get_messages, session_id, after)
+        return await asyncio.to_thread(self._get_messages, session_id, after, limit, last)
+
+    async def iter_messages(self, session_id: str, after: int = 0) -> AsyncIterator[Event]:
+        """A stored session's events, 1,000 read at a time off the event loop; see
+        :meth:`CopilotClient.iter_messages`."""
+        while True:
+            page = await asyncio.to_thread(self._get_messages, session_id, after, 1000)
+            for event in page:
+                yield event
+            if len(page) < 1000:
+                return
+            after = page[-1].seq
 
     async def delete_session(self, session_id: str) -> None:
         """Remove a session and all its data from disk."""

@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,13 @@ from .events import Event, EventType, new_id
 from .providers.base import ModelRequest, estimate_tokens
 from .routing import Route
 from .turn import stream_reply
-from .validation import validate_metadata, validate_option, validate_prompt, validate_send
+from .validation import (
+    validate_metadata,
+    validate_option,
+    validate_paging,
+    validate_prompt,
+    validate_send,
+)
 
 if TYPE_CHECKING:
     from ._loop import LoopThread
@@ -660,10 +666,19 @@ class Session(_SessionFace):
             self._runner.call(self._core.abort, message_id)
             raise
 
-    def get_messages(self, after: int = 0) -> list[Event]:
+    def get_messages(
+        self, after: int = 0, limit: int | None = None, *, last: int | None = None
+    ) -> list[Event]:
         """The session's stored events, oldest first; with ``after``, only those whose
-        ``seq`` is greater (an incremental read: pass the last ``event.seq`` you have)."""
-        return self._core.client.store.read_events(self.session_id, after=after)
+        ``seq`` is greater (an incremental read: pass the last ``event.seq`` you have);
+        ``limit`` caps the count, ``last=N`` reads the newest N."""
+        after, limit, last = validate_paging(after, limit, last)
+        return self._core.client.store.page(self.session_id, after, limit, last)
+
+    def iter_messages(self, after: int = 0) -> Iterator[Event]:
+        """The session's stored events, oldest first, read 1,000 at a time (constant memory)."""
+        after = validate_paging(after, None)[0]
+        return self._core.client.store.iter_events(self.session_id, after)
 
     def abort(self, message_id: str | None = None) -> bool:
         """Abort the running turn, or only the turn ``message_id`` (running or still queued).
@@ -718,10 +733,25 @@ class AsyncSession(_SessionFace):
             self._runner.call(self._core.abort, message_id)
             raise
 
-    async def get_messages(self, after: int = 0) -> list[Event]:
+    async def get_messages(
+        self, after: int = 0, limit: int | None = None, *, last: int | None = None
+    ) -> list[Event]:
         """The session's stored events, oldest first; see :meth:`Session.get_messages`."""
+        after, limit, last = validate_paging(after, limit, last)
         store = self._core.client.store
-        return await asyncio.to_thread(store.read_events, self.session_id, after)
+        return await asyncio.to_thread(store.page, self.session_id, after, limit, last)
+
+    async def iter_messages(self, after: int = 0) -> AsyncIterator[Event]:
+        """The session's stored events, 1,000 read at a time off the event loop."""
+        after = validate_paging(after, None)[0]
+        store = self._core.client.store
+        while True:
+            page = await asyncio.to_thread(store.read_events, self.session_id, after, 1000)
+            for event in page:
+                yield event
+            if len(page) < 1000:
+                return
+            after = page[-1].seq
 
     async def abort(self, message_id: str | None = None) -> bool:
         """Abort the running turn, or the turn ``message_id``; see :meth:`Session.abort`."""

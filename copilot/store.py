@@ -627,6 +627,14 @@ class EventStore:
         rows = list(self._rows(low, high, descending=True, limit=count))
         return [_event(key, value) for key, value in reversed(rows)]
 
+    def page(
+        self, session_id: str, after: int = 0, limit: int | None = None, last: int | None = None
+    ) -> list[Event]:
+        """``read_events(after, limit)``, or with ``last`` the newest ``last`` events."""
+        if last is not None:
+            return self.read_last(session_id, last)
+        return self.read_events(session_id, after, limit)
+
     def iter_events(self, session_id: str, after: int = 0, chunk: int = 1000) -> Iterator[Event]:
         """The session's events with ``seq > after``, oldest first, read ``chunk`` at a time:
         memory stays bounded by one chunk however long the log is. Events appended while

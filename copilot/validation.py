@@ -16,8 +16,10 @@ __all__ = [
     "MAX_SESSION_ID_LENGTH",
     "SEND_OPTIONS",
     "OptionSpec",
+    "validate_limit",
     "validate_metadata",
     "validate_option",
+    "validate_paging",
     "validate_prompt",
     "validate_send",
     "validate_session_id",
@@ -214,3 +216,33 @@ def validate_send(
 def validate_session_options(**options: Any) -> dict[str, Any]:
     """Check ``create_session`` options (``model``, ``streaming``) before anything is stored."""
     return {name: validate_option(name, v, SESSION_OPTIONS[name]) for name, v in options.items()}
+
+
+def _count(name: str, value: Any, low: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidArgumentTypeError(
+            f"{name} is an integer >= {low} (or None), not {type(value).__name__} {value!r}"
+        )
+    if value < low:
+        raise InvalidArgumentError(f"{name} is an integer >= {low} (or None), not {value!r}")
+    return int(value)
+
+
+def validate_paging(after: Any, limit: Any, last: Any = None) -> tuple[int, int | None, int | None]:
+    """Check ``get_messages(after=, limit=, last=)``: ``after`` a sequence number >= 0,
+    ``limit`` and ``last`` counts >= 1; ``last`` (the newest N) cannot be combined."""
+    after = _count("after", after, 0) or 0
+    limit = _count("limit", limit, 1)
+    last = _count("last", last, 1)
+    if last is not None and (after or limit is not None):
+        raise InvalidArgumentError(
+            "last=N reads the newest N events; it cannot be combined with after= or limit="
+        )
+    return after, limit, last
+
+
+def validate_limit(limit: Any) -> int | None:
+    """Check ``list_sessions(limit=)``: a count >= 1, or None for every session."""
+    return _count("limit", limit, 1)
