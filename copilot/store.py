@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import itertools
 import json
 import logging
 import os
@@ -111,6 +112,7 @@ def _loads(text: str, key: str = "") -> Any:
 
 
 _new_event = Event.__new__
+_TYPE_NAMES = {str(t): str(t) for t in EventType}
 
 
 def _event(key: str, value: Any) -> Event:
@@ -132,7 +134,7 @@ def _event(key: str, value: Any) -> Event:
     ):
         raise StoreCorruptedError(f"the record {key!r} is not an event")
     event = _new_event(Event)
-    event.type = kind
+    event.type = _TYPE_NAMES.get(kind, kind)  # one string object per type, not per event
     event.data = EventData(data) if data else EventData()
     event.id = event_id
     event.timestamp = timestamp
@@ -284,8 +286,11 @@ class EventStore:
             "SELECT key, mode, filename, value FROM Cache WHERE key >= ? AND key < ? "
             f"AND raw = 1 ORDER BY key {order} LIMIT ?"
         )
-        rows = self._cache._sql(query, (low, high, limit)).fetchall()
-        for key, mode, filename, value in rows:
+        cursor = self._cache._sql(query, (low, high, limit))
+        # in batches: the raw text of a batch is freed while the next one is parsed
+        for key, mode, filename, value in itertools.chain.from_iterable(
+            iter(lambda: cursor.fetchmany(2000), [])
+        ):
             if mode == MODE_RAW and filename is None and type(value) is str:
                 yield key, _loads(value, key)
                 continue
@@ -424,7 +429,17 @@ class EventStore:
             "SELECT key, mode, filename, value FROM Cache WHERE key >= ? AND key < ? AND raw = 1"
         )
         sessions = []
-        for key, mode, filename, value in self._cache._sql(query, ("s/", "s0")).fetchall():
+        rows = self._cache._sql(query, ("s/", "s0")).fetchall()
+        for key, mode, filename, value in rows:
+            if mode == MODE_RAW and filename is None and type(value) is str:
+                try:  # the common case, without the checks of a foreign row
+                    record = orjson.loads(value)
+                except orjson.JSONDecodeError:
+                    pass
+                else:
+                    if type(record) is dict and type(record.get("sessionId")) is str:
+                        sessions.append(record)
+                        continue
             try:
                 check_row(self.directory, key, mode, filename, value)
                 if mode == MODE_TEXT:
@@ -447,7 +462,8 @@ class EventStore:
         one bad record must not hide every other session.
         """
         if limit is None:
-            sessions = self._all_sessions()
+            with _gc_paused():
+                sessions = self._all_sessions()
             sessions.sort(key=_recency, reverse=True)
             return sessions
         found: dict[str, dict[str, Any]] = {}
