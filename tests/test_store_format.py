@@ -227,3 +227,17 @@ def test_the_recency_index_reads_a_few_keys_at_any_count(tmp_path: Path) -> None
     assert [s["sessionId"] for s in newest] == [f"s{i}" for i in range(2999, 2949, -1)]
     assert len(seen) <= 51  # one range read of the index, one read per session
     store.close()
+
+
+def test_values_orjson_refuses_still_round_trip(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "store")
+    store.create_session({"sessionId": "s", "model": "echo", "modifiedTime": ""})
+    big = 2**70  # over 64 bits: written and read by json instead
+    store.append("s", [Event(EventType.USER_MESSAGE, {"content": "x", "metadata": {"n": big}})])
+    store._cache.set(
+        "e/s/000000000002", '{"id":"i","type":"abort","timestamp":"t","data":{"x":NaN}}'
+    )
+    events = store.read_events("s")
+    assert events[0].data["metadata"] == {"n": big}
+    assert events[1].data["x"] != events[1].data["x"]  # NaN, as the previous version wrote it
+    store.close()
