@@ -1,9 +1,10 @@
 """3. Resume and read: a long session's log, and the sessions index.
 
-* ``resume_session`` + ``get_messages`` of a session of 10,000 stored events (built from real
-  echo turns, about 1,700 of them), each time in a fresh client (its start not timed).
+* ``resume_session`` + ``get_messages`` of a session of 10,000 turns (about 60,000 events, as
+  real echo turns write them), each time in a fresh client (its start not timed); then the
+  newest 20 events of it (``get_messages(last=20)``).
 * ``list_sessions`` with 1,000 and then 10,000 stored sessions (made with ``create_session``),
-  in a fresh client.
+  in a fresh client, and the newest 50 (``list_sessions(limit=50)``).
 
 Baseline: the floor for the same work, in the same run: the same rows read from the store's
 SQLite file with the ``sqlite3`` module and parsed with ``json.loads`` (sorted by
@@ -33,25 +34,19 @@ from ._util import (
 
 SESSION = "bench-long"
 TARGET_MS = 100.0
+#: the newest 20 events of a session, the newest 50 sessions: at any length or count
+NEWEST_MS = 5.0
 
 
-def build_long_session(home: Path, events: int) -> int:
-    """Send echo turns until the session holds at least ``events`` events; return the count."""
+def build_long_session(home: Path, turns: int) -> int:
+    """Run ``turns`` real echo turns in one session; return the events it then holds."""
     client = CopilotClient(base_directory=home, default_model="echo")
     try:
         session = client.create_session(session_id=SESSION, model="echo")
-        i = 0
-        stored = len(session.get_messages())
-        while stored < events:
-            # about 6 events a turn once the history outgrows the window; top up in batches
-            batch = max(1, (events - stored) // 6)
-            for _ in range(batch - 1):
-                session.send(prompt_text(i))
-                i += 1
-            session.send_and_wait(prompt_text(i), timeout=600)
-            i += 1
-            stored = len(session.get_messages())
-        return stored
+        for i in range(turns - 1):
+            session.send(prompt_text(i))
+        session.send_and_wait(prompt_text(turns - 1), timeout=3600)
+        return len(session.get_messages())
     finally:
         client.stop()
 
@@ -77,15 +72,16 @@ def _floor_index(home: Path) -> int:
 
 
 def run(quick: bool) -> list[Row]:
-    n_events = 2_000 if quick else 10_000
+    n_turns = 300 if quick else 10_000
     index_sizes = (1_000,) if quick else (1_000, 10_000)
     reps = 3 if quick else 9
     rows: list[Row] = []
 
     with scratch("resume") as home:
-        stored = build_long_session(home, n_events)
+        stored = build_long_session(home, n_turns)
         resume_s: list[float] = []
         read_s: list[float] = []
+        newest_s: list[float] = []
         for _ in range(reps):
             settle()
             client = CopilotClient(base_directory=home, default_model="echo")
@@ -96,10 +92,14 @@ def run(quick: bool) -> list[Row]:
                 t1 = time.perf_counter()
                 events = session.get_messages()
                 t2 = time.perf_counter()
+                newest = session.get_messages(last=20)
+                newest_s.append(time.perf_counter() - t2)
             finally:
                 client.stop()
             if len(events) < stored:
                 raise RuntimeError(f"get_messages returned {len(events)} of {stored} events")
+            if newest != events[-20:]:
+                raise RuntimeError("get_messages(last=20) is not the newest 20 events")
             resume_s.append(t1 - t0)
             read_s.append(t2 - t1)
         total = [a + b for a, b in zip(resume_s, read_s, strict=True)]
@@ -109,7 +109,7 @@ def run(quick: bool) -> list[Row]:
     rows.append(
         Row(
             id="3a",
-            name=f"resume_session + get_messages, {stored:,}-event session",
+            name=f"resume_session + get_messages, {n_turns:,}-turn session ({stored:,} events)",
             value=value,
             baseline=base,
             baseline_name="sqlite3 + json.loads of the same rows",
@@ -125,6 +125,21 @@ def run(quick: bool) -> list[Row]:
                 "get_messages": summary_ms(read_s),
                 "floor": summary_ms(floor),
             },
+        )
+    )
+    value = median(newest_s) * 1000
+    rows.append(
+        Row(
+            id="3d",
+            name=f"get_messages(last=20) of the {n_turns:,}-turn session",
+            value=value,
+            baseline=median(read_s) * 1000,
+            baseline_name="get_messages() of the whole session",
+            ratio=ratio(value, median(read_s) * 1000),
+            target=f"< {NEWEST_MS:g} ms",
+            status=verdict(value < NEWEST_MS),
+            samples=len(newest_s),
+            extra={"newest": summary_ms(newest_s)},
         )
     )
 
@@ -150,6 +165,10 @@ def run(quick: bool) -> list[Row]:
                         out.append(len(client.list_sessions()))
 
                     times = sample(list_all, reps)
+                    whole = client.list_sessions()
+                    newest = sample(lambda _, c=client: c.list_sessions(limit=50), reps)
+                    if client.list_sessions(limit=50) != whole[:50]:
+                        raise RuntimeError("list_sessions(limit=50) is not the newest 50")
                 finally:
                     client.stop()
                 if set(listed) != {size}:
@@ -169,6 +188,21 @@ def run(quick: bool) -> list[Row]:
                         samples=len(times),
                         note=f"index built with create_session in {build_s:.1f} s",
                         extra={"list_sessions": summary_ms(times), "floor": summary_ms(floor)},
+                    )
+                )
+                newest_ms = median(newest) * 1000
+                rows.append(
+                    Row(
+                        id=f"3{'e' if letter == 'b' else 'f'}",
+                        name=f"list_sessions(limit=50), {size:,} sessions",
+                        value=newest_ms,
+                        baseline=value,
+                        baseline_name="list_sessions() of every session",
+                        ratio=ratio(newest_ms, value),
+                        target=f"< {NEWEST_MS:g} ms",
+                        status=verdict(newest_ms < NEWEST_MS),
+                        samples=len(newest),
+                        extra={"newest": summary_ms(newest)},
                     )
                 )
         finally:

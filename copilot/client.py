@@ -12,7 +12,7 @@ import enum
 import functools
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,15 +28,25 @@ from .config import (
     home_directory,
     load_config,
 )
-from .errors import CopilotError, InvalidArgumentError, SessionNotFoundError
+from .errors import (
+    CopilotError,
+    InvalidArgumentError,
+    SessionNotFoundError,
+    StoreCorruptedError,
+)
 from .events import Event, EventType, new_id, utc_now
 from .providers import PROVIDERS, load_provider_class
 from .providers.base import Availability, Provider
 from .routing import Router
-from .session import AsyncSession, Session, SessionCore
+from .session import AsyncSession, Session, SessionCore, interrupted_events
 from .store import EventStore
 from .turn import RetryPolicy
-from .validation import validate_session_id
+from .validation import (
+    validate_limit,
+    validate_paging,
+    validate_session_id,
+    validate_session_options,
+)
 
 __all__ = ["AsyncCopilotClient", "ClientCore", "ClientState", "CopilotClient"]
 
@@ -166,6 +176,7 @@ class ClientCore:
         streaming: bool,
     ) -> SessionCore:
         session_id = new_id() if session_id is None else validate_session_id(session_id)
+        validate_session_options(model=model, streaming=streaming)
         model = model or self.default_model
         route = self.router.resolve(model)
         now = utc_now()
@@ -213,24 +224,27 @@ class ClientCore:
             self.router.resolve(model)
         now = utc_now()
         metadata = {
-            **source,
+            **{k: v for k, v in source.items() if k != "lastModel"},
             "sessionId": new_id,
             "startTime": now,
             "modifiedTime": now,
             "model": model or source["model"],
             "forkedFrom": source_id,
         }
-        self.store.create_session(metadata)
         start = {
             "model": metadata["model"],
             "systemMessage": metadata.get("systemMessage"),
             "forkedFrom": source_id,
         }
-        copies = [Event(EventType.SESSION_START, start)]
-        copies += _copy_events(self.store.read_events(source_id))
-        core = SessionCore(self.services, metadata)
+
+        def copy(events: list[Event]) -> list[Event]:
+            return [Event(EventType.SESSION_START, start), *_copy_events(events)]
+
+        # One store transaction reads, copies and writes (whole or absent after a crash); a
+        # thread keeps the loop serving other sessions while a long log is copied.
+        record = await asyncio.to_thread(self.store.fork_session, source_id, metadata, copy)
+        core = SessionCore(self.services, record)
         self.sessions[new_id] = core
-        core.record(copies)
         return core
 
     async def close_session(self, core: SessionCore, timeout: float | None) -> None:
@@ -272,23 +286,88 @@ class ClientCore:
                 pass
         self.store.close()
 
+    def check(self, live_writers: set[str]) -> list[dict[str, Any]]:
+        """The store's damage (:meth:`EventStore.check`) plus every open turn whose writer
+        process has died (``open-turn``; :meth:`repair` closes it as interrupted)."""
+        damage = self.store.check()
+        for meta in self.store.list_sessions():
+            session_id = meta["sessionId"]
+            try:
+                starts = self.store.open_turns(session_id)
+            except (SessionNotFoundError, StoreCorruptedError):
+                continue  # deleted meanwhile, or a damaged head check() already reported
+            for start in starts:
+                if not SessionCore._owner_alive(start, live_writers):
+                    detail = (
+                        f"turn {start.data.get('messageId')} was left open by process "
+                        f"{start.data.get('pid')}, which has ended"
+                    )
+                    damage.append(
+                        {
+                            "kind": "open-turn",
+                            "sessionId": session_id,
+                            "key": None,
+                            "detail": detail,
+                            "repairable": True,
+                        }
+                    )
+        return damage
 
-def _list_sessions(store: EventStore) -> list[dict[str, Any]]:
-    return store.list_sessions()
+    def repair(self, live_writers: set[str]) -> list[dict[str, Any]]:
+        """Repair the store, then close the open turns of dead writers as interrupted; return
+        the damage found, each with ``"repaired"``. No event is deleted."""
+        damage = self.store.repair()
+        for meta in self.store.list_sessions():
+            session_id = meta["sessionId"]
+            with self.store.transaction():
+                try:
+                    starts = self.store.open_turns(session_id)
+                except (SessionNotFoundError, StoreCorruptedError):
+                    continue
+                for start in starts:
+                    if SessionCore._owner_alive(start, live_writers):
+                        continue
+                    message_id = start.data.get("messageId")
+                    self.store.append(session_id, interrupted_events(message_id))
+                    damage.append(
+                        {
+                            "kind": "open-turn",
+                            "sessionId": session_id,
+                            "key": None,
+                            "detail": f"turn {message_id} closed as interrupted",
+                            "repairable": True,
+                            "repaired": True,
+                        }
+                    )
+        return damage
+
+
+#: events per page of iter_messages
+_PAGE = 1000
+
+
+def _list_sessions(store: EventStore, limit: int | None = None) -> list[dict[str, Any]]:
+    return store.list_sessions(limit)
 
 
 def _get_session_metadata(store: EventStore, session_id: str) -> dict[str, Any] | None:
     return store.get_session(validate_session_id(session_id))
 
 
-def _get_messages(store: EventStore, session_id: str, after: int) -> list[Event]:
+def _get_messages(
+    store: EventStore,
+    session_id: str,
+    after: int = 0,
+    limit: int | None = None,
+    last: int | None = None,
+) -> list[Event]:
     if store.get_session(validate_session_id(session_id)) is None:
         raise SessionNotFoundError(session_id)
-    return store.read_events(session_id, after=after)
+    return store.page(session_id, after, limit, last)
 
 
 def _get_last_session_id(store: EventStore) -> str | None:
-    sessions = store.list_sessions()
+    sessions = store.list_sessions(1)
     return sessions[0]["sessionId"] if sessions else None
 
 
@@ -350,7 +429,12 @@ _ID_FIELDS = ("messageId", "replaces")
 
 
 def _copy_events(events: list[Event]) -> list[Event]:
-    """Copies of a session's events with fresh ids, their cross-references remapped."""
+    """Copies of a session's events with fresh ids, their cross-references remapped.
+
+    ``session.start`` and ``session.resume`` are not copied (the fork has its own start). A
+    ``messageId`` or ``replaces`` naming an event that was not copied is dropped rather than
+    left pointing into the source session.
+    """
     new_ids: dict[str, str] = {}
     copies = []
     for event in events:
@@ -359,8 +443,11 @@ def _copy_events(events: list[Event]) -> list[Event]:
         new_ids[event.id] = new_id()
         data = dict(event.data)
         for name in _ID_FIELDS:
-            if data.get(name) in new_ids:
-                data[name] = new_ids[data[name]]
+            if name in data:
+                if data[name] in new_ids:
+                    data[name] = new_ids[data[name]]
+                else:
+                    del data[name]
         copies.append(Event(event.type, data, id=new_ids[event.id], timestamp=event.timestamp))
     return copies
 
@@ -538,10 +625,11 @@ class CopilotClient(_ClientFace):
         core = running.runner.run(running.core.resume_session(session_id))
         return Session(core, running.runner, running.readers)
 
-    def list_sessions(self) -> list[dict[str, Any]]:
+    def list_sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Every stored session's metadata (``sessionId``, ``startTime``, ``modifiedTime``,
-        ``model``, ``summary``, ``messageCount``...), most recently used first."""
-        return self._read(_list_sessions)
+        ``model``, ``summary``, ``messageCount``...), most recently used first; with
+        ``limit``, the newest ``limit`` only (read through an index: fast at any count)."""
+        return self._read(_list_sessions, validate_limit(limit))
 
     def get_session_metadata(self, session_id: str) -> dict[str, Any] | None:
         """A stored session's metadata, or None: check a session exists before resuming it."""
@@ -551,10 +639,32 @@ class CopilotClient(_ClientFace):
         """The id of the most recently used session, or None."""
         return self._read(_get_last_session_id)
 
-    def get_messages(self, session_id: str, after: int = 0) -> list[Event]:
+    def get_messages(
+        self,
+        session_id: str,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        last: int | None = None,
+    ) -> list[Event]:
         """A stored session's events, oldest first, without opening the session (nothing
-        is written: no ``session.resume``). Raises SessionNotFoundError if unknown."""
-        return self._read(_get_messages, session_id, after)
+        is written: no ``session.resume``). Raises SessionNotFoundError if unknown.
+
+        Pages: ``after`` (events whose ``seq`` is greater), ``limit`` (at most that many),
+        or ``last=N`` (the newest N). :meth:`iter_messages` reads any length in constant
+        memory.
+        """
+        return self._read(_get_messages, session_id, *validate_paging(after, limit, last))
+
+    def iter_messages(self, session_id: str, after: int = 0) -> Iterator[Event]:
+        """A stored session's events, oldest first, read 1,000 at a time (constant memory)."""
+        after = validate_paging(after, None)[0]
+        while True:
+            page = self._read(_get_messages, session_id, after, _PAGE, None)
+            yield from page
+            if len(page) < _PAGE:
+                return
+            after = page[-1].seq or after
 
     def delete_session(self, session_id: str) -> None:
         """Remove a session and all its data from disk."""
@@ -579,6 +689,19 @@ class CopilotClient(_ClientFace):
         """Every known model: ``id``, ``provider``, ``usable`` now, ``reason`` if not."""
         running = self._started()
         return running.runner.run(running.core.alist_models())
+
+    def check(self) -> list[dict[str, Any]]:
+        """Damage in the store: a list of ``{"kind", "sessionId", "key", "detail",
+        "repairable"}`` dicts, empty when the store is sound. Kinds: ``corrupt-record``,
+        ``sequence-gap``, ``head-behind``, ``head-missing``, ``open-index``,
+        ``orphan-events``, ``orphan-file``, ``open-turn`` (a dead process's unfinished turn).
+        Reads only."""
+        return self._started().core.check(set(_LIVE_WRITERS))
+
+    def repair(self) -> list[dict[str, Any]]:
+        """Fix the damage :meth:`check` reports as repairable, without deleting any event;
+        return the damage found, each with ``"repaired"`` (True if fixed)."""
+        return self._started().core.repair(set(_LIVE_WRITERS))
 
 
 class AsyncCopilotClient(_ClientFace):
@@ -629,9 +752,9 @@ class AsyncCopilotClient(_ClientFace):
         core = await running.runner.arun(running.core.resume_session(session_id))
         return AsyncSession(core, running.runner, running.readers)
 
-    async def list_sessions(self) -> list[dict[str, Any]]:
-        """Every stored session's metadata, most recently used first."""
-        return await self._aread(_list_sessions)
+    async def list_sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Sessions' metadata, most recently used first; see :meth:`CopilotClient.list_sessions`."""
+        return await self._aread(_list_sessions, validate_limit(limit))
 
     async def get_session_metadata(self, session_id: str) -> dict[str, Any] | None:
         """A stored session's metadata, or None."""
@@ -641,9 +764,28 @@ class AsyncCopilotClient(_ClientFace):
         """The id of the most recently used session, or None."""
         return await self._aread(_get_last_session_id)
 
-    async def get_messages(self, session_id: str, after: int = 0) -> list[Event]:
+    async def get_messages(
+        self,
+        session_id: str,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        last: int | None = None,
+    ) -> list[Event]:
         """A stored session's events without opening it; see :meth:`CopilotClient.get_messages`."""
-        return await self._aread(_get_messages, session_id, after)
+        return await self._aread(_get_messages, session_id, *validate_paging(after, limit, last))
+
+    async def iter_messages(self, session_id: str, after: int = 0) -> AsyncIterator[Event]:
+        """A stored session's events, 1,000 read at a time off the event loop; see
+        :meth:`CopilotClient.iter_messages`."""
+        after = validate_paging(after, None)[0]
+        while True:
+            page = await self._aread(_get_messages, session_id, after, _PAGE, None)
+            for event in page:
+                yield event
+            if len(page) < _PAGE:
+                return
+            after = page[-1].seq or after
 
     async def delete_session(self, session_id: str) -> None:
         """Remove a session and all its data from disk."""
@@ -669,3 +811,13 @@ class AsyncCopilotClient(_ClientFace):
         """Every known model and whether it is usable now."""
         running = await self._astarted()
         return await running.runner.arun(running.core.alist_models())
+
+    async def check(self) -> list[dict[str, Any]]:
+        """Damage in the store; see :meth:`CopilotClient.check`. Runs in a worker thread."""
+        running = await self._astarted()
+        return await asyncio.to_thread(running.core.check, set(_LIVE_WRITERS))
+
+    async def repair(self) -> list[dict[str, Any]]:
+        """Repair the store; see :meth:`CopilotClient.repair`. Runs in a worker thread."""
+        running = await self._astarted()
+        return await asyncio.to_thread(running.core.repair, set(_LIVE_WRITERS))

@@ -23,7 +23,12 @@ The hierarchy::
     │   │   └── RateLimitError                      429; ``retry_after`` holds the server's hint
     │   └── ProviderResponseError                   a malformed or cut-off stream
     └── StoreError                                  the event store cannot be read or written
+        ├── StoreFullError                          the disk is full or a file-size limit was hit
+        ├── StorePermissionError (also PermissionError) the store's directory is not writable
         └── StoreCorruptedError                     a stored record is not what this package writes
+
+Every ``sqlite3`` or ``OSError`` failure of the store is translated into a ``StoreError``
+subclass at the store's boundary, once; its message names the store's directory and the fix.
 
 Third-party exceptions (openai, anthropic, httpx, llama.cpp) are translated into these at the
 provider boundary, once; nothing above catches them again.
@@ -51,6 +56,8 @@ __all__ = [
     "SessionNotFoundError",
     "StoreCorruptedError",
     "StoreError",
+    "StoreFullError",
+    "StorePermissionError",
     "TurnAbortedError",
     "TurnError",
     "TurnTimeoutError",
@@ -210,3 +217,14 @@ class StoreError(CopilotError):
 
 class StoreCorruptedError(StoreError):
     """A stored record is not what this package writes (never unpickled, never trusted)."""
+
+
+class StoreFullError(StoreError):
+    """The disk holding the store is full, or a file-size limit stopped a write.
+
+    Nothing half-written is kept; free space and the next write (or resume) goes on.
+    """
+
+
+class StorePermissionError(StoreError, PermissionError):
+    """The store's directory or database cannot be written by this process."""

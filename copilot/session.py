@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from .errors import (
     ProviderError,
     SessionClosedError,
     SessionNotFoundError,
+    StoreError,
     TurnAbortedError,
     TurnTimeoutError,
 )
@@ -36,7 +37,13 @@ from .events import Event, EventType, new_id
 from .providers.base import ModelRequest, estimate_tokens
 from .routing import Route
 from .turn import StreamResult, stream_reply
-from .validation import validate_metadata, validate_prompt
+from .validation import (
+    validate_metadata,
+    validate_option,
+    validate_paging,
+    validate_prompt,
+    validate_send,
+)
 
 if TYPE_CHECKING:
     from ._loop import LoopThread
@@ -49,10 +56,10 @@ log = logging.getLogger("copilot")
 
 EventHandler = Callable[[Event], Any]
 
+#: events per page of iter_messages
+_PAGE = 1000
 #: how many finished turns keep their result for a late send_and_wait / wait_for
 _KEEP_RESULTS = 256
-#: how far back resume looks for turns a dead process left open
-_RECOVERY_SCAN = 200
 _HOST = socket.gethostname()
 
 
@@ -119,6 +126,16 @@ def _process_alive(pid: int, host: str, writer: str, live_writers: set[str]) -> 
     return True
 
 
+def interrupted_events(message_id: str) -> list[Event]:
+    """The ``abort`` and ``assistant.turn_end`` that close a turn whose process died."""
+    reason = "interrupted: the process running this turn ended before the reply finished"
+    abort = {"messageId": message_id, "reason": reason, "partialContent": ""}
+    return [
+        Event(EventType.ABORT, abort),
+        Event(EventType.ASSISTANT_TURN_END, {"messageId": message_id}),
+    ]
+
+
 class SessionCore:
     """A session on the client's event loop: the queue, the worker, the handlers, the tail."""
 
@@ -170,9 +187,40 @@ class SessionCore:
                 log.exception("event handler %r raised on %s", handler, event.type)
 
     def record(self, events: list[Event], update: Callable[[dict], None] | None = None) -> None:
-        """Append events to the log, then deliver them to the handlers."""
-        for event in self.services.store.append(self.session_id, events, update=update):
+        """Append events to the log, then deliver them to the handlers.
+
+        A turn's outcome that could not be written (a full disk) is kept and written before
+        the next events of this session, so the turn gets its outcome once space is back.
+        """
+        self._flush_pending()
+        try:
+            stored = self.services.store.append(self.session_id, events, update=update)
+        except SessionNotFoundError:
+            raise
+        except StoreError:
+            if any(e.type == EventType.ASSISTANT_TURN_END for e in events):
+                self._pending_outcomes().append((events, update))
+            raise
+        for event in stored:
             self._emit(event)
+
+    def _pending_outcomes(self) -> list[tuple[list[Event], Callable[[dict], None] | None]]:
+        # Kept in the instance dict, created on first use: the constructor is not touched.
+        return self.__dict__.setdefault("_pending", [])
+
+    def _flush_pending(self) -> None:
+        """Write the turn outcomes an earlier store failure held back (oldest first)."""
+        pending = self._pending_outcomes()
+        while pending:
+            events, update = pending[0]
+            try:
+                stored = self.services.store.append(self.session_id, events, update=update)
+            except SessionNotFoundError:
+                pending.clear()  # deleted meanwhile: nothing left to complete
+                raise
+            del pending[0]
+            for event in stored:
+                self._emit(event)
 
     # -- the queue ---------------------------------------------------------------------------
 
@@ -542,32 +590,16 @@ class SessionCore:
         session at once mark a dead turn once.
         """
         with self.client.store.transaction():
+            self._flush_pending()
             dead = [s for s in self._open_turns() if not self._owner_alive(s, live_writers)]
-            reason = "interrupted: the process running this turn ended before the reply finished"
             for start in dead:
-                message_id = start.data["messageId"]
-                abort = {"messageId": message_id, "reason": reason, "partialContent": ""}
-                self.record(
-                    [
-                        Event(EventType.ABORT, abort),
-                        Event(EventType.ASSISTANT_TURN_END, {"messageId": message_id}),
-                    ]
-                )
+                self.record(interrupted_events(start.data["messageId"]))
         return len(dead)
 
     def _open_turns(self) -> list[Event]:
-        """``assistant.turn_start`` events near the end of the log that have no end, oldest first."""
-        ended: set[str] = set()
-        open_turns: list[Event] = []
-        for index, event in enumerate(self.client.store.iter_events_backwards(self.session_id)):
-            if index >= _RECOVERY_SCAN:
-                break
-            message_id = event.data.get("messageId")
-            if event.type in (EventType.ASSISTANT_TURN_END, EventType.ABORT):
-                ended.add(message_id)
-            elif event.type == EventType.ASSISTANT_TURN_START and message_id not in ended:
-                open_turns.append(event)
-        return open_turns[::-1]
+        """The ``assistant.turn_start`` events of the log's unfinished turns, oldest first,
+        however far back (the store keeps them in the log's head)."""
+        return self.client.store.open_turns(self.session_id)
 
     @staticmethod
     def _owner_alive(start: Event, live_writers: set[str]) -> bool:
@@ -634,6 +666,7 @@ class _SessionFace:
         options: dict[str, Any],
     ) -> str:
         text = _prompt_of(prompt, options)
+        replaces, metadata, options = validate_send(replaces, metadata, options)
         meta = validate_metadata(metadata)
         self._core.check_open()
         return self._runner.call(self._core.submit, text, replaces, meta, options)
@@ -691,6 +724,7 @@ class Session(_SessionFace):
         after ``timeout`` seconds. Interrupting the wait (Ctrl-C, the notebook's stop button)
         aborts the turn; the partial reply is kept in an ``abort`` event.
         """
+        validate_option("timeout", timeout)
         message_id = self._submit(prompt, replaces, metadata, options)
         try:
             return self._runner.run(self._core.wait_for(message_id, timeout))
@@ -708,10 +742,26 @@ class Session(_SessionFace):
         """
         return self._runner.run(self._core.wait_for(message_id, timeout))
 
-    def get_messages(self, after: int = 0) -> list[Event]:
+    def get_messages(
+        self, after: int = 0, limit: int | None = None, *, last: int | None = None
+    ) -> list[Event]:
         """The session's stored events, oldest first; with ``after``, only those whose
-        ``seq`` is greater (an incremental read: pass the last ``event.seq`` you have)."""
-        return self._readers.call(self._core.services.store.read_events, self.session_id, after)
+        ``seq`` is greater (an incremental read: pass the last ``event.seq`` you have);
+        ``limit`` caps the count, ``last=N`` reads the newest N."""
+        after, limit, last = validate_paging(after, limit, last)
+        store = self._core.services.store
+        return self._readers.call(store.page, self.session_id, after, limit, last)
+
+    def iter_messages(self, after: int = 0) -> Iterator[Event]:
+        """The session's stored events, oldest first, read 1,000 at a time (constant memory)."""
+        after = validate_paging(after, None)[0]
+        store = self._core.services.store
+        while True:
+            page = self._readers.call(store.page, self.session_id, after, _PAGE, None)
+            yield from page
+            if len(page) < _PAGE:
+                return
+            after = page[-1].seq or after
 
     def abort(self, message_id: str | None = None) -> bool:
         """Abort the running turn, or only the turn ``message_id`` (running or still queued).
@@ -758,6 +808,7 @@ class AsyncSession(_SessionFace):
         **options: Any,
     ) -> Event:
         """Send ``prompt`` and await its final ``assistant.message``; see :meth:`Session.send_and_wait`."""
+        validate_option("timeout", timeout)
         message_id = await self._asubmit(prompt, replaces, metadata, options)
         try:
             return await self._runner.arun(self._core.wait_for(message_id, timeout))
@@ -770,10 +821,25 @@ class AsyncSession(_SessionFace):
         :meth:`Session.wait`."""
         return await self._runner.arun(self._core.wait_for(message_id, timeout))
 
-    async def get_messages(self, after: int = 0) -> list[Event]:
+    async def get_messages(
+        self, after: int = 0, limit: int | None = None, *, last: int | None = None
+    ) -> list[Event]:
         """The session's stored events, oldest first; see :meth:`Session.get_messages`."""
+        after, limit, last = validate_paging(after, limit, last)
         store = self._core.services.store
-        return await self._readers.acall(store.read_events, self.session_id, after)
+        return await self._readers.acall(store.page, self.session_id, after, limit, last)
+
+    async def iter_messages(self, after: int = 0) -> AsyncIterator[Event]:
+        """The session's stored events, 1,000 read at a time off the event loop."""
+        after = validate_paging(after, None)[0]
+        store = self._core.services.store
+        while True:
+            page = await self._readers.acall(store.page, self.session_id, after, _PAGE, None)
+            for event in page:
+                yield event
+            if len(page) < _PAGE:
+                return
+            after = page[-1].seq or after
 
     async def abort(self, message_id: str | None = None) -> bool:
         """Abort the running turn, or the turn ``message_id``; see :meth:`Session.abort`."""

@@ -20,7 +20,7 @@ Commands:
 ``stream``  resume a session with a slow echo, print ``DELTA <message id>`` at the first
             streamed piece of the reply, finish the turn and print ``DONE``.
 ``resume``  wait for ``GO``, resume a session (recovering turns a dead process left open),
-            print ``RESUMED``; ``slow_scan`` seconds pause each backward scan of the store.
+            print ``RESUMED``; ``slow_scan`` seconds pause each read of the open turns.
 ``create``  wait for ``GO``, create a session, print ``CREATED`` saying whether it won.
 """
 
@@ -257,19 +257,20 @@ def cmd_stream(args: dict[str, Any]) -> None:
 
 
 def _slow_scans(delay: float) -> None:
-    """Fault injection: the store pauses at the end of every backward scan (a slow disk, or a
-    scheduler that preempts there). Only timing changes, so races become reproducible."""
+    """Fault injection: the store pauses after every read of a log's open turns (a slow disk,
+    or a scheduler that preempts there). Only timing changes, so races become reproducible."""
     from copilot.store import EventStore
 
-    scan = EventStore.iter_events_backwards
+    read = EventStore.open_turns
 
     def slow(self, *args: Any, **kwargs: Any):
-        yield from scan(self, *args, **kwargs)
+        found = read(self, *args, **kwargs)
         time.sleep(delay)
+        return found
 
-    # Widen the window between the recovery scan and its marking, so that concurrent
-    # resumers really race (the test proves the marking happens once anyway).
-    EventStore.iter_events_backwards = slow  # type: ignore[method-assign]
+    # Widen the window between the recovery's read of the open turns and its marking, so that
+    # concurrent resumers really race (the test proves the marking happens once anyway).
+    EventStore.open_turns = slow  # type: ignore[method-assign]
 
 
 def cmd_resume(args: dict[str, Any]) -> None:

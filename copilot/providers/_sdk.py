@@ -278,7 +278,11 @@ class _SDKProvider(Provider):
         except Exception as exc:
             error = self._translate(exc, request, started=started)
             # keep the cause for debugging unless its text could show the key
-            raise error from (None if self._leaks_key(exc) else exc)
+            if not self._leaks_key(exc):
+                raise error from exc
+        # Raised outside the handler: "from None" would still keep the SDK's exception (and
+        # the key in its text) reachable as error.__context__.
+        raise error
 
     def _secrets(self) -> list[str]:
         keys = []

@@ -1,0 +1,243 @@
+"""The store's format: a store written by the previous version migrates on open losing nothing,
+and the paged reads (``get_messages(after=, limit=, last=)``, ``iter_messages``,
+``list_sessions(limit=)``) return exactly the slices of the full reads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from copilot import (
+    AsyncCopilotClient,
+    CopilotClient,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+)
+from copilot.events import Event, EventType
+from copilot.store import STORE_FORMAT, EventStore
+
+FIXTURE = Path(__file__).parent / "fixtures" / "store-v1"
+
+
+def _client(home: str | Path) -> CopilotClient:
+    client = CopilotClient(base_directory=home, fallback_model="echo")
+    client.start()
+    return client
+
+
+def _as_dicts(events: list[Event]) -> list[dict]:
+    return [dict(e.to_dict(), seq=e.seq) for e in events]
+
+
+# -- migration -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def old_store(tmp_path: Path) -> Path:
+    """A copy of the store written by commit d009bf6 (format 1: no recency index, heads
+    without open turns), made by tests/fixtures/store-v1's script in that version."""
+    home = tmp_path / "old"
+    shutil.copytree(FIXTURE / "home", home)
+    return home
+
+
+def test_a_store_of_the_previous_version_migrates_on_open_losing_nothing(old_store: Path) -> None:
+    expected = json.loads((FIXTURE / "expected.json").read_text())
+    assert not (old_store / "sessions" / "cache.db-wal").exists()  # all in the one file
+
+    client = _client(old_store)
+    try:
+        store = client._core.store
+        assert store._get("v/format") == {"version": STORE_FORMAT}
+        assert client.list_sessions() == expected["sessions"]
+        assert client.list_sessions(limit=2) == expected["sessions"][:2]
+        assert client.get_last_session_id() == expected["sessions"][0]["sessionId"]
+        for session_id, events in expected["events"].items():
+            assert _as_dicts(client.get_messages(session_id)) == events
+        # the old head has no list of open turns: it is completed from the log
+        assert "open" not in store._get("h/beta")
+        assert [e.data["messageId"] for e in store.open_turns("beta")] == ["m-cut"]
+        # its writer is long gone (reported as open-turn where its pid is free and the host
+        # is this one); nothing else is damage
+        assert [d for d in client.check() if d["kind"] != "open-turn"] == []
+        session = client.resume_session("alpha")
+        session.send_and_wait("after the migration")
+        assert client.list_sessions(limit=1)[0]["sessionId"] == "alpha"
+        old = expected["events"]["alpha"]
+        assert _as_dicts(client.get_messages("alpha"))[: len(old)] == old
+    finally:
+        client.stop()
+
+
+def test_the_migration_runs_once(old_store: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="copilot"):
+        _client(old_store).stop()
+        _client(old_store).stop()
+    assert caplog.text.count("migrated the store") == 1
+
+
+# -- paging ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def long_session(client: CopilotClient) -> list[Event]:
+    session = client.create_session("long", model="echo")
+    for i in range(30):
+        session.send(f"prompt {i}")
+    session.send_and_wait("last prompt")
+    return client.get_messages("long")
+
+
+def test_pages_are_slices_of_the_whole_read(client: CopilotClient, long_session) -> None:
+    whole = long_session
+    assert len(whole) > 150
+    session = client.resume_session("long")
+    whole = client.get_messages("long")
+    assert client.get_messages("long", 10, 25) == whole[10:35]
+    assert client.get_messages("long", after=len(whole) - 3) == whole[-3:]
+    assert client.get_messages("long", last=20) == whole[-20:]
+    assert client.get_messages("long", last=10_000) == whole
+    assert session.get_messages(after=5, limit=1) == whole[5:6]
+    assert session.get_messages(last=1) == whole[-1:]
+    assert list(client.iter_messages("long")) == whole
+    assert list(session.iter_messages(after=100)) == whole[100:]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"limit": 0}, InvalidArgumentError),
+        ({"limit": "5"}, InvalidArgumentTypeError),
+        ({"after": -1}, InvalidArgumentError),
+        ({"after": True}, InvalidArgumentTypeError),
+        ({"last": 0}, InvalidArgumentError),
+        ({"last": 5, "after": 2}, InvalidArgumentError),
+        ({"last": 5, "limit": 2}, InvalidArgumentError),
+    ],
+)
+def test_bad_paging_arguments_are_refused(
+    client: CopilotClient, long_session, kwargs: dict, error: type
+) -> None:
+    with pytest.raises(error):
+        client.get_messages("long", **kwargs)
+    with pytest.raises(error):
+        client.resume_session("long").get_messages(**kwargs)
+
+
+def test_the_newest_events_cost_one_range_read_at_any_length(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "store")
+    store.create_session({"sessionId": "s", "model": "echo", "modifiedTime": ""})
+    for _ in range(20):
+        store.append("s", [Event(EventType.USER_MESSAGE, {"content": "x"}) for _ in range(1000)])
+    seen: list[str] = []
+    store._cache._con.set_trace_callback(seen.append)
+    try:
+        newest = store.read_last("s", 20)
+    finally:
+        store._cache._con.set_trace_callback(None)
+    assert [e.seq for e in newest] == list(range(19_981, 20_001))
+    assert len(seen) == 1  # one SELECT ... ORDER BY key DESC LIMIT 20
+    store.close()
+
+
+def test_iterating_a_long_session_keeps_memory_flat(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "store")
+    store.create_session({"sessionId": "s", "model": "echo", "modifiedTime": ""})
+    text = "a reply of some length " * 10
+    for _ in range(20):
+        batch = [Event(EventType.ASSISTANT_MESSAGE, {"content": text}) for _ in range(1000)]
+        store.append("s", batch)
+
+    tracemalloc.start()
+    count = sum(1 for _ in store.iter_events("s"))
+    iterating = tracemalloc.get_traced_memory()[1]
+    tracemalloc.reset_peak()
+    whole = len(store.read_events("s"))
+    reading = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == whole == 20_000
+    # the iterator holds one chunk of 1,000 events: a twentieth of the whole log, with room
+    # for the allocator's slack (a ratio measured in the same test, not an absolute size)
+    assert iterating < reading / 5, (iterating, reading)
+    store.close()
+
+
+def test_async_paging(home: str) -> None:
+    async def main() -> None:
+        async with AsyncCopilotClient(base_directory=home, fallback_model="echo") as client:
+            session = await client.create_session("a", model="echo")
+            for i in range(3):
+                await session.send_and_wait(f"p{i}")
+            whole = await client.get_messages("a")
+            assert await client.get_messages("a", last=4) == whole[-4:]
+            assert await session.get_messages(after=2, limit=3) == whole[2:5]
+            assert [e async for e in client.iter_messages("a")] == whole
+            assert [e async for e in session.iter_messages(after=1)] == whole[1:]
+            assert (await client.list_sessions(limit=1))[0]["sessionId"] == "a"
+
+    asyncio.run(main())
+
+
+# -- the newest sessions -------------------------------------------------------------------
+
+
+def test_list_sessions_limit_is_the_prefix_of_the_full_list(client: CopilotClient) -> None:
+    sessions = {sid: client.create_session(sid, model="echo") for sid in "abcdefgh"}
+    for sid in "dbhd":
+        sessions[sid].send_and_wait(f"touch {sid}")
+    client.delete_session("b")
+    client.fork_session("a", "a2")
+    whole = client.list_sessions()
+    assert [s["sessionId"] for s in whole][:3] == ["a2", "d", "h"]
+    for limit in (1, 3, 8, 50):
+        assert client.list_sessions(limit=limit) == whole[:limit]
+    assert client.check() == []
+    with pytest.raises(InvalidArgumentError):
+        client.list_sessions(limit=0)
+
+
+def test_a_stale_index_entry_is_skipped_and_repaired(client: CopilotClient) -> None:
+    for sid in ("x", "y"):
+        client.create_session(sid, model="echo")
+    store = client._core.store
+    store._set(f"m/9999-01-01T00:00:00/{'x'}", "x")  # an entry no record matches
+    assert [s["sessionId"] for s in client.list_sessions(limit=2)] == ["y", "x"]
+    assert [d["kind"] for d in client.check()] == ["recency-index"]
+    client.repair()
+    assert client.check() == []
+
+
+def test_the_recency_index_reads_a_few_keys_at_any_count(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "store")
+    for i in range(3000):
+        store.create_session(
+            {"sessionId": f"s{i}", "model": "echo", "modifiedTime": f"2026-01-01T{i:08d}"}
+        )
+    seen: list[str] = []
+    store._cache._con.set_trace_callback(seen.append)
+    try:
+        newest = store.list_sessions(limit=50)
+    finally:
+        store._cache._con.set_trace_callback(None)
+    assert [s["sessionId"] for s in newest] == [f"s{i}" for i in range(2999, 2949, -1)]
+    assert len(seen) <= 51  # one range read of the index, one read per session
+    store.close()
+
+
+def test_values_orjson_refuses_still_round_trip(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "store")
+    store.create_session({"sessionId": "s", "model": "echo", "modifiedTime": ""})
+    big = 2**70  # over 64 bits: written and read by json instead
+    store.append("s", [Event(EventType.USER_MESSAGE, {"content": "x", "metadata": {"n": big}})])
+    store._cache.set(
+        "e/s/000000000002", '{"id":"i","type":"abort","timestamp":"t","data":{"x":NaN}}'
+    )
+    events = store.read_events("s")
+    assert events[0].data["metadata"] == {"n": big}
+    assert events[1].data["x"] != events[1].data["x"]  # NaN, as the previous version wrote it
+    store.close()
