@@ -11,7 +11,7 @@ import asyncio
 import enum
 import os
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from .events import Event, EventType, new_id, utc_now
 from .providers import PROVIDERS, load_provider_class
 from .providers.base import Availability, Provider
 from .routing import Router
+from .search import Progress
 from .session import AsyncSession, Session, SessionCore
 from .store import EventStore
 from .turn import RetryPolicy
@@ -381,6 +382,35 @@ class _ClientFace:
         core, runner = self._started()
         runner.call(core.register_provider, name, provider)
 
+    # Search reads and rebuilds in the caller's thread (or a worker thread for the async
+    # face), on the store directly: a rebuild on the loop would stall every streaming session.
+
+    def _search(
+        self,
+        query: str,
+        session_id: str | None,
+        model: str | None,
+        since: Any,
+        until: Any,
+        limit: int,
+        progress: Progress | None,
+    ) -> list[dict[str, Any]]:
+        store = self._started()[0].store
+        if session_id is not None and store.get_session(validate_session_id(session_id)) is None:
+            raise SessionNotFoundError(session_id)
+        return store.search(
+            query,
+            session_id=session_id,
+            model=model,
+            since=since,
+            until=until,
+            limit=limit,
+            progress=progress,
+        )
+
+    def _reindex(self, progress: Progress | None) -> int:
+        return self._started()[0].store.reindex(progress)
+
 
 class CopilotClient(_ClientFace):
     """Named, persistent AI chat sessions (the synchronous face).
@@ -480,6 +510,36 @@ class CopilotClient(_ClientFace):
         core, runner = self._started()
         return runner.call(core.list_models)
 
+    def search(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        model: str | None = None,
+        since: datetime | date | timedelta | str | None = None,
+        until: datetime | date | timedelta | str | None = None,
+        limit: int = 20,
+        progress: Progress | None = None,
+    ) -> list[dict[str, Any]]:
+        """Full-text search over every session's prompts and replies; hits best first.
+
+        ``query``: words, ``"a phrase"``, ``prefix*``, ``AND`` / ``OR`` / ``NOT``, parentheses;
+        case- and accent-insensitive; ``df.pivot_table`` finds the identifier. Filters:
+        ``session_id``, ``model`` (``"gpt-4.1"`` or ``"openai:gpt-4.1"``), ``since`` /
+        ``until`` (datetime, date, timedelta back from now, or ISO string; naive is local
+        time). Each hit: ``sessionId``, ``eventId``, ``messageId``, ``seq``, ``type``,
+        ``timestamp``, ``model``, ``replaced``, ``snippet`` (matches in «»), ``rank`` (bm25,
+        lower is better). A store written before search existed is indexed on the first
+        call; ``progress(done, total)`` follows it.
+
+        >>> client.search('pivot_table NOT excel', since=timedelta(days=30))  # doctest: +SKIP
+        """
+        return self._search(query, session_id, model, since, until, limit, progress)
+
+    def reindex(self, progress: Progress | None = None) -> int:
+        """Rebuild the search index from the stored logs; return the events indexed."""
+        return self._reindex(progress)
+
 
 class AsyncCopilotClient(_ClientFace):
     """The async twin of :class:`CopilotClient`: the same methods, awaited.
@@ -570,3 +630,23 @@ class AsyncCopilotClient(_ClientFace):
         """Every known model and whether it is usable now."""
         core, runner = self._started()
         return runner.call(core.list_models)
+
+    async def search(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        model: str | None = None,
+        since: datetime | date | timedelta | str | None = None,
+        until: datetime | date | timedelta | str | None = None,
+        limit: int = 20,
+        progress: Progress | None = None,
+    ) -> list[dict[str, Any]]:
+        """Full-text search of prompts and replies; see :meth:`CopilotClient.search`."""
+        return await asyncio.to_thread(
+            self._search, query, session_id, model, since, until, limit, progress
+        )
+
+    async def reindex(self, progress: Progress | None = None) -> int:
+        """Rebuild the search index from the stored logs; return the events indexed."""
+        return await asyncio.to_thread(self._reindex, progress)

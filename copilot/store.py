@@ -46,6 +46,7 @@ from .errors import (
     StoreError,
 )
 from .events import Event, utc_now
+from .search import Progress, SearchIndex
 
 __all__ = ["EventStore", "JSONTextDisk"]
 
@@ -139,6 +140,7 @@ class EventStore:
             )
         except Exception as exc:  # sqlite3 / OSError: a directory we cannot use
             raise StoreError(f"cannot open the event store at {self.directory}: {exc}") from exc
+        self._search = SearchIndex(self._cache)  # full-text index, same file (copilot.search)
 
     def __repr__(self) -> str:
         return f"<EventStore {str(self.directory)!r}>"
@@ -219,6 +221,7 @@ class EventStore:
             self._require(session_id)
             self._cache.delete(f"s/{session_id}")
             self._cache.delete(f"h/{session_id}")
+            self._search.remove_session(session_id)
             return self._cache.evict(session_id)
 
     # -- events ------------------------------------------------------------------------------
@@ -247,6 +250,7 @@ class EventStore:
                 self._set(_event_key(session_id, seq), event.to_dict(), tag=session_id)
                 last = event.id
                 stored.append(event)
+            self._search.add(session_id, stored, record)
             self._set(f"h/{session_id}", {"seq": seq, "last": last})
             if update is not None:
                 update(record)
@@ -287,3 +291,19 @@ class EventStore:
             if len(rows) < chunk:
                 return
             high = rows[-1][0]
+
+    # -- search ------------------------------------------------------------------------------
+
+    def search(
+        self, query: str, *, progress: Progress | None = None, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """Full-text search of prompts and replies; see :meth:`copilot.search.SearchIndex.search`.
+
+        A store written before the index existed is indexed first (``progress(done, total)``).
+        """
+        self._search.ensure_built(self, progress)
+        return self._search.search(query, **filters)
+
+    def reindex(self, progress: Progress | None = None) -> int:
+        """Rebuild the search index from the log; return the number of events indexed."""
+        return self._search.reindex(self, progress)
