@@ -18,6 +18,7 @@ plus code identifiers, prompts ~15 words, replies ~60.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from pathlib import Path
@@ -59,17 +60,18 @@ def _vocabulary(rng: random.Random, size: int) -> tuple[list[str], list[float]]:
 class _Texts:
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed)
-        self.words, self.weights = _vocabulary(self.rng, 20_000)
+        self.words, weights = _vocabulary(self.rng, 20_000)
+        self.cum_weights = list(itertools.accumulate(weights))
         self.idents = ["df.pivot_table", "snake_case", "np.zeros_like", "read_csv", "groupby"]
 
     def text(self, n: int) -> str:
-        words = self.rng.choices(self.words, self.weights, k=n)
+        words = self.rng.choices(self.words, cum_weights=self.cum_weights, k=n)
         if self.rng.random() < 0.2:
             words[self.rng.randrange(n)] = self.rng.choice(self.idents)
         return " ".join(words)
 
     def query(self) -> str:
-        return " ".join(self.rng.choices(self.words, self.weights, k=2))
+        return " ".join(self.rng.choices(self.words, cum_weights=self.cum_weights, k=2))
 
 
 def _turn(texts: _Texts, model: str) -> tuple[list[Event], list[Event]]:
