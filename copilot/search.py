@@ -1,18 +1,24 @@
 """Full-text search over every session's prompts and replies, on SQLite FTS5.
 
 The index lives in the event store's own SQLite file, beside diskcache's ``Cache`` table, and
-is written on the store's own connection: an append indexes its events in the append's
-transaction, a delete removes the session's entries in the delete's transaction, so a crash
-leaves log and index both written or both not.
+is written on the store's own connection: an append records its prompts and replies in the
+append's transaction, a delete removes the session's entries in the delete's transaction, so
+a crash leaves log and index both written or both not.
 
 Layout::
 
     copilot_search_docs   one row per indexed event: session, seq, ids, type, timestamp
                           (UTC, normalised), model, replaced flag, and the text
     copilot_search        FTS5 over copilot_search_docs.body (external content: the text is
-                          stored once, in the docs table; triggers keep the two in step)
-    copilot_search_meta   the index's state: ``ready``, or ``pending`` (a store written
-                          before the index existed, or a rebuild cut short)
+                          stored once, in the docs table)
+    copilot_search_meta   ``state``: ``ready``, or ``pending`` (a store written before the
+                          index existed, or a rebuild cut short); ``fts_upto``: FTS5 holds
+                          exactly the docs with ids up to this mark
+
+FTS5 takes the docs above the mark in one batch before each search (and inside an append
+once :data:`_MAX_PENDING` wait): one FTS5 segment flush per append cost more than the rest
+of the append (docs/architecture.md has the measurements). A delete trigger takes a doc out
+of FTS5 when FTS5 holds it.
 
 What is indexed: the ``content`` of ``user.message`` (prompts) and ``assistant.message``
 (replies), and the ``partialContent`` of ``abort`` (the part of a reply streamed before an

@@ -587,15 +587,30 @@ def test_async_search_and_reindex_match_the_sync_ones(tmp_path):
     finally:
         sync.stop()
 
+    def slow_progress(done: int, total: int) -> None:
+        time.sleep(0.1)  # blocks whichever thread runs the rebuild
+
     async def main():
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
         async with AsyncCopilotClient(base_directory=tmp_path, fallback_model="echo") as client:
             hits = await client.search("parity")
-            count = await client.reindex()
-            return hits, count, await client.search("parity")
+            ticker = asyncio.create_task(tick())
+            await asyncio.sleep(0)
+            count = await client.reindex(progress=slow_progress)
+            ticker.cancel()
+            return hits, count, await client.search("parity"), ticks
 
-    hits, count, again = asyncio.run(main())
+    hits, count, again, ticks = asyncio.run(main())
     assert hits == expected == again and len(hits) == 2  # the prompt and echo's reply
     assert count == 2
+    assert ticks >= 5  # the caller's loop ran during the 0.2 s rebuild
 
 
 def test_format_hits_makes_a_table():
