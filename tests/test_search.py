@@ -508,18 +508,19 @@ _APPEND_LOOP = textwrap.dedent(
     from copilot.store import EventStore
 
     store = EventStore(sys.argv[1])
+    prefix = sys.argv[2]
     for s in range(3):
-        store.create_session({"sessionId": f"s{s}", "model": "m"})
+        store.create_session({"sessionId": f"{prefix}{s}", "model": "m"})
     i = 0
     while True:
-        sid = f"s{i % 3}"
-        user = Event(EventType.USER_MESSAGE, {"content": f"prompt marker{i}x"})
+        sid = f"{prefix}{i % 3}"
+        user = Event(EventType.USER_MESSAGE, {"content": f"prompt {prefix}marker{i}x"})
         start = Event(EventType.ASSISTANT_TURN_START, {"messageId": user.id, "model": "m"})
         store.append(sid, [user, start])
-        reply = Event(EventType.ASSISTANT_MESSAGE, {"messageId": user.id, "content": f"reply marker{i}y"})
+        reply = Event(EventType.ASSISTANT_MESSAGE, {"messageId": user.id, "content": f"reply {prefix}marker{i}y"})
         store.append(sid, [reply])
         if i % 40 == 0:
-            store.search(f"marker{i}x")  # FTS5 catches up in its own transactions too
+            store.search(f"{prefix}marker{i}x")  # FTS5 catches up in its own transactions too
         if i % 150 == 149:
             store.delete_session(sid)
             store.create_session({"sessionId": sid, "model": "m"})
@@ -540,24 +541,63 @@ def _indexable(store: EventStore) -> set[tuple[str, int, str]]:
     return out
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.137, 0.411])
-def test_kill_9_during_appends_leaves_index_and_log_in_agreement(tmp_path, delay):
-    directory = tmp_path / "store"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _APPEND_LOOP, str(directory)],
-        stdout=subprocess.PIPE,
-        env=env,
-        text=True,
-    )
+def test_an_append_and_a_delete_write_the_index_in_their_own_transaction(store):
+    new_session(store, "s")
+    seen: list[str] = []
+    con = store._cache._con
+    con.set_trace_callback(seen.append)
     try:
-        assert proc.stdout.readline().strip() == "RUNNING"
+        turn(store, "s", "traced prompt")
+        store.delete_session("s")
+    finally:
+        con.set_trace_callback(None)
+    begins = [i for i, q in enumerate(seen) if q.startswith("BEGIN")]
+    commits = [i for i, q in enumerate(seen) if q.startswith("COMMIT")]
+    assert len(begins) == len(commits) == 2  # the append, the delete: nothing else
+    insert = next(i for i, q in enumerate(seen) if q.startswith("INSERT INTO copilot_search_docs"))
+    delete = next(i for i, q in enumerate(seen) if q.startswith("DELETE FROM copilot_search_docs"))
+    assert begins[0] < insert < commits[0]
+    assert begins[1] < delete < commits[1]
+
+
+def test_a_failed_append_leaves_no_index_entry(store):
+    new_session(store, "s")
+
+    def fail(metadata: dict) -> None:
+        raise RuntimeError("update failed")
+
+    with pytest.raises(RuntimeError):
+        store.append("s", [Event(EventType.USER_MESSAGE, {"content": "rolled back"})], update=fail)
+    assert store.search("rolled") == []
+    assert store._search.count() == 0
+
+
+def _writers(directory: Path, prefixes: str, delay: float) -> None:
+    """Run the append loop in one process per prefix; SIGKILL them all ``delay`` s in."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _APPEND_LOOP, str(directory), prefix],
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        for prefix in prefixes
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "RUNNING"
         time.sleep(delay)
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    assert proc.returncode == -signal.SIGKILL
+        for proc in procs:
+            os.kill(proc.pid, signal.SIGKILL)
+        for proc in procs:
+            proc.wait(30)
+            proc.stdout.close()
+    assert [proc.returncode for proc in procs] == [-signal.SIGKILL] * len(procs)
 
+
+def _check_agreement(directory: Path) -> None:
     store = EventStore(directory)
     try:
         log = _indexable(store)
@@ -574,6 +614,17 @@ def test_kill_9_during_appends_leaves_index_and_log_in_agreement(tmp_path, delay
         assert fts_rows == len(log)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.137, 0.411])
+def test_kill_9_during_appends_leaves_index_and_log_in_agreement(tmp_path, delay):
+    _writers(tmp_path / "store", "a", delay)
+    _check_agreement(tmp_path / "store")
+
+
+def test_kill_9_of_two_writers_appending_deleting_and_searching_at_once(tmp_path):
+    _writers(tmp_path / "store", "ab", 0.5)
+    _check_agreement(tmp_path / "store")
 
 
 # -- faces -----------------------------------------------------------------------------------
