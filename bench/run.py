@@ -40,6 +40,7 @@ BENCHMARKS: tuple[tuple[str, str, str], ...] = (
     ("5", "bench.peers", "peers appending turns"),
     ("6", "bench.streaming_display", "streaming display"),
     ("7", "bench.local_model", "the embedded model"),
+    ("8", "bench.search", "full-text search"),
 )
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -13,7 +13,7 @@ import functools
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from .events import Event, EventType, new_id, utc_now
 from .providers import PROVIDERS, load_provider_class
 from .providers.base import Availability, Provider
 from .routing import Router
+from .search import Progress
 from .session import AsyncSession, Session, SessionCore, interrupted_events
 from .store import EventStore
 from .turn import RetryPolicy
@@ -371,6 +372,33 @@ def _get_last_session_id(store: EventStore) -> str | None:
     return sessions[0]["sessionId"] if sessions else None
 
 
+def _search_store(
+    store: EventStore,
+    query: str,
+    session_id: str | None,
+    model: str | None,
+    since: Any,
+    until: Any,
+    limit: int,
+    progress: Progress | None,
+) -> list[dict[str, Any]]:
+    if session_id is not None and store.get_session(validate_session_id(session_id)) is None:
+        raise SessionNotFoundError(session_id)
+    return store.search(
+        query,
+        session_id=session_id,
+        model=model,
+        since=since,
+        until=until,
+        limit=limit,
+        progress=progress,
+    )
+
+
+def _reindex_store(store: EventStore, progress: Progress | None) -> int:
+    return store.reindex(progress)
+
+
 class _Running:
     """A started client: its core on the private loop, its reader thread, its exit hook.
 
@@ -568,6 +596,15 @@ class _ClientFace:
         running = self._started()
         running.runner.call(running.core.register_provider, name, provider)
 
+    # Search reads and rebuilds on the client's reader thread, like every other read: never
+    # on the loop (a rebuild there would stall every streaming session) nor the caller's.
+
+    def _search(self, *args: Any) -> list[dict[str, Any]]:
+        return self._read(_search_store, *args)
+
+    def _reindex(self, progress: Progress | None) -> int:
+        return self._read(_reindex_store, progress)
+
 
 class CopilotClient(_ClientFace):
     """Named, persistent AI chat sessions (the synchronous face).
@@ -703,6 +740,36 @@ class CopilotClient(_ClientFace):
         return the damage found, each with ``"repaired"`` (True if fixed)."""
         return self._started().core.repair(set(_LIVE_WRITERS))
 
+    def search(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        model: str | None = None,
+        since: datetime | date | timedelta | str | None = None,
+        until: datetime | date | timedelta | str | None = None,
+        limit: int = 20,
+        progress: Progress | None = None,
+    ) -> list[dict[str, Any]]:
+        """Full-text search over every session's prompts and replies; hits best first.
+
+        ``query``: words, ``"a phrase"``, ``prefix*``, ``AND`` / ``OR`` / ``NOT``, parentheses;
+        case- and accent-insensitive; ``df.pivot_table`` finds the identifier. Filters:
+        ``session_id``, ``model`` (``"gpt-4.1"`` or ``"openai:gpt-4.1"``), ``since`` /
+        ``until`` (datetime, date, timedelta back from now, or ISO string; naive is local
+        time). Each hit: ``sessionId``, ``eventId``, ``messageId``, ``seq``, ``type``,
+        ``timestamp``, ``model``, ``replaced``, ``snippet`` (matches in «»), ``rank`` (bm25,
+        lower is better). A store written before search existed is indexed on the first
+        call; ``progress(done, total)`` follows it.
+
+        >>> client.search('pivot_table NOT excel', since=timedelta(days=30))  # doctest: +SKIP
+        """
+        return self._search(query, session_id, model, since, until, limit, progress)
+
+    def reindex(self, progress: Progress | None = None) -> int:
+        """Rebuild the search index from the stored logs; return the events indexed."""
+        return self._reindex(progress)
+
 
 class AsyncCopilotClient(_ClientFace):
     """The async twin of :class:`CopilotClient`: the same methods, awaited.
@@ -821,3 +888,23 @@ class AsyncCopilotClient(_ClientFace):
         """Repair the store; see :meth:`CopilotClient.repair`. Runs in a worker thread."""
         running = await self._astarted()
         return await asyncio.to_thread(running.core.repair, set(_LIVE_WRITERS))
+
+    async def search(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        model: str | None = None,
+        since: datetime | date | timedelta | str | None = None,
+        until: datetime | date | timedelta | str | None = None,
+        limit: int = 20,
+        progress: Progress | None = None,
+    ) -> list[dict[str, Any]]:
+        """Full-text search of prompts and replies; see :meth:`CopilotClient.search`."""
+        return await self._aread(
+            _search_store, query, session_id, model, since, until, limit, progress
+        )
+
+    async def reindex(self, progress: Progress | None = None) -> int:
+        """Rebuild the search index from the stored logs; return the events indexed."""
+        return await self._aread(_reindex_store, progress)

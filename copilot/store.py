@@ -70,6 +70,7 @@ from .errors import (
     StoreCorruptedError,
 )
 from .events import Event, EventData, EventType, utc_now
+from .search import Progress, SearchIndex
 
 __all__ = ["STORE_FORMAT", "EventStore", "JSONTextDisk", "copied_counts"]
 
@@ -253,6 +254,7 @@ class EventStore:
             raise
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             raise translate(exc, self.directory, "opening it") from exc
+        self._search = SearchIndex(self._cache)  # full-text index, same file (copilot.search)
         self.sweep_orphan_files()
         try:
             self._migrate()
@@ -510,6 +512,7 @@ class EventStore:
             self._cache.delete(f"s/{session_id}")
             self._cache.delete(f"h/{session_id}")
             self._cache.delete(_recent_key(record.get("modifiedTime"), session_id))
+            self._search.remove_session(session_id)
             return self._cache.evict(session_id)
 
     @_boundary("forking a session")
@@ -586,6 +589,7 @@ class EventStore:
                 last = event.id
                 _track_open(open_turns, event)
                 stored.append(event)
+            self._search.add(session_id, stored, record)
             self._set(f"h/{session_id}", {"seq": seq, "last": last, "open": open_turns})
             previous = record.get("modifiedTime")
             if update is not None:
@@ -715,3 +719,19 @@ class EventStore:
     @_boundary("reading events")
     def _chunk(self, low: str, high: str, chunk: int) -> list[tuple[str, Any]]:
         return list(self._rows(low, high, descending=True, limit=chunk))
+
+    # -- search ------------------------------------------------------------------------------
+
+    def search(
+        self, query: str, *, progress: Progress | None = None, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """Full-text search of prompts and replies; see :meth:`copilot.search.SearchIndex.search`.
+
+        A store written before the index existed is indexed first (``progress(done, total)``).
+        """
+        self._search.ensure_built(self, progress)
+        return self._search.search(query, **filters)
+
+    def reindex(self, progress: Progress | None = None) -> int:
+        """Rebuild the search index from the log; return the number of events indexed."""
+        return self._search.reindex(self, progress)
