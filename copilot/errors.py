@@ -210,3 +210,28 @@ class StoreError(CopilotError):
 
 class StoreCorruptedError(StoreError):
     """A stored record is not what this package writes (never unpickled, never trusted)."""
+
+
+# -- shared-store errors (issue 16); the lead folds them into the tree above when merging ----
+#    └── StoreError
+#        ├── StoreConnectionError                   the database cannot be reached or dropped us
+#        │   └── StoreTimeoutError (also TimeoutError)  no pooled connection came free in time
+#        └── StoreSchemaError                       the database's schema is newer than the package
+
+__all__ += ["StoreConnectionError", "StoreSchemaError", "StoreTimeoutError"]
+
+
+class StoreConnectionError(StoreError):
+    """The store's database could not be reached or the connection broke.
+
+    The operation in progress was rolled back (nothing half-written); the store reconnects by
+    itself on the next call.
+    """
+
+
+class StoreTimeoutError(StoreConnectionError, TimeoutError):
+    """Every pooled connection stayed busy for the pool's timeout."""
+
+
+class StoreSchemaError(StoreError):
+    """The database's schema is not one this package can use (newer, or not ours)."""
