@@ -215,7 +215,7 @@ class StoreCorruptedError(StoreError):
 # -- shared-store errors (issue 16); the lead folds them into the tree above when merging ----
 #    └── StoreError
 #        ├── StoreConnectionError                   the database cannot be reached or dropped us
-#        │   └── StoreTimeoutError (also TimeoutError)  no pooled connection came free in time
+#        │   └── StoreTimeoutError                  no pooled connection came free in time
 #        └── StoreSchemaError                       the database's schema is newer than the package
 
 __all__ += ["StoreConnectionError", "StoreSchemaError", "StoreTimeoutError"]
@@ -229,8 +229,11 @@ class StoreConnectionError(StoreError):
     """
 
 
-class StoreTimeoutError(StoreConnectionError, TimeoutError):
-    """Every pooled connection stayed busy for the pool's timeout."""
+class StoreTimeoutError(StoreConnectionError):
+    """Every pooled connection stayed busy (or the server stayed away) for the pool's timeout.
+
+    Not a ``TimeoutError``: ``send_and_wait`` reads a TimeoutError as its own wait running out.
+    """
 
 
 class StoreSchemaError(StoreError):

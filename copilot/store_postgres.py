@@ -76,6 +76,7 @@ GRANT SELECT ON copilot_schema TO PUBLIC;
 """
 
 _SESSION = "owner = %s AND session_id = %s"
+_RECONNECT_TIMEOUT = 2.0
 
 
 def default_owner() -> str:
@@ -141,6 +142,11 @@ class PostgresStore:
             kwargs={"autocommit": True},
             # A connection the server dropped (restart, terminate) is replaced before lending.
             check=ConnectionPool.check_connection,
+            # While the server is away the pool retries in the background with a doubling
+            # delay; giving up after a few seconds makes the next call start a fresh attempt at
+            # once, so a restarted server is used as soon as it is back (not after a long
+            # backoff).
+            reconnect_timeout=_RECONNECT_TIMEOUT,
             open=False,
             name=f"copilot-{owner}",
         )

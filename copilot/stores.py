@@ -1,12 +1,14 @@
 """Pick the event store: diskcache in the home directory (the default) or a PostgreSQL URL.
 
 The spec comes from ``CopilotClient(store=...)``, else ``$COPILOT_JUPYTER_STORE``, else
-``store = "..."`` in ``config.toml``, else ``"diskcache"``.
+``store = "..."`` in ``config.toml``, else ``"diskcache"``. A PostgreSQL URL may end in
+``?pool_max_size=8&pool_timeout=30`` (pooled connections; seconds a call waits for one).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ConfigError
 from .store import EventStore
@@ -16,6 +18,24 @@ __all__ = ["STORE_ENV", "open_store", "store_kind"]
 
 STORE_ENV = "COPILOT_JUPYTER_STORE"
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+#: URL query parameters the store reads itself (libpq would refuse them): the pool's size and
+#: how long a call waits for a free connection before StoreTimeoutError
+_POOL_PARAMETERS = {"pool_max_size": int, "pool_timeout": float}
+
+
+def _pool_options(url: str) -> tuple[str, dict[str, float]]:
+    """``url`` without the pool parameters, and those parameters as PostgresStore arguments."""
+    parts = urlsplit(url)
+    kept, options = [], {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in _POOL_PARAMETERS:
+            try:
+                options[name.removeprefix("pool_")] = _POOL_PARAMETERS[name](value)
+            except ValueError:
+                raise ConfigError(f"the store URL's {name} is a number, not {value!r}") from None
+        else:
+            kept.append((name, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), options
 
 
 def store_kind(spec: str | None) -> str:
@@ -51,4 +71,5 @@ def open_store(spec: str | None, home: Path, owner: str | None = None) -> Store:
             f"a PostgreSQL store needs psycopg and psycopg-pool ({exc}); install them with "
             "pip install 'copilot-jupyter[postgres]'"
         ) from None
-    return PostgresStore(spec, owner=owner)  # type: ignore[arg-type]  # str: checked above
+    conninfo, options = _pool_options(spec)  # type: ignore[arg-type]  # str: checked above
+    return PostgresStore(conninfo, owner=owner, **options)

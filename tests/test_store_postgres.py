@@ -585,7 +585,7 @@ def test_pool_exhaustion_waits_then_raises_a_typed_timeout(pg_url: str) -> None:
         started = time.monotonic()
         with pytest.raises(StoreTimeoutError, match="max_size") as caught:
             store.last_seq("s")
-        assert isinstance(caught.value, TimeoutError)
+        assert isinstance(caught.value, StoreConnectionError)
         assert time.monotonic() - started >= 0.45  # it waited for the pool's timeout first
         # A caller that waits less than the timeout gets the connection once it is free.
         threading.Timer(0.1, release.set).start()
@@ -688,5 +688,43 @@ def test_diskcache_store_is_still_the_default(tmp_path: Path) -> None:
     client.start()
     try:
         assert isinstance(client._core.store, EventStore)
+    finally:
+        client.stop(timeout=10)
+
+
+def test_server_down_mid_turn_fails_the_turn_typed_and_the_next_turn_works(
+    postgres_server: Any, pg_url: str, tmp_path: Path
+) -> None:
+    client = CopilotClient(
+        tmp_path / "home",
+        store=pg_url + "?pool_timeout=5&pool_max_size=3",
+        owner="tester",
+        fallback_model="echo",
+        providers={"echo": {"chunk_delay": 0.4}},
+    )
+    assert client._started()[0].store._max_size == 3
+    try:
+        session = client.create_session(session_id="s", model="echo")
+        started = threading.Event()
+        session.on(lambda e: e.type == EventType.ASSISTANT_TURN_START and started.set())
+        message_id = session.send(prompt="a reply the store will not take")
+        assert started.wait(30)
+        postgres_server.stop("fast")  # the connection is lost while the reply streams
+        try:
+            with pytest.raises(StoreConnectionError):
+                session.send_and_wait(prompt="queued behind it", timeout=120)
+        finally:
+            postgres_server.start()
+        events = session.get_messages()
+        # No half-written turn: its prompt and start are stored, its reply batch is not.
+        turn = [e.type for e in events if message_id in (e.id, e.data.get("messageId"))]
+        assert turn == [
+            EventType.USER_MESSAGE,
+            EventType.ASSISTANT_TURN_START,
+        ]
+        reply = session.send_and_wait(prompt="back again", timeout=60)
+        assert reply.data.content == "echo: back again"
+        seqs = [e.seq for e in session.get_messages()]
+        assert seqs == list(range(1, len(seqs) + 1))
     finally:
         client.stop(timeout=10)
