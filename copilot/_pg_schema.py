@@ -36,6 +36,7 @@ MIGRATIONS: tuple[str, ...] = (
         seq         bigint NOT NULL DEFAULT 0,      -- the newest event's seq: the log's head
         last_id     text,                           -- the newest event's id (next parentId)
         open_turns  jsonb  NOT NULL DEFAULT '{}',   -- messageId -> seq of unfinished turns
+        rev         bigint NOT NULL DEFAULT 0,      -- +1 on every change: optimistic appends
         PRIMARY KEY (owner, session_id)
     );
     CREATE INDEX copilot_sessions_by_modified ON copilot_sessions (owner, modified DESC);

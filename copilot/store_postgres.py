@@ -8,9 +8,13 @@ Tables (see :mod:`copilot._pg_schema`; the package creates and migrates them)::
 Guarantees (the same as :class:`copilot.store.EventStore`, see :mod:`copilot.store_base`):
 
 - **Gap-free sequence numbers under concurrent writers on any number of machines.** The
-  session's row is the log's head: an append locks it (``SELECT ... FOR UPDATE``), numbers its
-  events from the head's ``seq``, inserts them and moves the head, in one transaction. Writers
-  of one session queue on that row; writers of different sessions never wait for each other.
+  session's row is the log's head (``seq``, ``last_id``, a revision ``rev``). An append is one
+  statement: it moves the head from the revision this store saw last to the next one, inserts
+  the events numbered from the head's ``seq`` and sends ``NOTIFY``, only if the head was still
+  at that revision (PostgreSQL re-checks it on the newest row version when writers race). A
+  loser reads the head again and retries; after a few lost races it queues on the row lock
+  (``SELECT ... FOR UPDATE``). One round trip per append when one writer drives a session,
+  the common case; writers of different sessions never wait for each other.
 - **Consistent read-then-append.** Inside :meth:`PostgresStore.transaction`, the first read of
   a session locks its row, so the tail the session core read is still the tail when its append
   commits (the turn-start transaction of ``SessionCore``).
@@ -39,7 +43,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -76,6 +80,21 @@ GRANT SELECT ON copilot_schema TO PUBLIC;
 """
 
 _SESSION = "owner = %s AND session_id = %s"
+#: one append in one statement: move the head if it is still at ``rev`` (EvalPlanQual re-checks
+#: ``rev`` on the newest row version if another writer got there first), insert the events only
+#: if it moved, and announce them; no row back means another writer won: read again, retry
+_APPEND = (
+    "WITH head AS (UPDATE copilot_sessions SET meta = %(meta)s, seq = %(seq)s, "
+    "last_id = %(last)s, open_turns = %(open)s, rev = rev + 1 "
+    "WHERE owner = %(owner)s AND session_id = %(sid)s AND rev = %(rev)s RETURNING rev), "
+    "ins AS (INSERT INTO copilot_events (owner, session_id, seq, event) "
+    "SELECT %(owner)s, %(sid)s, x.q, x.e FROM head, "
+    "unnest(%(seqs)s::bigint[], %(events)s::jsonb[]) AS x(q, e)) "
+    "SELECT rev, pg_notify(%(channel)s, %(payload)s) FROM head"
+)
+_HEAD = "SELECT meta, seq, last_id, open_turns, rev FROM copilot_sessions WHERE " + _SESSION
+#: optimistic attempts before an append queues on the row lock instead
+_OPTIMISTIC_TRIES = 3
 _RECONNECT_TIMEOUT = 2.0
 
 
@@ -94,14 +113,26 @@ def redact(conninfo: str) -> str:
     return f"postgresql://{parts.get('user', '')}@{host}:{port}/{parts.get('dbname', '')}"
 
 
-class _Transaction:
-    """The cursor of this thread's open :meth:`PostgresStore.transaction` and its locked rows."""
+class _Head(NamedTuple):
+    """A session row's log head as last seen: what an append needs to write without reading."""
 
-    __slots__ = ("cursor", "locked")
+    meta: dict[str, Any]
+    seq: int
+    last_id: str | None
+    open_turns: dict[str, int]
+    rev: int
+
+
+class _Transaction:
+    """The cursor of this thread's open :meth:`PostgresStore.transaction`, the rows it locked
+    and the heads it wrote (remembered once it commits)."""
+
+    __slots__ = ("cursor", "heads", "locked")
 
     def __init__(self, cursor: psycopg.Cursor) -> None:
         self.cursor = cursor
         self.locked: set[str] = set()
+        self.heads: dict[str, _Head] = {}
 
 
 class PostgresStore:
@@ -130,6 +161,8 @@ class PostgresStore:
         self._timeout = timeout
         self._max_size = max_size
         self._local = threading.local()
+        #: session id -> the head this store last wrote or read (a stale one costs a retry)
+        self._heads: dict[str, _Head] = {}
         self._channel = "copilot_" + hashlib.sha256(owner.encode()).hexdigest()[:40]
         self._listener: _Listener | None = None
         self._listener_lock = threading.Lock()
@@ -248,11 +281,12 @@ class PostgresStore:
             connection.transaction(),
             connection.cursor() as cursor,
         ):
-            self._local.tx = _Transaction(cursor)
+            tx = self._local.tx = _Transaction(cursor)
             try:
                 yield
             finally:
                 self._local.tx = None
+        self._heads.update(tx.heads)  # committed
 
     def _notify(self, cursor: Any, session_id: str, seq: int) -> None:
         payload = json.dumps({"s": session_id, "q": seq})
@@ -287,7 +321,8 @@ class PostgresStore:
         """Set metadata fields of a stored session and return the new metadata."""
         with self._cursor(session_id, write=True) as cursor:
             cursor.execute(
-                f"UPDATE copilot_sessions SET meta = meta || %s WHERE {_SESSION} RETURNING meta",
+                "UPDATE copilot_sessions SET meta = meta || %s, rev = rev + 1 "
+                f"WHERE {_SESSION} RETURNING meta",
                 (Jsonb(fields), self.owner, session_id),
             )
             row = cursor.fetchone()
@@ -307,6 +342,7 @@ class PostgresStore:
 
     def delete_session(self, session_id: str) -> int:
         """Remove a session and all its events in one transaction. Returns the events removed."""
+        self._heads.pop(session_id, None)
         with self._cursor(session_id, write=True) as cursor:
             cursor.execute(
                 f"DELETE FROM copilot_sessions WHERE {_SESSION} RETURNING 1",
@@ -358,45 +394,79 @@ class PostgresStore:
         is always set). Raises :class:`SessionNotFoundError` if the session was deleted.
         """
         events = list(events)
-        with self._cursor(session_id, write=True) as cursor:
-            cursor.execute(
-                "SELECT meta, seq, last_id, open_turns FROM copilot_sessions "
-                f"WHERE {_SESSION} FOR UPDATE",
-                (self.owner, session_id),
-            )
-            row = cursor.fetchone()
-            if row is None:
-                raise SessionNotFoundError(session_id)
-            meta, seq, last, open_turns = row
-            meta = _metadata(session_id, meta)
-            rows = []
-            for event in events:
-                seq += 1
-                event.parent_id, event.seq = last, seq
-                last = event.id
-                rows.append((self.owner, session_id, seq, Jsonb(event.to_dict())))
-                message_id = event.data.get("messageId")
-                if event.type == EventType.ASSISTANT_TURN_START and isinstance(message_id, str):
-                    open_turns[message_id] = seq
-                elif event.type in (EventType.ASSISTANT_TURN_END, EventType.ABORT):
-                    open_turns.pop(message_id, None)
-            if rows:
-                cursor.executemany(
-                    "INSERT INTO copilot_events (owner, session_id, seq, event) "
-                    "VALUES (%s, %s, %s, %s)",
-                    rows,
-                )
-            if update is not None:
-                update(meta)
-            meta["modifiedTime"] = utc_now()
-            cursor.execute(
-                "UPDATE copilot_sessions SET meta = %s, seq = %s, last_id = %s, open_turns = %s "
-                f"WHERE {_SESSION}",
-                (Jsonb(meta), seq, last, Jsonb(open_turns), self.owner, session_id),
-            )
-            if rows:
-                self._notify(cursor, session_id, seq)
-        return events
+        tx: _Transaction | None = getattr(self._local, "tx", None)
+        if tx is not None:  # the row is locked: the head read is current, the write succeeds
+            with self._cursor(session_id) as cursor:
+                head = self._read_head(cursor, session_id, lock=True)
+                tx.heads[session_id] = self._write(cursor, session_id, head, events, update)
+            return events
+        # One statement on the head this store saw last (no read at all when it is current):
+        # a single round trip in the common case of one writer per session.
+        for _ in range(_OPTIMISTIC_TRIES):
+            head = self._heads.get(session_id)
+            with self._cursor(session_id) as cursor:
+                if head is None:
+                    head = self._read_head(cursor, session_id)
+                written = self._write(cursor, session_id, head, events, update)
+            if written is not None:
+                self._heads[session_id] = written
+                return events
+            self._heads.pop(session_id, None)
+        with self.transaction():  # a busy session: queue on its row lock instead
+            return self.append(session_id, events, update=update)
+
+    def _read_head(self, cursor: Any, session_id: str, *, lock: bool = False) -> _Head:
+        cursor.execute(_HEAD + (" FOR UPDATE" if lock else ""), (self.owner, session_id))
+        row = cursor.fetchone()
+        if row is None:
+            self._heads.pop(session_id, None)
+            raise SessionNotFoundError(session_id)
+        meta, seq, last_id, open_turns, rev = row
+        return _Head(_metadata(session_id, meta), seq, last_id, open_turns, rev)
+
+    def _write(
+        self,
+        cursor: Any,
+        session_id: str,
+        head: _Head,
+        events: list[Event],
+        update: Callable[[dict[str, Any]], None] | None,
+    ) -> _Head | None:
+        """Append ``events`` after ``head`` in one statement; None if the head has moved."""
+        seq, last, open_turns, meta = head.seq, head.last_id, dict(head.open_turns), dict(head.meta)
+        seqs, values = [], []
+        for event in events:
+            seq += 1
+            event.parent_id, event.seq = last, seq
+            last = event.id
+            seqs.append(seq)
+            values.append(Jsonb(event.to_dict()))
+            message_id = event.data.get("messageId")
+            if event.type == EventType.ASSISTANT_TURN_START and isinstance(message_id, str):
+                open_turns[message_id] = seq
+            elif event.type in (EventType.ASSISTANT_TURN_END, EventType.ABORT):
+                open_turns.pop(message_id, None)
+        if update is not None:
+            update(meta)
+        meta["modifiedTime"] = utc_now()
+        cursor.execute(
+            _APPEND,
+            {
+                "meta": Jsonb(meta),
+                "seq": seq,
+                "last": last,
+                "open": Jsonb(open_turns),
+                "owner": self.owner,
+                "sid": session_id,
+                "rev": head.rev,
+                "seqs": seqs,
+                "events": values,
+                "channel": self._channel,
+                "payload": json.dumps({"s": session_id, "q": seq}),
+            },
+        )
+        row = cursor.fetchone()
+        return None if row is None else _Head(meta, seq, last, open_turns, row[0])
 
     def last_seq(self, session_id: str) -> int:
         """The sequence number of the session's newest event (0 for none)."""

@@ -62,7 +62,7 @@ def _free_port() -> int:
 class PostgresServer:
     """One PostgreSQL cluster in a temporary directory; ``start()``, ``restart()``, ``stop()``."""
 
-    def __init__(self, *, fsync: bool = False) -> None:
+    def __init__(self, *, fsync: bool = False, synchronous_commit: bool | None = None) -> None:
         bindir = find_bindir()
         if bindir is None:
             raise RuntimeError(unavailable_reason())
@@ -73,6 +73,7 @@ class PostgresServer:
         self.log = self.root / "server.log"
         self._as_root = os.geteuid() == 0
         self._fsync = fsync
+        self._synchronous_commit = fsync if synchronous_commit is None else synchronous_commit
         if self._as_root:
             entry = pwd.getpwnam("postgres")
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
@@ -103,8 +104,8 @@ class PostgresServer:
         options = (
             f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections=200 "
             f"-c fsync={'on' if self._fsync else 'off'} "
-            f"-c synchronous_commit={'on' if self._fsync else 'off'} "
-            "-c full_page_writes=off -c shared_buffers=64MB"
+            f"-c synchronous_commit={'on' if self._synchronous_commit else 'off'} "
+            f"-c full_page_writes={'on' if self._fsync else 'off'} -c shared_buffers=64MB"
         )
         self._run(
             "pg_ctl",
