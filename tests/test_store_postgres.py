@@ -728,3 +728,85 @@ def test_server_down_mid_turn_fails_the_turn_typed_and_the_next_turn_works(
         assert seqs == list(range(1, len(seqs) + 1))
     finally:
         client.stop(timeout=10)
+
+
+# -- the example: two web servers, one user's conversation -------------------------------------
+
+
+def _http(method: str, url: str, user: str, body: dict[str, Any] | None = None) -> Any:
+    import json
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"X-User": user})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())
+
+
+def test_example_web_app_two_uvicorn_servers_serve_one_conversation_alternately(
+    pg_url: str, tmp_path: Path
+) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.error
+
+    pytest.importorskip("starlette", reason="the example needs starlette (the test extra)")
+    pytest.importorskip("uvicorn", reason="the example needs uvicorn (the test extra)")
+    root = Path(__file__).resolve().parents[1]
+    servers, ports = [], []
+    for i in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+        env = dict(
+            os.environ,
+            COPILOT_JUPYTER_STORE=pg_url,
+            COPILOT_JUPYTER_HOME=str(tmp_path / f"server{i}"),  # nothing shared on disk
+            PYTHONPATH=os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH")))),
+        )
+        servers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "examples.shared_chat.app:app",
+                 "--host", "127.0.0.1", "--port", str(ports[i]), "--log-level", "warning"],
+                cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            )
+        )  # fmt: skip
+    try:
+        for port, server in zip(ports, servers, strict=True):
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    _http("GET", f"http://127.0.0.1:{port}/health", "probe")
+                    break
+                except (urllib.error.URLError, ConnectionError):
+                    assert server.poll() is None, server.stderr.read()
+                    assert time.monotonic() < deadline, "the example server did not start"
+                    time.sleep(0.2)
+        served_by = []
+        for turn in range(4):  # no sticky routing: the servers take turns
+            port = ports[turn % 2]
+            answer = _http(
+                "POST", f"http://127.0.0.1:{port}/chat/demo", "alice", {"prompt": f"t{turn}"}
+            )
+            assert answer["reply"] == f"echo: t{turn}" and answer["turns"] == turn + 1
+            served_by.append(answer["servedBy"])
+        assert served_by[0] == served_by[2] != served_by[1] == served_by[3]
+        expected = [m for t in range(4) for m in (("user", f"t{t}"), ("assistant", f"echo: t{t}"))]
+        for port in ports:
+            history = _http("GET", f"http://127.0.0.1:{port}/chat/demo", "alice")
+            assert [(m["role"], m["content"]) for m in history["messages"]] == expected
+        # another user sees nothing of alice's conversation, on either server
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            _http("GET", f"http://127.0.0.1:{ports[1]}/chat/demo", "bob")
+        assert caught.value.code == 404
+    finally:
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(5)
