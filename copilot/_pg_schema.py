@@ -36,7 +36,9 @@ MIGRATIONS: tuple[str, ...] = (
         seq         bigint NOT NULL DEFAULT 0,      -- the newest event's seq: the log's head
         last_id     text,                           -- the newest event's id (next parentId)
         open_turns  jsonb  NOT NULL DEFAULT '{}',   -- messageId -> seq of unfinished turns
-        rev         bigint NOT NULL DEFAULT 0,      -- +1 on every change: optimistic appends
+        -- a new random value on every change (and for a session created again under the
+        -- same id): what an optimistic append checks that the head is still as it saw it
+        rev         bigint NOT NULL DEFAULT (random() * 4e18)::bigint,
         PRIMARY KEY (owner, session_id)
     );
     CREATE INDEX copilot_sessions_by_modified ON copilot_sessions (owner, modified DESC);

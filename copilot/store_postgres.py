@@ -8,8 +8,9 @@ Tables (see :mod:`copilot._pg_schema`; the package creates and migrates them)::
 Guarantees (the same as :class:`copilot.store.EventStore`, see :mod:`copilot.store_base`):
 
 - **Gap-free sequence numbers under concurrent writers on any number of machines.** The
-  session's row is the log's head (``seq``, ``last_id``, a revision ``rev``). An append is one
-  statement: it moves the head from the revision this store saw last to the next one, inserts
+  session's row is the log's head (``seq``, ``last_id``, a revision ``rev``, a new random
+  value at every change). An append is one statement: it moves the head from the revision
+  this store saw last to a new one, inserts
   the events numbered from the head's ``seq`` and sends ``NOTIFY``, only if the head was still
   at that revision (PostgreSQL re-checks it on the newest row version when writers race). A
   loser reads the head again and retries; after a few lost races it queues on the row lock
@@ -85,7 +86,7 @@ _SESSION = "owner = %s AND session_id = %s"
 #: if it moved, and announce them; no row back means another writer won: read again, retry
 _APPEND = (
     "WITH head AS (UPDATE copilot_sessions SET meta = %(meta)s, seq = %(seq)s, "
-    "last_id = %(last)s, open_turns = %(open)s, rev = rev + 1 "
+    "last_id = %(last)s, open_turns = %(open)s, rev = DEFAULT "
     "WHERE owner = %(owner)s AND session_id = %(sid)s AND rev = %(rev)s RETURNING rev), "
     "ins AS (INSERT INTO copilot_events (owner, session_id, seq, event) "
     "SELECT %(owner)s, %(sid)s, x.q, x.e FROM head, "
@@ -324,7 +325,7 @@ class PostgresStore:
         """Set metadata fields of a stored session and return the new metadata."""
         with self._cursor(session_id, write=True) as cursor:
             cursor.execute(
-                "UPDATE copilot_sessions SET meta = meta || %s, rev = rev + 1 "
+                "UPDATE copilot_sessions SET meta = meta || %s, rev = DEFAULT "
                 f"WHERE {_SESSION} RETURNING meta::text",
                 (Jsonb(fields), self.owner, session_id),
             )

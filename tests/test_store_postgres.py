@@ -80,10 +80,39 @@ def _needs(store: Any, method: str) -> None:
 # -- the contract, on both stores --------------------------------------------------------------
 
 
-def test_both_stores_implement_the_protocol(store: Any) -> None:
-    assert isinstance(store, Store) or not hasattr(store, "open_turns")
-    for name in ("create_session", "append", "transaction", "read_events", "close"):
-        assert callable(getattr(store, name))
+def test_the_postgres_store_mirrors_the_diskcache_store_and_the_protocol() -> None:
+    import inspect
+
+    from copilot.store_postgres import PostgresStore
+
+    members = [
+        name for name, value in vars(Store).items() if callable(value) and not name.startswith("_")
+    ]
+    assert {"append", "transaction", "open_turns", "fork_session", "close"} <= set(members)
+    for name in members:
+        assert callable(getattr(PostgresStore, name, None)), name
+        if hasattr(EventStore, name):  # the same parameters, names and defaults
+            ours = inspect.signature(getattr(PostgresStore, name)).parameters
+            theirs = inspect.signature(getattr(EventStore, name)).parameters
+            assert [(p.name, p.kind, p.default) for p in ours.values()] == [
+                (p.name, p.kind, p.default) for p in theirs.values()
+            ], name
+    for name in ("subscribe", "wait_for_change"):
+        assert callable(getattr(PostgresStore, name))
+
+
+def test_a_nul_character_is_a_typed_error_and_nothing_is_stored(pg_url: str) -> None:
+    from copilot.store_postgres import PostgresStore
+
+    store = PostgresStore(pg_url, owner="tester")
+    try:
+        store.create_session(_meta("s"))
+        with pytest.raises(StoreError, match="U\\+0000"):
+            store.append("s", [Event(EventType.USER_MESSAGE, {"content": "a\x00b"})])
+        assert store.read_events("s") == [] and store.last_seq("s") == 0
+        assert store.append("s", _events(1))[0].seq == 1
+    finally:
+        store.close()
 
 
 def test_sessions_index_create_get_update_list_delete(store: Any) -> None:
@@ -366,6 +395,30 @@ def test_migrations_run_once_and_a_newer_schema_is_a_typed_error(pg_url: str) ->
         conn.execute("INSERT INTO copilot_schema (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
     with pytest.raises(StoreSchemaError, match=rf"version {SCHEMA_VERSION + 1}.*upgrade"):
         PostgresStore(pg_url, owner="a")
+
+
+def test_an_append_on_a_stale_head_retries_even_after_delete_and_create_again(
+    pg_url: str,
+) -> None:
+    from copilot.store_postgres import PostgresStore
+
+    here, elsewhere = PostgresStore(pg_url, owner="o"), PostgresStore(pg_url, owner="o")
+    try:
+        here.create_session({**_meta("s"), "startTime": "old"})
+        here.append("s", _events(1, "old"))  # `here` now remembers the head
+        elsewhere.delete_session("s")
+        elsewhere.create_session({**_meta("s"), "startTime": "new"})
+        elsewhere.append("s", _events(2, "new"))  # as many changes as `here` saw: same count
+        stored = here.append("s", _events(1, "here"))
+        assert stored[0].seq == 3
+        assert [e.data["content"] for e in here.read_events("s")] == ["new0", "new1", "here0"]
+        assert here.get_session("s")["startTime"] == "new"
+        elsewhere.update_session("s", summary="from elsewhere")  # metadata only: a new rev too
+        here.append("s", _events(1, "again"))
+        assert here.get_session("s")["summary"] == "from elsewhere"
+    finally:
+        here.close()
+        elsewhere.close()
 
 
 def test_owners_are_kept_apart(pg_url: str) -> None:
