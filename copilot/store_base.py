@@ -62,8 +62,9 @@ class Store(Protocol):
         Raises :class:`~copilot.errors.SessionNotFoundError` for a missing session.
         """
 
-    def list_sessions(self) -> list[dict[str, Any]]:
-        """Every session's metadata (this owner's only), most recently modified first."""
+    def list_sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Sessions' metadata (this owner's only), most recently modified first; with
+        ``limit``, the newest ``limit`` only, at a cost independent of the number of sessions."""
 
     def delete_session(self, session_id: str) -> int:
         """Remove a session and all its events in one transaction; return the events removed.
@@ -72,12 +73,13 @@ class Store(Protocol):
         """
 
     def fork_session(
-        self, source_id: str, metadata: dict[str, Any], copy: EventCopier
+        self, source_id: str, metadata: Mapping[str, Any], copy: EventCopier
     ) -> dict[str, Any]:
         """Create session ``metadata["sessionId"]`` holding ``copy(source's events)``; one transaction.
 
-        The new events get sequence numbers from 1 and a fresh ``parentId`` chain. The stored
-        metadata's ``messageCount`` / ``turnCount`` count the copied ``user.message`` events
+        The new events get sequence numbers from 1 and a fresh ``parentId`` chain. Turns still
+        open in the source are left out with every event naming them. ``messageCount``,
+        ``turnCount``, ``summary`` and ``lastModel`` are computed from the copied events
         (whatever ``metadata`` said). The fork is whole or absent after a crash. Raises
         :class:`~copilot.errors.SessionNotFoundError` (source missing) or
         :class:`~copilot.errors.SessionExistsError` (target taken).
@@ -110,8 +112,21 @@ class Store(Protocol):
     def last_seq(self, session_id: str) -> int:
         """The sequence number of the session's newest event (0 for none or a missing session)."""
 
-    def read_events(self, session_id: str, after: int = 0) -> list[Event]:
-        """The session's events with ``seq > after``, oldest first (one range read)."""
+    def read_events(self, session_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+        """The session's events with ``seq > after``, oldest first, at most ``limit`` (one
+        range read)."""
+
+    def read_last(self, session_id: str, count: int) -> list[Event]:
+        """The session's newest ``count`` events, oldest first (one range read)."""
+
+    def page(
+        self, session_id: str, after: int = 0, limit: int | None = None, last: int | None = None
+    ) -> list[Event]:
+        """``read_events(after, limit)``, or with ``last`` the newest ``last`` events."""
+
+    def iter_events(self, session_id: str, after: int = 0, chunk: int = 1000) -> Iterator[Event]:
+        """The session's events with ``seq > after``, oldest first, read ``chunk`` at a time
+        (memory bounded by one chunk); events appended meanwhile are included."""
 
     def iter_events_backwards(
         self, session_id: str, before: int | None = None, chunk: int = 256
@@ -123,6 +138,14 @@ class Store(Protocol):
 
         Oldest first; matched on ``data.messageId``; the cost does not grow with the log.
         """
+
+    def check(self) -> list[dict[str, Any]]:
+        """Damage in the store: ``{"kind", "sessionId", "key", "detail", "repairable"}`` dicts
+        (empty for a sound store)."""
+
+    def repair(self) -> list[dict[str, Any]]:
+        """Repair what :meth:`check` finds and can repair, deleting no event; return the
+        damage found, each with ``"repaired"``."""
 
 
 @runtime_checkable

@@ -38,6 +38,7 @@ pure reads), like the diskcache store; one append is a few round trips on one po
 from __future__ import annotations
 
 import contextlib
+import gc
 import getpass
 import hashlib
 import json
@@ -334,13 +335,14 @@ class PostgresStore:
                 raise SessionNotFoundError(session_id)
         return _metadata(session_id, row[0])
 
-    def list_sessions(self) -> list[dict[str, Any]]:
-        """Every session's metadata (this owner's), most recently modified first."""
+    def list_sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Sessions' metadata (this owner's), most recently modified first; with ``limit``,
+        the newest ``limit`` only (an index range scan on ``(owner, modified)``)."""
         with self._cursor() as cursor:
             cursor.execute(
                 "SELECT session_id, meta::text FROM copilot_sessions WHERE owner = %s "
-                "ORDER BY modified DESC",
-                (self.owner,),
+                "ORDER BY modified DESC LIMIT %s",
+                (self.owner, limit),
             )
             return [_metadata(session_id, meta) for session_id, meta in cursor.fetchall()]
 
@@ -362,23 +364,24 @@ class PostgresStore:
     def fork_session(
         self,
         source_id: str,
-        metadata: dict[str, Any],
+        metadata: Mapping[str, Any],
         copy: Callable[[list[Event]], list[Event]],
     ) -> dict[str, Any]:
         """Create a session holding ``copy(source's events)`` in one transaction; see
         :meth:`copilot.store_base.Store.fork_session`."""
-        record = dict(metadata)
-        new_id = record["sessionId"]
+        new_id = metadata["sessionId"]
         with self.transaction(), self._cursor(source_id) as cursor:
-            cursor.execute(
-                f"SELECT 1 FROM copilot_sessions WHERE {_SESSION}", (self.owner, source_id)
-            )
-            if cursor.fetchone() is None:
-                raise SessionNotFoundError(source_id)
-            copies = copy(self._read(cursor, source_id, 0))
-            prompts = sum(1 for e in copies if e.type == EventType.USER_MESSAGE)
-            replies = sum(1 for e in copies if e.type == EventType.ASSISTANT_MESSAGE)
-            record["messageCount"], record["turnCount"] = prompts + replies, prompts
+            head = self._read_head(cursor, source_id, lock=True)
+            # Turns still open in the source are left out with every event naming them: the
+            # fork holds completed turns only (as the diskcache store does).
+            open_ids = set(head.open_turns)
+            events = [
+                e
+                for e in self._read(cursor, source_id, 0)
+                if e.id not in open_ids and e.data.get("messageId") not in open_ids
+            ]
+            copies = copy(events)
+            record = {**metadata, **copied_counts(copies)}
             self.create_session(record)
             self.append(new_id, copies, update=lambda meta: meta.update(record))
         return self.get_session(new_id) or record
@@ -481,18 +484,47 @@ class PostgresStore:
             row = cursor.fetchone()
         return 0 if row is None else row[0]
 
-    def _read(self, cursor: Any, session_id: str, after: int) -> list[Event]:
+    def _read(
+        self, cursor: Any, session_id: str, after: int, limit: int | None = None
+    ) -> list[Event]:
         cursor.execute(
             f"SELECT seq, event::text FROM copilot_events WHERE {_SESSION} AND seq > %s "
-            "ORDER BY seq",
-            (self.owner, session_id, after),
+            "ORDER BY seq LIMIT %s",
+            (self.owner, session_id, after, limit),
         )
         return _events(session_id, cursor.fetchall())
 
-    def read_events(self, session_id: str, after: int = 0) -> list[Event]:
-        """The session's events with ``seq > after``, oldest first (one index range scan)."""
+    def read_events(self, session_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+        """The session's events with ``seq > after``, oldest first; at most ``limit``."""
         with self._cursor(session_id) as cursor:
-            return self._read(cursor, session_id, after)
+            return self._read(cursor, session_id, after, limit)
+
+    def read_last(self, session_id: str, count: int) -> list[Event]:
+        """The session's newest ``count`` events, oldest first (one index range read)."""
+        with self._cursor(session_id) as cursor:
+            cursor.execute(
+                f"SELECT seq, event::text FROM copilot_events WHERE {_SESSION} "
+                "ORDER BY seq DESC LIMIT %s",
+                (self.owner, session_id, count),
+            )
+            return _events(session_id, cursor.fetchall()[::-1])
+
+    def page(
+        self, session_id: str, after: int = 0, limit: int | None = None, last: int | None = None
+    ) -> list[Event]:
+        """``read_events(after, limit)``, or with ``last`` the newest ``last`` events."""
+        if last is not None:
+            return self.read_last(session_id, last)
+        return self.read_events(session_id, after, limit)
+
+    def iter_events(self, session_id: str, after: int = 0, chunk: int = 1000) -> Iterator[Event]:
+        """The session's events with ``seq > after``, oldest first, ``chunk`` at a time."""
+        while True:
+            events = self.read_events(session_id, after, limit=chunk)
+            yield from events
+            if len(events) < chunk:
+                return
+            after = events[-1].seq
 
     def iter_events_backwards(
         self, session_id: str, before: int | None = None, chunk: int = 256
@@ -525,6 +557,61 @@ class PostgresStore:
                 (self.owner, session_id, self.owner, session_id),
             )
             return _events(session_id, cursor.fetchall())
+
+    # -- integrity -------------------------------------------------------------------------
+
+    def check(self) -> list[dict[str, Any]]:
+        """Damage in this owner's sessions, as ``{"kind", "sessionId", "key", "detail",
+        "repairable"}`` dicts (the diskcache store's format; empty for a sound store).
+
+        The database enforces most of what the diskcache store must check (JSON values,
+        unique sequence numbers, atomic writes); what is left is a head that does not match
+        its log (``kind: "head"``), which only a write outside this package can cause.
+        """
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT s.session_id, s.seq, coalesce(max(e.seq), 0), count(e.seq) "
+                "FROM copilot_sessions s LEFT JOIN copilot_events e ON e.owner = s.owner "
+                "AND e.session_id = s.session_id WHERE s.owner = %s "
+                "GROUP BY s.session_id, s.seq HAVING s.seq <> coalesce(max(e.seq), 0) "
+                "OR count(e.seq) <> coalesce(max(e.seq), 0)",
+                (self.owner,),
+            )
+            rows = cursor.fetchall()
+        return [
+            {
+                "kind": "head",
+                "sessionId": session_id,
+                "key": None,
+                "detail": (
+                    f"the head says {head} events; the log holds {count} with the last "
+                    f"numbered {last}"
+                ),
+                "repairable": head != last,
+            }
+            for session_id, head, last, count in rows
+        ]
+
+    def repair(self) -> list[dict[str, Any]]:
+        """Move each damaged head to its log's last event (no event is deleted); return the
+        damage found, each with ``"repaired"``."""
+        damage = self.check()
+        for item in damage:
+            item["repaired"] = False
+            if not item["repairable"]:
+                continue
+            session_id = item["sessionId"]
+            self._heads.pop(session_id, None)
+            with self._cursor(session_id, write=True) as cursor:
+                cursor.execute(
+                    "UPDATE copilot_sessions AS s SET seq = e.seq, last_id = e.event ->> 'id', "
+                    "rev = DEFAULT FROM (SELECT seq, event FROM copilot_events "
+                    f"WHERE {_SESSION} ORDER BY seq DESC LIMIT 1) AS e "
+                    "WHERE s.owner = %s AND s.session_id = %s",
+                    (self.owner, session_id, self.owner, session_id),
+                )
+                item["repaired"] = cursor.rowcount == 1
+        return damage
 
     # -- change feed (LISTEN / NOTIFY) -------------------------------------------------------
 
@@ -630,6 +717,22 @@ class _Listener:
                 pass
 
 
+def copied_counts(events: Iterable[Event]) -> dict[str, Any]:
+    """``messageCount``, ``turnCount``, ``summary`` and ``lastModel`` of a list of events, as
+    the turns that wrote them would have counted them (the same as the diskcache store's)."""
+    counts: dict[str, Any] = {"messageCount": 0, "turnCount": 0, "summary": ""}
+    for event in events:
+        if event.type == EventType.USER_MESSAGE:
+            counts["messageCount"] += 1
+            counts["turnCount"] += 1
+            if not counts["summary"]:
+                counts["summary"] = " ".join(str(event.data.get("content", "")).split())[:100]
+        elif event.type == EventType.ASSISTANT_MESSAGE:
+            counts["messageCount"] += 1
+            counts["lastModel"] = event.data.get("model")
+    return counts
+
+
 def _loads(text: str) -> Any:
     # jsonb is read as text and parsed here: psycopg's jsonb loader took ~5x as long for a
     # 50,000-event read (bytes in, encoding detection per value).
@@ -646,6 +749,16 @@ def _events(session_id: str, rows: list[tuple[int, str]]) -> list[Event]:
     (a third of a 50,000-event read was the per-call overhead). jsonb's text output is always
     valid JSON, so joining rows cannot change what any of them means.
     """
+    enabled = gc.isenabled()
+    gc.disable()  # many objects, no cycles: each collector pass over them only costs time
+    try:
+        return _build_events(session_id, rows)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build_events(session_id: str, rows: list[tuple[int, str]]) -> list[Event]:
     values = _loads("[" + ",".join(text for _, text in rows) + "]")
     events = []
     for (seq, _), value in zip(rows, values, strict=True):

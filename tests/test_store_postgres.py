@@ -91,12 +91,14 @@ def test_the_postgres_store_mirrors_the_diskcache_store_and_the_protocol() -> No
     assert {"append", "transaction", "open_turns", "fork_session", "close"} <= set(members)
     for name in members:
         assert callable(getattr(PostgresStore, name, None)), name
-        if hasattr(EventStore, name):  # the same parameters, names and defaults
-            ours = inspect.signature(getattr(PostgresStore, name)).parameters
-            theirs = inspect.signature(getattr(EventStore, name)).parameters
-            assert [(p.name, p.kind, p.default) for p in ours.values()] == [
-                (p.name, p.kind, p.default) for p in theirs.values()
+        if hasattr(EventStore, name):  # the diskcache store's parameters, names and defaults
+            ours = list(inspect.signature(getattr(PostgresStore, name)).parameters.values())
+            theirs = list(inspect.signature(getattr(EventStore, name)).parameters.values())
+            assert [(p.name, p.kind, p.default) for p in ours[: len(theirs)]] == [
+                (p.name, p.kind, p.default) for p in theirs
             ], name
+            # parameters the diskcache store of this branch lacks are optional
+            assert all(p.default is not inspect.Parameter.empty for p in ours[len(theirs) :])
     for name in ("subscribe", "wait_for_change"):
         assert callable(getattr(PostgresStore, name))
 
@@ -219,8 +221,11 @@ def test_fork_copies_events_and_counts_in_one_transaction(store: Any) -> None:
         "src",
         [
             Event(EventType.USER_MESSAGE, {"content": "q"}),
-            Event(EventType.ASSISTANT_MESSAGE, {"content": "a"}),
+            Event(EventType.ASSISTANT_MESSAGE, {"content": "a", "model": "m1"}),
             Event(EventType.USER_MESSAGE, {"content": "q2"}),
+            # a turn still open in the source (its process runs): left out of the fork
+            Event(EventType.USER_MESSAGE, {"content": "open"}, id="open-turn"),
+            Event(EventType.ASSISTANT_TURN_START, {"messageId": "open-turn"}),
         ],
     )
 
@@ -229,6 +234,8 @@ def test_fork_copies_events_and_counts_in_one_transaction(store: Any) -> None:
 
     forked = store.fork_session("src", {**_meta("fork"), "messageCount": 99}, copy)
     assert (forked["messageCount"], forked["turnCount"]) == (3, 2)
+    assert (forked["summary"], forked["lastModel"]) == ("q", "m1")
+    assert store.open_turns("fork") == []
     assert [e.data["content"] for e in store.read_events("fork")] == ["q", "a", "q2"]
     assert [e.seq for e in store.read_events("fork")] == [1, 2, 3]
     with pytest.raises(SessionNotFoundError):
@@ -242,6 +249,19 @@ def test_fork_copies_events_and_counts_in_one_transaction(store: Any) -> None:
     with pytest.raises(RuntimeError):
         store.fork_session("src", _meta("f3"), broken)
     assert store.get_session("f3") is None and store.read_events("f3") == []
+
+
+def test_paged_reads_and_the_newest_sessions(store: Any) -> None:
+    _needs(store, "read_last")
+    for i in range(5):
+        store.create_session(_meta(f"s{i}", f"2026-01-0{i + 1}T00:00:00+00:00"))
+    store.append("s0", _events(7))
+    assert [s["sessionId"] for s in store.list_sessions(limit=2)] == ["s0", "s4"]
+    assert [e.seq for e in store.read_events("s0", after=2, limit=3)] == [3, 4, 5]
+    assert [e.seq for e in store.read_last("s0", 3)] == [5, 6, 7]
+    assert [e.seq for e in store.page("s0", last=2)] == [6, 7]
+    assert [e.seq for e in store.page("s0", after=5)] == [6, 7]
+    assert [e.seq for e in store.iter_events("s0", after=1, chunk=2)] == [2, 3, 4, 5, 6, 7]
 
 
 def test_concurrent_writers_in_four_processes_get_gap_free_numbers(
@@ -419,6 +439,29 @@ def test_an_append_on_a_stale_head_retries_even_after_delete_and_create_again(
     finally:
         here.close()
         elsewhere.close()
+
+
+def test_check_finds_a_head_behind_its_log_and_repair_moves_it(pg_url: str) -> None:
+    from copilot.store_postgres import PostgresStore
+
+    store = PostgresStore(pg_url, owner="o")
+    try:
+        store.create_session(_meta("s"))
+        store.create_session(_meta("sound"))
+        store.append("s", _events(3))
+        assert store.check() == []
+        with _connect(pg_url) as conn:  # a write outside the package rewinds the head
+            conn.execute("UPDATE copilot_sessions SET seq = 1 WHERE session_id = 's'")
+        damage = store.check()
+        assert [(d["kind"], d["sessionId"], d["repairable"]) for d in damage] == [
+            ("head", "s", True)
+        ]
+        assert [d["repaired"] for d in store.repair()] == [True]
+        assert store.check() == []
+        stored = store.append("s", _events(1, "after"))
+        assert stored[0].seq == 4 and stored[0].parent_id == store.read_events("s")[2].id
+    finally:
+        store.close()
 
 
 def test_owners_are_kept_apart(pg_url: str) -> None:
