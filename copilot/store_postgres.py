@@ -2,7 +2,7 @@
 
 Tables (see :mod:`copilot._pg_schema`; the package creates and migrates them)::
 
-    copilot_sessions (owner, session_id) -> meta jsonb, seq, last_id, open_turns jsonb
+    copilot_sessions (owner, session_id) -> meta jsonb, seq, last_id, open_turns jsonb, rev
     copilot_events   (owner, session_id, seq) -> event jsonb
 
 Guarantees (the same as :class:`copilot.store.EventStore`, see :mod:`copilot.store_base`):
@@ -10,9 +10,8 @@ Guarantees (the same as :class:`copilot.store.EventStore`, see :mod:`copilot.sto
 - **Gap-free sequence numbers under concurrent writers on any number of machines.** The
   session's row is the log's head (``seq``, ``last_id``, a revision ``rev``, a new random
   value at every change). An append is one statement: it moves the head from the revision
-  this store saw last to a new one, inserts
-  the events numbered from the head's ``seq`` and sends ``NOTIFY``, only if the head was still
-  at that revision (PostgreSQL re-checks it on the newest row version when writers race). A
+  this store saw last to a new one, inserts the events numbered from the head's ``seq`` and
+  sends ``NOTIFY``, only if the head was still at that revision (PostgreSQL re-checks it on the newest row version when writers race). A
   loser reads the head again and retries; after a few lost races it queues on the row lock
   (``SELECT ... FOR UPDATE``). One round trip per append when one writer drives a session,
   the common case; writers of different sessions never wait for each other.
@@ -32,7 +31,8 @@ Guarantees (the same as :class:`copilot.store.EventStore`, see :mod:`copilot.sto
   free connection for ``timeout`` seconds raises :class:`~copilot.errors.StoreTimeoutError`.
 
 The store is called synchronously (from the client's loop thread, or the caller's thread for
-pure reads), like the diskcache store; one append is a few round trips on one pooled connection.
+pure reads), like the diskcache store; one append is the pool's liveness check and one
+statement (0.46-0.53 ms p50 in ``bench/postgres.py`` on a loaded 2-core machine).
 """
 
 from __future__ import annotations
