@@ -41,6 +41,7 @@ BENCHMARKS: tuple[tuple[str, str, str], ...] = (
     ("6", "bench.streaming_display", "streaming display"),
     ("7", "bench.local_model", "the embedded model"),
     ("8", "bench.search", "full-text search"),
+    ("9", "bench.postgres", "the shared store on PostgreSQL"),
 )
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

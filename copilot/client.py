@@ -41,6 +41,7 @@ from .routing import Router
 from .search import Progress
 from .session import AsyncSession, Session, SessionCore, interrupted_events
 from .store import EventStore
+from .stores import STORE_ENV, open_store, store_kind
 from .turn import RetryPolicy
 from .validation import (
     validate_limit,
@@ -84,9 +85,11 @@ class ClientCore:
         provider_settings: Mapping[str, Mapping[str, Any]],
         retry_policy: RetryPolicy,
         request_timeout: float | None,
+        store: str | None = None,
+        owner: str | None = None,
     ) -> None:
         self.home = home
-        self.store = EventStore(home / "sessions")
+        self.store = open_store(store, home, owner)
         self.default_model = default_model
         self._registry: dict[str, Any] = dict(PROVIDERS)
         self.router = Router(self.availability, routes, fallback_model, self._registry.keys())
@@ -502,9 +505,13 @@ class _ClientFace:
         providers: Mapping[str, Mapping[str, Any]] | None = None,
         max_retries: int = 2,
         request_timeout: float | None = 120.0,
+        store: str | None = None,
+        owner: str | None = None,
     ) -> None:
         self.home = home_directory(base_directory)
         config = load_config(self.home)
+        store = store or os.environ.get(STORE_ENV) or config.store
+        store_kind(store)  # a malformed spec fails here, not at the first call
         settings = {name: dict(s) for name, s in config.providers.items()}
         for name, extra in (providers or {}).items():
             settings.setdefault(name, {}).update(check_provider_settings(name, extra))
@@ -522,6 +529,8 @@ class _ClientFace:
             "provider_settings": settings,
             "retry_policy": RetryPolicy(max_retries=max_retries),
             "request_timeout": request_timeout,
+            "store": store,
+            "owner": owner,
         }
         self._running: _Running | None = None
         self._ever_started = False
@@ -620,7 +629,10 @@ class CopilotClient(_ClientFace):
     requested model has no usable provider; default ``$COPILOT_JUPYTER_FALLBACK_MODEL``),
     ``default_model`` (for ``create_session()`` without a model; default the embedded
     ``local:smollm2``), ``routes`` (model name -> model id), ``providers`` (provider name ->
-    non-secret settings), ``max_retries`` and ``request_timeout`` (seconds) for model calls.
+    non-secret settings), ``max_retries`` and ``request_timeout`` (seconds) for model calls,
+    ``store`` (``"diskcache"`` or a ``postgresql://`` URL; default ``$COPILOT_JUPYTER_STORE``,
+    else config.toml's ``store``) and ``owner`` (whose sessions a shared store serves; default
+    ``$JUPYTERHUB_USER``, else the OS user).
 
     A program that ends without ``stop()`` gets it at interpreter exit: queued turns get
     :data:`copilot._exit.EXIT_TIMEOUT` seconds, what is left is recorded as aborted.

@@ -6,6 +6,7 @@ event store (``sessions/``) and an optional ``config.toml``::
 
     default_model = "local:smollm2"      # the model of create_session() without model=
     fallback_model = "echo"              # serves when the requested model has no provider
+    store = "postgresql://copilot@db/copilot"   # a shared store (default: diskcache in sessions/)
 
     [routes]                             # names -> explicit ids
     "gpt-4.1" = "github:openai/gpt-4.1"
@@ -25,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import platformdirs
 
@@ -49,6 +51,7 @@ class Config:
     fallback_model: str | None = None
     routes: dict[str, str] = field(default_factory=dict)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    store: str | None = None
 
 
 def home_directory(base_directory: str | os.PathLike[str] | None = None) -> Path:
@@ -75,6 +78,14 @@ def check_provider_settings(name: str, settings: Mapping[str, Any]) -> dict[str,
     return dict(settings)
 
 
+def _has_password(url: str) -> bool:
+    """Whether a libpq URL or key=value string carries a password."""
+    if "://" not in url:
+        return "password" in url.lower()
+    parts = urlsplit(url)
+    return parts.password is not None or "password" in parse_qs(parts.query)
+
+
 def load_config(home: Path) -> Config:
     """Read ``home/config.toml`` (absent: defaults). Raises :class:`ConfigError` if malformed."""
     path = home / "config.toml"
@@ -90,7 +101,16 @@ def load_config(home: Path) -> Config:
         raise ConfigError(f"{path}: [routes] maps model names to model ids (strings)")
     if not isinstance(providers, dict):
         raise ConfigError(f"{path}: [providers.NAME] tables hold provider settings")
+    store = raw.get("store")
+    if store is not None and not isinstance(store, str):
+        raise ConfigError(f"{path}: store is a string ('diskcache' or a postgresql:// URL)")
+    if store and _has_password(store):
+        raise ConfigError(
+            f"{path}: the store URL holds a password; secrets never go in this file: give it "
+            "in PGPASSWORD or ~/.pgpass (libpq reads both)"
+        )
     return Config(
+        store=store,
         default_model=raw.get("default_model"),
         fallback_model=raw.get("fallback_model"),
         routes=dict(routes),

@@ -25,7 +25,10 @@ The hierarchy::
     └── StoreError                                  the event store cannot be read or written
         ├── StoreFullError                          the disk is full or a file-size limit was hit
         ├── StorePermissionError (also PermissionError) the store's directory is not writable
-        └── StoreCorruptedError                     a stored record is not what this package writes
+        ├── StoreCorruptedError                     a stored record is not what this package writes
+        ├── StoreConnectionError                    the database cannot be reached or dropped us
+        │   └── StoreTimeoutError                   no pooled connection came free in time
+        └── StoreSchemaError                        the database's schema is newer than the package
 
 Every ``sqlite3`` or ``OSError`` failure of the store is translated into a ``StoreError``
 subclass at the store's boundary, once; its message names the store's directory and the fix.
@@ -54,10 +57,13 @@ __all__ = [
     "SessionError",
     "SessionExistsError",
     "SessionNotFoundError",
+    "StoreConnectionError",
     "StoreCorruptedError",
     "StoreError",
     "StoreFullError",
     "StorePermissionError",
+    "StoreSchemaError",
+    "StoreTimeoutError",
     "TurnAbortedError",
     "TurnError",
     "TurnTimeoutError",
@@ -228,3 +234,22 @@ class StoreFullError(StoreError):
 
 class StorePermissionError(StoreError, PermissionError):
     """The store's directory or database cannot be written by this process."""
+
+
+class StoreConnectionError(StoreError):
+    """The store's database could not be reached or the connection broke.
+
+    The operation in progress was rolled back (nothing half-written); the store reconnects by
+    itself on the next call.
+    """
+
+
+class StoreTimeoutError(StoreConnectionError):
+    """Every pooled connection stayed busy (or the server stayed away) for the pool's timeout.
+
+    Not a ``TimeoutError``: ``send_and_wait`` reads a TimeoutError as its own wait running out.
+    """
+
+
+class StoreSchemaError(StoreError):
+    """The database's schema is not one this package can use (newer, or not ours)."""

@@ -54,3 +54,19 @@ def slow_client(home: str) -> Iterator[CopilotClient]:
     c.start()
     yield c
     c.stop(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """A real PostgreSQL server for the whole run (tests/pg.py); skips if it cannot start here."""
+    from pg import PostgresServer, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()

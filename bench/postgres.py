@@ -1,0 +1,374 @@
+"""9. The shared store on PostgreSQL, beside diskcache and LangChain's Postgres history.
+
+A PostgreSQL server is started for the run (Debian's binaries through ``tests/pg.py``, fsync
+on, ``synchronous_commit = off``: a commit survives the process and the server crashing, and
+the last few hundred milliseconds may be lost if the machine itself fails, the same promise as
+diskcache's SQLite in WAL mode with ``synchronous=NORMAL``), or ``$COPILOT_BENCH_POSTGRES_URL``
+names one. Row 8g repeats the append with ``synchronous_commit = on`` (every commit waits for
+its fsync). Rows, all measured in one run on the same server:
+
+* **append** at 10 / 1,000 / 10,000 turns of history: one ``store.append`` of a turn's two
+  events (``user.message`` + ``assistant.turn_start``, what the turn-start transaction writes),
+  p50 over 200 appends. Baselines: our diskcache store at the same length (target <= 2x) and
+  LangChain's ``PostgresChatMessageHistory.add_messages`` of two messages (target: not slower).
+  This p50 is also how long one store call blocks the client's event loop.
+* **resume + read** a 10,000-turn session (five events a turn, as a real turn stores): a fresh
+  ``CopilotClient(store=url)``, ``resume_session`` + ``get_messages``. Baseline: LangChain
+  loading 10,000 turns' messages (``.messages``). Target <= 150 ms.
+* **list** 10,000 sessions: ``list_sessions`` of a fresh store. Baseline: diskcache. Target
+  < 100 ms.
+* **16 sessions from 4 processes**: each process appends turns to its own 4 sessions, all at
+  once; appends per second over all. Baseline: the same on our diskcache store (one SQLite
+  writer lock for the whole store, where PostgreSQL locks one session's row). INFO.
+
+Run alone: ``python -m bench.postgres [--quick]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from copilot import CopilotClient
+from copilot.events import Event, EventType, utc_now
+from copilot.store import EventStore
+
+from ._util import INFO, SKIP, Row, median, ratio, sample, scratch, settle, summary_ms, verdict
+
+URL_ENV = "COPILOT_BENCH_POSTGRES_URL"
+OWNER = "bench"
+
+
+@contextlib.contextmanager
+def postgres_url() -> Iterator[str | None]:
+    """A database URL: ``$COPILOT_BENCH_POSTGRES_URL``, or a server started for this run."""
+    if os.environ.get(URL_ENV):
+        yield os.environ[URL_ENV]
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    try:
+        from pg import PostgresServer, unavailable_reason
+    finally:
+        sys.path.pop(0)
+    if unavailable_reason() is not None:
+        yield None
+        return
+    server = PostgresServer(fsync=True, synchronous_commit=False)
+    try:
+        server.start()
+        yield server.new_database()
+    finally:
+        server.cleanup()
+
+
+def _turn(i: int) -> list[Event]:
+    """The five events a real echo turn stores."""
+    message_id = uuid.uuid4().hex
+    return [
+        Event(EventType.USER_MESSAGE, {"content": f"Question {i}: what is {i} squared?"}),
+        Event(EventType.ASSISTANT_TURN_START, {"messageId": message_id, "model": "echo"}),
+        Event(
+            EventType.ASSISTANT_MESSAGE,
+            {"messageId": message_id, "content": f"echo: Question {i}", "model": "echo"},
+        ),
+        Event(EventType.ASSISTANT_USAGE, {"messageId": message_id, "inputTokens": 12}),
+        Event(EventType.ASSISTANT_TURN_END, {"messageId": message_id}),
+    ]
+
+
+def _metadata(session_id: str) -> dict[str, Any]:
+    now = utc_now()
+    return {
+        "sessionId": session_id,
+        "startTime": now,
+        "modifiedTime": now,
+        "model": "echo",
+        "summary": "",
+        "messageCount": 0,
+        "turnCount": 0,
+        "systemMessage": None,
+        "streaming": True,
+    }
+
+
+def _fill(store: Any, session_id: str, turns: int, start: int = 0) -> None:
+    """Add ``turns`` turns to a session, 200 turns per append (building, not measured)."""
+    for first in range(start, start + turns, 200):
+        batch = [e for i in range(first, min(first + 200, start + turns)) for e in _turn(i)]
+        store.append(session_id, batch)
+
+
+def _append_samples(store: Any, session_id: str, count: int) -> list[float]:
+    def one(i: int) -> None:
+        store.append(session_id, _turn(i)[:2])
+
+    return sample(one, count)
+
+
+def _concurrent_worker(spec: tuple[str, str], worker: int, sessions: int, turns: int) -> None:
+    """One process of the concurrency row: ``turns`` appends to each of its own sessions."""
+    kind, where = spec
+    if kind == "postgres":
+        from copilot.store_postgres import PostgresStore
+
+        store: Any = PostgresStore(where, owner=OWNER)
+    else:
+        store = EventStore(where)
+    try:
+        ids = [f"conc-{worker}-{s}" for s in range(sessions)]
+        for i in range(turns):
+            for session_id in ids:
+                store.append(session_id, _turn(i)[:2])
+    finally:
+        store.close()
+
+
+def _concurrent_rate(spec: tuple[str, str], store: Any, procs: int, turns: int) -> float:
+    """Appends per second of ``procs`` processes with 4 sessions each, started together."""
+    import multiprocessing
+
+    for worker in range(procs):
+        for s in range(4):
+            store.create_session(_metadata(f"conc-{worker}-{s}"))
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_concurrent_worker, args=(spec, w, 4, turns)) for w in range(procs)
+    ]
+    started = time.perf_counter()
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(600)
+    elapsed = time.perf_counter() - started
+    if any(process.exitcode != 0 for process in processes):
+        raise RuntimeError("a concurrency worker failed")
+    # process start-up is inside the wall time for both stores alike
+    return procs * 4 * turns / elapsed
+
+
+def _langchain(url: str) -> Any | None:
+    try:
+        import psycopg
+        from langchain_core.messages import AIMessage, HumanMessage
+        from langchain_postgres import PostgresChatMessageHistory
+    except ImportError:
+        return None
+    conn = psycopg.connect(url, autocommit=True)
+    PostgresChatMessageHistory.create_tables(conn, "lc_history")
+
+    def history() -> Any:
+        return PostgresChatMessageHistory("lc_history", str(uuid.uuid4()), sync_connection=conn)
+
+    def pair(i: int) -> list[Any]:
+        return [HumanMessage(f"Question {i}: what is {i} squared?"), AIMessage(f"echo: {i}")]
+
+    return history, pair
+
+
+def run(quick: bool) -> list[Row]:
+    with postgres_url() as url:
+        if url is None:
+            note = "PostgreSQL is not installed here (apt-get install postgresql)"
+            return [Row("9", "PostgreSQL store", None, None, "-", None, "-", SKIP, note=note)]
+        with scratch("pg") as tmp:
+            return _run(url, tmp, quick)
+
+
+def _run(url: str, tmp: Path, quick: bool) -> list[Row]:
+    from copilot.store_postgres import PostgresStore
+
+    rows: list[Row] = []
+    lengths = (10, 100, 500) if quick else (10, 1_000, 10_000)
+    appends = 30 if quick else 200
+    pg = PostgresStore(url, owner=OWNER)
+    disk = EventStore(tmp / "disk" / "sessions")
+    langchain = _langchain(url)
+    try:
+        for letter, turns in zip("abc", lengths, strict=True):
+            session_id = f"append-{turns}"
+            for store in (pg, disk):
+                store.create_session(_metadata(session_id))
+                _fill(store, session_id, turns)
+            settle()
+            pg_s = _append_samples(pg, session_id, appends)
+            disk_s = _append_samples(disk, session_id, appends)
+            extra: dict[str, Any] = {"postgres": summary_ms(pg_s), "diskcache": summary_ms(disk_s)}
+            lc_p50 = None
+            if langchain is not None:
+                history_of, pair = langchain
+                history = history_of()
+                for first in range(0, turns, 500):
+                    history.add_messages(
+                        [m for i in range(first, min(first + 500, turns)) for m in pair(i)]
+                    )
+                lc_s = sample(lambda i, h=history, p=pair: h.add_messages(p(i)), appends)
+                extra["langchain_postgres"] = summary_ms(lc_s)
+                lc_p50 = median(lc_s) * 1000
+            pg_p50, disk_p50 = median(pg_s) * 1000, median(disk_s) * 1000
+            ok = pg_p50 <= 2 * disk_p50 and (lc_p50 is None or pg_p50 <= lc_p50)
+            rows.append(
+                Row(
+                    f"9{letter}",
+                    f"append one turn's start at {turns:,} turns (PostgreSQL store)",
+                    pg_p50,
+                    disk_p50,
+                    "our diskcache store, same length",
+                    ratio(pg_p50, disk_p50),
+                    "<= 2x diskcache and <= LangChain PostgresChatMessageHistory",
+                    verdict(ok),
+                    samples=len(pg_s),
+                    note=(
+                        f"LangChain add_messages p50 {lc_p50:.2f} ms"
+                        if lc_p50 is not None
+                        else "langchain-postgres not installed: no LangChain row"
+                    ),
+                    extra=extra,
+                )
+            )
+
+        # resume + read a long session in a fresh client
+        turns = lengths[-1]
+        session_id = "long"
+        for store in (pg, disk):
+            store.create_session(_metadata(session_id))
+            _fill(store, session_id, turns)
+        reads = 3 if quick else 7
+
+        def resume_and_read(i: int, disk_store: bool = False) -> None:
+            if disk_store:
+                client = CopilotClient(tmp / "disk", fallback_model="echo")
+            else:
+                client = CopilotClient(tmp / f"c{i}", store=url, owner=OWNER, fallback_model="echo")
+            client.start()
+            try:
+                session = client.resume_session(session_id)
+                assert len(session.get_messages()) >= turns * 5
+            finally:
+                client.stop(timeout=10)
+
+        # the client's start (pool, migrations check) is part of each sample; see the note
+        read_s = sample(resume_and_read, reads)
+        disk_read_s = sample(lambda i: resume_and_read(i, disk_store=True), reads)
+        lc_load = None
+        if langchain is not None:
+            history_of, pair = langchain
+            history = history_of()
+            for first in range(0, turns, 500):
+                history.add_messages(
+                    [m for i in range(first, min(first + 500, turns)) for m in pair(i)]
+                )
+            lc_s = sample(lambda i: len(history.messages), reads)
+            lc_load = median(lc_s) * 1000
+        read_p50 = median(read_s) * 1000
+        rows.append(
+            Row(
+                "9d",
+                f"start a client, resume + read a {turns:,}-turn session ({turns * 5:,} events)",
+                read_p50,
+                lc_load,
+                f"LangChain PostgresChatMessageHistory.messages, {turns:,} turns",
+                ratio(read_p50, lc_load),
+                "<= 150 ms",
+                verdict(read_p50 <= 150),
+                samples=len(read_s),
+                note=(
+                    f"our diskcache store, same session: {median(disk_read_s) * 1000:.0f} ms; "
+                    f"most of either is building {turns * 5:,} Event objects"
+                ),
+                extra={"postgres": summary_ms(read_s), "diskcache": summary_ms(disk_read_s)},
+            )
+        )
+
+        # list sessions
+        count = 1_000 if quick else 10_000
+        for store in (pg, disk):
+            for i in range(count):
+                store.create_session(_metadata(f"list-{i:05d}"))
+        fresh = PostgresStore(url, owner=OWNER)
+        try:
+            list_s = sample(lambda i: fresh.list_sessions(), 7)
+        finally:
+            fresh.close()
+        disk_list = sample(lambda i: disk.list_sessions(), 7)
+        list_p50, disk_list_p50 = median(list_s) * 1000, median(disk_list) * 1000
+        rows.append(
+            Row(
+                "9e",
+                f"list {count:,} sessions (PostgreSQL store)",
+                list_p50,
+                disk_list_p50,
+                "our diskcache store",
+                ratio(list_p50, disk_list_p50),
+                "< 100 ms",
+                verdict(list_p50 < 100),
+                samples=len(list_s),
+            )
+        )
+        turns_each = 50 if quick else 250
+        pg_rate = _concurrent_rate(("postgres", url), pg, 4, turns_each)
+        disk_rate = _concurrent_rate(
+            ("diskcache", str(tmp / "disk" / "sessions")), disk, 4, turns_each
+        )
+        rows.append(
+            Row(
+                "9h",
+                "16 sessions appending from 4 processes at once (PostgreSQL store)",
+                pg_rate,
+                disk_rate,
+                "our diskcache store, the same 16 sessions and processes",
+                ratio(pg_rate, disk_rate),
+                "-",
+                INFO,
+                unit="appends/s",
+                note=f"{turns_each} appends per session; wall time includes process start-up",
+            )
+        )
+        durable = PostgresStore(url + "?options=-csynchronous_commit%3Don", owner=OWNER)
+        try:
+            sync_s = _append_samples(durable, f"append-{lengths[1]}", appends)
+        finally:
+            durable.close()
+        rows.append(
+            Row(
+                "9g",
+                f"append at {lengths[1]:,} turns, synchronous_commit = on (waits for fsync)",
+                median(sync_s) * 1000,
+                rows[1].value,
+                "the same with synchronous_commit = off (row 8b)",
+                ratio(median(sync_s) * 1000, rows[1].value),
+                "-",
+                INFO,
+                samples=len(sync_s),
+                note="the fsync of this machine's disk dominates",
+            )
+        )
+        rows.append(
+            Row(
+                "9f",
+                "one PostgreSQL append blocks the client's loop thread for (p50)",
+                rows[1].value,
+                None,
+                "-",
+                None,
+                "-",
+                INFO,
+                note="the store is called synchronously on the loop thread (row 8b's p50)",
+            )
+        )
+    finally:
+        pg.close()
+        disk.close()
+    return rows
+
+
+if __name__ == "__main__":
+    import json
+
+    for row in run("--quick" in sys.argv):
+        print(json.dumps(row.to_json()))

@@ -1,0 +1,781 @@
+"""The event store on PostgreSQL: one user's sessions on every node, many users on one service.
+
+Tables (see :mod:`copilot._pg_schema`; the package creates and migrates them)::
+
+    copilot_sessions (owner, session_id) -> meta jsonb, seq, last_id, open_turns jsonb, rev
+    copilot_events   (owner, session_id, seq) -> event jsonb
+
+Guarantees (the same as :class:`copilot.store.EventStore`, see :mod:`copilot.store_base`):
+
+- **Gap-free sequence numbers under concurrent writers on any number of machines.** The
+  session's row is the log's head (``seq``, ``last_id``, a revision ``rev``, a new random
+  value at every change). An append is one statement: it moves the head from the revision
+  this store saw last to a new one, inserts the events numbered from the head's ``seq`` and
+  sends ``NOTIFY``, only if the head was still at that revision (PostgreSQL re-checks it on the newest row version when writers race). A
+  loser reads the head again and retries; after a few lost races it queues on the row lock
+  (``SELECT ... FOR UPDATE``). One round trip per append when one writer drives a session,
+  the common case; writers of different sessions never wait for each other.
+- **Consistent read-then-append.** Inside :meth:`PostgresStore.transaction`, the first read of
+  a session locks its row, so the tail the session core read is still the tail when its append
+  commits (the turn-start transaction of ``SessionCore``).
+- **Owners.** Every row carries an owner; every statement filters on this store's owner, so a
+  client sees and changes only its owner's sessions. With row-level security
+  (:data:`ROW_LEVEL_SECURITY`) the database enforces it too, per database role.
+- **JSONB only.** Metadata and events are ``jsonb``; nothing is unpickled or evaluated.
+- **Live.** Each append sends ``NOTIFY`` on the owner's channel in its transaction (delivered at
+  commit); :meth:`PostgresStore.subscribe` and :meth:`PostgresStore.wait_for_change` listen on
+  one connection per store, with no polling loop.
+- **Faults are typed.** A lost connection raises :class:`~copilot.errors.StoreConnectionError`
+  (the transaction is rolled back: no half-written turn); the pool checks each connection before
+  lending it, so the next call reconnects by itself (also after a server restart). A pool with no
+  free connection for ``timeout`` seconds raises :class:`~copilot.errors.StoreTimeoutError`.
+
+The store is called synchronously (from the client's loop thread, or the caller's thread for
+pure reads), like the diskcache store; one append is the pool's liveness check and one
+statement (0.46-0.53 ms p50 in ``bench/postgres.py`` on a loaded 2-core machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import getpass
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ._pg_schema import migrate
+from .errors import (
+    InvalidArgumentError,
+    SessionExistsError,
+    SessionNotFoundError,
+    StoreConnectionError,
+    StoreCorruptedError,
+    StoreError,
+    StoreTimeoutError,
+)
+from .events import Event, EventType, utc_now
+
+__all__ = ["ROW_LEVEL_SECURITY", "PostgresStore", "default_owner"]
+
+#: Row-level security for deployments where each user connects as their own database role,
+#: named like the owner (JupyterHub: the hub user name). Run once as the tables' owner; then a
+#: role reads and writes only rows whose ``owner`` is its name, whatever owner= a client passes.
+ROW_LEVEL_SECURITY = """
+ALTER TABLE copilot_sessions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE copilot_events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY copilot_owner ON copilot_sessions
+    USING (owner = current_user) WITH CHECK (owner = current_user);
+CREATE POLICY copilot_owner ON copilot_events
+    USING (owner = current_user) WITH CHECK (owner = current_user);
+GRANT SELECT, INSERT, UPDATE, DELETE ON copilot_sessions, copilot_events TO PUBLIC;
+GRANT SELECT ON copilot_schema TO PUBLIC;
+"""
+
+_SESSION = "owner = %s AND session_id = %s"
+#: one append in one statement: move the head if it is still at ``rev`` (EvalPlanQual re-checks
+#: ``rev`` on the newest row version if another writer got there first), insert the events only
+#: if it moved, and announce them; no row back means another writer won: read again, retry
+_APPEND = (
+    "WITH head AS (UPDATE copilot_sessions SET meta = %(meta)s, seq = %(seq)s, "
+    "last_id = %(last)s, open_turns = %(open)s, rev = DEFAULT "
+    "WHERE owner = %(owner)s AND session_id = %(sid)s AND rev = %(rev)s RETURNING rev), "
+    "ins AS (INSERT INTO copilot_events (owner, session_id, seq, event) "
+    "SELECT %(owner)s, %(sid)s, x.q, x.e FROM head, "
+    "unnest(%(seqs)s::bigint[], %(events)s::jsonb[]) AS x(q, e)) "
+    "SELECT rev, pg_notify(%(channel)s, %(payload)s) FROM head"
+)
+_HEAD = (
+    "SELECT meta::text, seq, last_id, open_turns::text, rev FROM copilot_sessions WHERE " + _SESSION
+)
+#: optimistic attempts before an append queues on the row lock instead
+_OPTIMISTIC_TRIES = 3
+_RECONNECT_TIMEOUT = 2.0
+
+
+def default_owner() -> str:
+    """The owner of a client that does not name one: ``$JUPYTERHUB_USER``, else the OS user."""
+    return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+
+
+def redact(conninfo: str) -> str:
+    """``conninfo`` without its password: host, port, database and user only."""
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "<an unparsable PostgreSQL URL>"
+    host, port = parts.get("host", "localhost"), parts.get("port", "5432")
+    return f"postgresql://{parts.get('user', '')}@{host}:{port}/{parts.get('dbname', '')}"
+
+
+class _Head(NamedTuple):
+    """A session row's log head as last seen: what an append needs to write without reading."""
+
+    meta: dict[str, Any]
+    seq: int
+    last_id: str | None
+    open_turns: dict[str, int]
+    rev: int
+
+
+class _Transaction:
+    """The cursor of this thread's open :meth:`PostgresStore.transaction`, the rows it locked
+    and the heads it wrote (remembered once it commits)."""
+
+    __slots__ = ("cursor", "heads", "locked")
+
+    def __init__(self, cursor: psycopg.Cursor) -> None:
+        self.cursor = cursor
+        self.locked: set[str] = set()
+        self.heads: dict[str, _Head] = {}
+
+
+class PostgresStore:
+    """Sessions and their event logs in PostgreSQL, for one owner, shared by processes and nodes.
+
+    >>> store = PostgresStore("postgresql://copilot@db/copilot", owner="alice")  # doctest: +SKIP
+
+    Parameters: ``conninfo`` (a libpq URL or key=value string; keep passwords in
+    ``PGPASSWORD`` or ``~/.pgpass``), ``owner`` (default :func:`default_owner`),
+    ``max_size`` (pooled connections), ``timeout`` (seconds to wait for one).
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        owner: str | None = None,
+        max_size: int = 8,
+        timeout: float = 30.0,
+    ) -> None:
+        owner = default_owner() if owner is None else owner
+        if not isinstance(owner, str) or not owner:
+            raise InvalidArgumentError("owner is a non-empty string (e.g. the user's name)")
+        self.owner = owner
+        self._where = redact(conninfo)
+        self._timeout = timeout
+        self._max_size = max_size
+        self._local = threading.local()
+        #: session id -> the head this store last wrote or read (a stale one costs a retry)
+        self._heads: dict[str, _Head] = {}
+        self._channel = "copilot_" + hashlib.sha256(owner.encode()).hexdigest()[:40]
+        self._listener: _Listener | None = None
+        self._listener_lock = threading.Lock()
+        self._conninfo = conninfo
+        self._pool = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"autocommit": True},
+            # A connection the server dropped (restart, terminate) is replaced before lending.
+            check=ConnectionPool.check_connection,
+            # While the server is away the pool retries in the background with a doubling
+            # delay; giving up after a few seconds makes the next call start a fresh attempt at
+            # once, so a restarted server is used as soon as it is back (not after a long
+            # backoff).
+            reconnect_timeout=_RECONNECT_TIMEOUT,
+            open=False,
+            name=f"copilot-{owner}",
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except PoolTimeout:
+            self._pool.close()
+            raise StoreConnectionError(
+                f"cannot connect to the PostgreSQL store {self._where} within {timeout:g} s; "
+                "check that the server runs and the URL, user and password (PGPASSWORD or "
+                "~/.pgpass) are right"
+            ) from None
+        try:
+            with self._errors(), self._pool.connection() as connection:
+                migrate(connection)
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self._where!r} owner={self.owner!r}>"
+
+    def close(self) -> None:
+        """Close the pool and any listener (the data stays in the database). Idempotent."""
+        with self._listener_lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+        self._pool.close()
+
+    # -- connections, transactions and errors ------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Translate psycopg's exceptions into the store's, once, at this boundary."""
+        try:
+            yield
+        except PoolTimeout:
+            raise StoreTimeoutError(
+                f"no connection to {self._where} came free within {self._timeout:g} s (a pool "
+                f"of {self._max_size}); shorten transactions or give PostgresStore a larger "
+                "max_size"
+            ) from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise StoreError(
+                f"the database refused access for owner {self.owner!r}: {exc.diag.message_primary}"
+                "; with row-level security a role reads and writes only rows of its own name"
+            ) from None
+        except psycopg.errors.UntranslatableCharacter:
+            raise StoreError(
+                "PostgreSQL's jsonb cannot hold the character U+0000; remove NUL characters"
+            ) from None
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P")):
+                raise StoreConnectionError(
+                    f"lost the connection to the PostgreSQL store {self._where} ({exc}); the "
+                    "operation was rolled back and the next call reconnects"
+                ) from None
+            raise StoreError(f"the PostgreSQL store failed: {exc}") from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"the PostgreSQL store failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _cursor(self, session_id: str | None = None, *, write: bool = False) -> Iterator[Any]:
+        """A cursor: this thread's transaction's (locking ``session_id``'s row on first touch),
+        else a pooled connection's, in a transaction of its own if ``write``."""
+        tx: _Transaction | None = getattr(self._local, "tx", None)
+        with self._errors():
+            if tx is not None:
+                if session_id is not None and session_id not in tx.locked:
+                    tx.cursor.execute(
+                        f"SELECT 1 FROM copilot_sessions WHERE {_SESSION} FOR UPDATE",
+                        (self.owner, session_id),
+                    )
+                    tx.locked.add(session_id)
+                yield tx.cursor
+                return
+            with self._pool.connection() as connection:
+                if write:
+                    with connection.transaction(), connection.cursor() as cursor:
+                        yield cursor
+                else:
+                    with connection.cursor() as cursor:
+                        yield cursor
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A re-entrant transaction for this thread: one connection, rolled back on any error.
+
+        The first read or write of a session inside it locks the session's row until the end,
+        so other writers of that session (on any machine) wait: keep it short.
+        """
+        if getattr(self._local, "tx", None) is not None:
+            yield
+            return
+        with (
+            self._errors(),
+            self._pool.connection() as connection,
+            connection.transaction(),
+            connection.cursor() as cursor,
+        ):
+            tx = self._local.tx = _Transaction(cursor)
+            try:
+                yield
+            finally:
+                self._local.tx = None
+        self._heads.update(tx.heads)  # committed
+
+    def _notify(self, cursor: Any, session_id: str, seq: int) -> None:
+        payload = json.dumps({"s": session_id, "q": seq})
+        cursor.execute("SELECT pg_notify(%s, %s)", (self._channel, payload))
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def create_session(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """Add a session to the index. Raises :class:`SessionExistsError` if the id is taken."""
+        record = dict(metadata)
+        session_id = record["sessionId"]
+        with self._cursor(write=True) as cursor:
+            cursor.execute(
+                "INSERT INTO copilot_sessions (owner, session_id, meta) VALUES (%s, %s, %s) "
+                "ON CONFLICT DO NOTHING RETURNING 1",
+                (self.owner, session_id, Jsonb(record)),
+            )
+            if cursor.fetchone() is None:
+                raise SessionExistsError(session_id)
+        return record
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        """The session's metadata, or None."""
+        with self._cursor(session_id) as cursor:
+            cursor.execute(
+                f"SELECT meta::text FROM copilot_sessions WHERE {_SESSION}",
+                (self.owner, session_id),
+            )
+            row = cursor.fetchone()
+        return None if row is None else _metadata(session_id, row[0])
+
+    def update_session(self, session_id: str, **fields: Any) -> dict[str, Any]:
+        """Set metadata fields of a stored session and return the new metadata."""
+        with self._cursor(session_id, write=True) as cursor:
+            cursor.execute(
+                "UPDATE copilot_sessions SET meta = meta || %s, rev = DEFAULT "
+                f"WHERE {_SESSION} RETURNING meta::text",
+                (Jsonb(fields), self.owner, session_id),
+            )
+            row = cursor.fetchone()
+            if row is None:
+                raise SessionNotFoundError(session_id)
+        return _metadata(session_id, row[0])
+
+    def list_sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Sessions' metadata (this owner's), most recently modified first; with ``limit``,
+        the newest ``limit`` only (an index range scan on ``(owner, modified)``)."""
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT session_id, meta::text FROM copilot_sessions WHERE owner = %s "
+                "ORDER BY modified DESC LIMIT %s",
+                (self.owner, limit),
+            )
+            return [_metadata(session_id, meta) for session_id, meta in cursor.fetchall()]
+
+    def delete_session(self, session_id: str) -> int:
+        """Remove a session and all its events in one transaction. Returns the events removed."""
+        self._heads.pop(session_id, None)
+        with self._cursor(session_id, write=True) as cursor:
+            cursor.execute(
+                f"DELETE FROM copilot_sessions WHERE {_SESSION} RETURNING 1",
+                (self.owner, session_id),
+            )
+            if cursor.fetchone() is None:
+                raise SessionNotFoundError(session_id)
+            cursor.execute(f"DELETE FROM copilot_events WHERE {_SESSION}", (self.owner, session_id))
+            removed = cursor.rowcount
+            self._notify(cursor, session_id, 0)
+        return removed
+
+    def fork_session(
+        self,
+        source_id: str,
+        metadata: Mapping[str, Any],
+        copy: Callable[[list[Event]], list[Event]],
+    ) -> dict[str, Any]:
+        """Create a session holding ``copy(source's events)`` in one transaction; see
+        :meth:`copilot.store_base.Store.fork_session`."""
+        new_id = metadata["sessionId"]
+        with self.transaction(), self._cursor(source_id) as cursor:
+            head = self._read_head(cursor, source_id, lock=True)
+            # Turns still open in the source are left out with every event naming them: the
+            # fork holds completed turns only (as the diskcache store does).
+            open_ids = set(head.open_turns)
+            events = [
+                e
+                for e in self._read(cursor, source_id, 0)
+                if e.id not in open_ids and e.data.get("messageId") not in open_ids
+            ]
+            copies = copy(events)
+            record = {**metadata, **copied_counts(copies)}
+            self.create_session(record)
+            self.append(new_id, copies, update=lambda meta: meta.update(record))
+        return self.get_session(new_id) or record
+
+    # -- events ------------------------------------------------------------------------------
+
+    def append(
+        self,
+        session_id: str,
+        events: Iterable[Event],
+        *,
+        update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[Event]:
+        """Append events to a session's log atomically; return them with ``seq`` and ``parentId``.
+
+        ``update`` may change the session's metadata in the same transaction (``modifiedTime``
+        is always set). Raises :class:`SessionNotFoundError` if the session was deleted.
+        """
+        events = list(events)
+        tx: _Transaction | None = getattr(self._local, "tx", None)
+        if tx is not None:  # the row is locked: the head read is current, the write succeeds
+            with self._cursor(session_id) as cursor:
+                head = self._read_head(cursor, session_id, lock=True)
+                tx.heads[session_id] = self._write(cursor, session_id, head, events, update)
+            return events
+        # One statement on the head this store saw last (no read at all when it is current):
+        # a single round trip in the common case of one writer per session.
+        for _ in range(_OPTIMISTIC_TRIES):
+            head = self._heads.get(session_id)
+            with self._cursor(session_id) as cursor:
+                if head is None:
+                    head = self._read_head(cursor, session_id)
+                written = self._write(cursor, session_id, head, events, update)
+            if written is not None:
+                self._heads[session_id] = written
+                return events
+            self._heads.pop(session_id, None)
+        with self.transaction():  # a busy session: queue on its row lock instead
+            return self.append(session_id, events, update=update)
+
+    def _read_head(self, cursor: Any, session_id: str, *, lock: bool = False) -> _Head:
+        cursor.execute(_HEAD + (" FOR UPDATE" if lock else ""), (self.owner, session_id))
+        row = cursor.fetchone()
+        if row is None:
+            self._heads.pop(session_id, None)
+            raise SessionNotFoundError(session_id)
+        meta, seq, last_id, open_turns, rev = row
+        return _Head(_metadata(session_id, meta), seq, last_id, _loads(open_turns), rev)
+
+    def _write(
+        self,
+        cursor: Any,
+        session_id: str,
+        head: _Head,
+        events: list[Event],
+        update: Callable[[dict[str, Any]], None] | None,
+    ) -> _Head | None:
+        """Append ``events`` after ``head`` in one statement; None if the head has moved."""
+        seq, last, open_turns, meta = head.seq, head.last_id, dict(head.open_turns), dict(head.meta)
+        seqs, values = [], []
+        for event in events:
+            seq += 1
+            event.parent_id, event.seq = last, seq
+            last = event.id
+            seqs.append(seq)
+            values.append(Jsonb(event.to_dict()))
+            message_id = event.data.get("messageId")
+            if event.type == EventType.ASSISTANT_TURN_START and isinstance(message_id, str):
+                open_turns[message_id] = seq
+            elif event.type in (EventType.ASSISTANT_TURN_END, EventType.ABORT):
+                open_turns.pop(message_id, None)
+        if update is not None:
+            update(meta)
+        meta["modifiedTime"] = utc_now()
+        cursor.execute(
+            _APPEND,
+            {
+                "meta": Jsonb(meta),
+                "seq": seq,
+                "last": last,
+                "open": Jsonb(open_turns),
+                "owner": self.owner,
+                "sid": session_id,
+                "rev": head.rev,
+                "seqs": seqs,
+                "events": values,
+                "channel": self._channel,
+                "payload": json.dumps({"s": session_id, "q": seq}),
+            },
+        )
+        row = cursor.fetchone()
+        return None if row is None else _Head(meta, seq, last, open_turns, row[0])
+
+    def last_seq(self, session_id: str) -> int:
+        """The sequence number of the session's newest event (0 for none)."""
+        with self._cursor(session_id) as cursor:
+            cursor.execute(
+                f"SELECT seq FROM copilot_sessions WHERE {_SESSION}", (self.owner, session_id)
+            )
+            row = cursor.fetchone()
+        return 0 if row is None else row[0]
+
+    def _read(
+        self, cursor: Any, session_id: str, after: int, limit: int | None = None
+    ) -> list[Event]:
+        cursor.execute(
+            f"SELECT seq, event::text FROM copilot_events WHERE {_SESSION} AND seq > %s "
+            "ORDER BY seq LIMIT %s",
+            (self.owner, session_id, after, limit),
+        )
+        return _events(session_id, cursor.fetchall())
+
+    def read_events(self, session_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
+        """The session's events with ``seq > after``, oldest first; at most ``limit``."""
+        with self._cursor(session_id) as cursor:
+            return self._read(cursor, session_id, after, limit)
+
+    def read_last(self, session_id: str, count: int) -> list[Event]:
+        """The session's newest ``count`` events, oldest first (one index range read)."""
+        with self._cursor(session_id) as cursor:
+            cursor.execute(
+                f"SELECT seq, event::text FROM copilot_events WHERE {_SESSION} "
+                "ORDER BY seq DESC LIMIT %s",
+                (self.owner, session_id, count),
+            )
+            return _events(session_id, cursor.fetchall()[::-1])
+
+    def page(
+        self, session_id: str, after: int = 0, limit: int | None = None, last: int | None = None
+    ) -> list[Event]:
+        """``read_events(after, limit)``, or with ``last`` the newest ``last`` events."""
+        if last is not None:
+            return self.read_last(session_id, last)
+        return self.read_events(session_id, after, limit)
+
+    def iter_events(self, session_id: str, after: int = 0, chunk: int = 1000) -> Iterator[Event]:
+        """The session's events with ``seq > after``, oldest first, ``chunk`` at a time."""
+        while True:
+            events = self.read_events(session_id, after, limit=chunk)
+            yield from events
+            if len(events) < chunk:
+                return
+            after = events[-1].seq
+
+    def iter_events_backwards(
+        self, session_id: str, before: int | None = None, chunk: int = 256
+    ) -> Iterator[Event]:
+        """The session's events newest first (``seq < before``), read in chunks of ``chunk``."""
+        high = (1 << 62) if before is None else before
+        while True:
+            with self._cursor(session_id) as cursor:
+                cursor.execute(
+                    f"SELECT seq, event::text FROM copilot_events WHERE {_SESSION} AND seq < %s "
+                    "ORDER BY seq DESC LIMIT %s",
+                    (self.owner, session_id, high, chunk),
+                )
+                rows = cursor.fetchall()
+            yield from _events(session_id, rows)
+            if len(rows) < chunk:
+                return
+            high = rows[-1][0]
+
+    def open_turns(self, session_id: str) -> list[Event]:
+        """The ``assistant.turn_start`` events with no end or abort yet, oldest first.
+
+        The head row keeps the open turns' sequence numbers, so this reads only those events.
+        """
+        with self._cursor(session_id) as cursor:
+            cursor.execute(
+                f"SELECT seq, event::text FROM copilot_events WHERE {_SESSION} AND seq IN ("
+                "SELECT value::bigint FROM copilot_sessions, jsonb_each_text(open_turns) "
+                f"WHERE {_SESSION}) ORDER BY seq",
+                (self.owner, session_id, self.owner, session_id),
+            )
+            return _events(session_id, cursor.fetchall())
+
+    # -- integrity -------------------------------------------------------------------------
+
+    def check(self) -> list[dict[str, Any]]:
+        """Damage in this owner's sessions, as ``{"kind", "sessionId", "key", "detail",
+        "repairable"}`` dicts (the diskcache store's format; empty for a sound store).
+
+        The database enforces most of what the diskcache store must check (JSON values,
+        unique sequence numbers, atomic writes); what is left is a head that does not match
+        its log (``kind: "head"``), which only a write outside this package can cause.
+        """
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT s.session_id, s.seq, coalesce(max(e.seq), 0), count(e.seq) "
+                "FROM copilot_sessions s LEFT JOIN copilot_events e ON e.owner = s.owner "
+                "AND e.session_id = s.session_id WHERE s.owner = %s "
+                "GROUP BY s.session_id, s.seq HAVING s.seq <> coalesce(max(e.seq), 0) "
+                "OR count(e.seq) <> coalesce(max(e.seq), 0)",
+                (self.owner,),
+            )
+            rows = cursor.fetchall()
+        return [
+            {
+                "kind": "head",
+                "sessionId": session_id,
+                "key": None,
+                "detail": (
+                    f"the head says {head} events; the log holds {count} with the last "
+                    f"numbered {last}"
+                ),
+                "repairable": head != last,
+            }
+            for session_id, head, last, count in rows
+        ]
+
+    def repair(self) -> list[dict[str, Any]]:
+        """Move each damaged head to its log's last event (no event is deleted); return the
+        damage found, each with ``"repaired"``."""
+        damage = self.check()
+        for item in damage:
+            item["repaired"] = False
+            if not item["repairable"]:
+                continue
+            session_id = item["sessionId"]
+            self._heads.pop(session_id, None)
+            with self._cursor(session_id, write=True) as cursor:
+                cursor.execute(
+                    "UPDATE copilot_sessions AS s SET seq = e.seq, last_id = e.event ->> 'id', "
+                    "rev = DEFAULT FROM (SELECT seq, event FROM copilot_events "
+                    f"WHERE {_SESSION} ORDER BY seq DESC LIMIT 1) AS e "
+                    "WHERE s.owner = %s AND s.session_id = %s",
+                    (self.owner, session_id, self.owner, session_id),
+                )
+                item["repaired"] = cursor.rowcount == 1
+        return damage
+
+    # -- change feed (LISTEN / NOTIFY) -------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[str, int], None]) -> _Subscription:
+        """Call ``callback(session_id, last_seq)`` after each commit of new events by any
+        writer of this owner (``last_seq`` 0: the session was deleted).
+
+        One listener thread and connection per store serve every subscriber; it reconnects by
+        itself. Returns a handle: ``close()`` it (or use it in ``with``) to unsubscribe.
+        """
+        with self._listener_lock:
+            if self._listener is None:
+                self._listener = _Listener(self._conninfo, self._channel)
+            listener = self._listener
+        return listener.add(callback)
+
+    def wait_for_change(self, session_id: str, after: int, timeout: float | None) -> int:
+        """Block until the session's ``last_seq`` exceeds ``after`` or ``timeout`` seconds pass;
+        return the ``last_seq`` seen. Woken by ``NOTIFY``, never by polling."""
+        changed = threading.Event()
+
+        def on_change(changed_id: str, seq: int) -> None:
+            if changed_id == session_id:
+                changed.set()
+
+        with self.subscribe(on_change) as subscription:
+            subscription.ready.wait(self._timeout)
+            seq = self.last_seq(session_id)  # after LISTEN: a commit in between is not missed
+            if seq > after:
+                return seq
+            changed.wait(timeout)
+        return self.last_seq(session_id)
+
+
+class _Subscription(contextlib.AbstractContextManager):
+    """One subscriber of a :class:`_Listener`; ``close()`` removes it."""
+
+    def __init__(self, listener: _Listener, callback: Callable[[str, int], None]) -> None:
+        self._listener = listener
+        self.callback = callback
+        #: set once the listener's LISTEN is active (notifications from then on arrive)
+        self.ready = listener.listening
+
+    def close(self) -> None:
+        """Stop calling the callback."""
+        self._listener.remove(self)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Listener:
+    """A thread with its own connection, ``LISTEN``-ing on the owner's channel."""
+
+    def __init__(self, conninfo: str, channel: str) -> None:
+        self._conninfo = conninfo
+        self._channel = channel
+        self._subscribers: list[_Subscription] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.listening = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="copilot-pg-listen", daemon=True)
+        self._thread.start()
+
+    def add(self, callback: Callable[[str, int], None]) -> _Subscription:
+        subscription = _Subscription(self, callback)
+        with self._lock:
+            self._subscribers.append(subscription)
+        return subscription
+
+    def remove(self, subscription: _Subscription) -> None:
+        with self._lock:
+            if subscription in self._subscribers:
+                self._subscribers.remove(subscription)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    self.listening.set()
+                    while not self._stopping.is_set():
+                        for notice in conn.notifies(timeout=0.5):
+                            self._deliver(notice.payload)
+            except psycopg.Error:
+                # The server went away: listen again once it is back. Commits in between are
+                # not announced; ``listening`` is clear meanwhile, for callers that must know.
+                self.listening.clear()
+                self._stopping.wait(0.5)
+
+    def _deliver(self, payload: str) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        message = json.loads(payload)
+        for subscription in subscribers:
+            try:
+                subscription.callback(message["s"], message["q"])
+            except Exception:  # one subscriber's bug must not stop the others' feed
+                pass
+
+
+def copied_counts(events: Iterable[Event]) -> dict[str, Any]:
+    """``messageCount``, ``turnCount``, ``summary`` and ``lastModel`` of a list of events, as
+    the turns that wrote them would have counted them (the same as the diskcache store's)."""
+    counts: dict[str, Any] = {"messageCount": 0, "turnCount": 0, "summary": ""}
+    for event in events:
+        if event.type == EventType.USER_MESSAGE:
+            counts["messageCount"] += 1
+            counts["turnCount"] += 1
+            if not counts["summary"]:
+                counts["summary"] = " ".join(str(event.data.get("content", "")).split())[:100]
+        elif event.type == EventType.ASSISTANT_MESSAGE:
+            counts["messageCount"] += 1
+            counts["lastModel"] = event.data.get("model")
+    return counts
+
+
+def _loads(text: str) -> Any:
+    # jsonb is read as text and parsed here: psycopg's jsonb loader took ~5x as long for a
+    # 50,000-event read (bytes in, encoding detection per value).
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise StoreCorruptedError(f"a stored record is not valid JSON: {exc}") from None
+
+
+def _events(session_id: str, rows: list[tuple[int, str]]) -> list[Event]:
+    """Events from ``(seq, jsonb text)`` rows; StoreCorruptedError for a record that is not one.
+
+    The rows are parsed as one JSON array: one ``json.loads`` call instead of one per event
+    (a third of a 50,000-event read was the per-call overhead). jsonb's text output is always
+    valid JSON, so joining rows cannot change what any of them means.
+    """
+    enabled = gc.isenabled()
+    gc.disable()  # many objects, no cycles: each collector pass over them only costs time
+    try:
+        return _build_events(session_id, rows)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build_events(session_id: str, rows: list[tuple[int, str]]) -> list[Event]:
+    values = _loads("[" + ",".join(text for _, text in rows) + "]")
+    events = []
+    for (seq, _), value in zip(rows, values, strict=True):
+        if not (
+            type(value) is dict
+            and type(value.get("id")) is str
+            and type(value.get("type")) is str
+            and type(value.get("timestamp")) is str
+            and type(value.get("data", {})) is dict
+        ):
+            raise StoreCorruptedError(f"event {seq} of session {session_id!r} is not an event")
+        events.append(Event.from_dict(value, seq=seq))
+    return events
+
+
+def _metadata(session_id: str, text: str) -> dict[str, Any]:
+    value = _loads(text)
+    if not (isinstance(value, dict) and isinstance(value.get("sessionId"), str)):
+        raise StoreCorruptedError(f"the metadata of session {session_id!r} is not session metadata")
+    return value
