@@ -29,7 +29,7 @@ import copilot_jupyter
 from copilot import CopilotClient, ProviderError
 from copilot_jupyter import CopilotMagics
 from copilot_jupyter.controller import time_ago
-from copilot_jupyter.display import extract_code, render
+from copilot_jupyter.display import PLACEHOLDER, extract_code, render
 from copilot_jupyter.interpolate import interpolate
 from copilot_jupyter.state import CopilotState, get_state, reset_state
 
@@ -79,9 +79,13 @@ def text_of(captured: CapturedIO) -> str:
 
 
 def updates_of(captured: CapturedIO) -> tuple[str, list[dict[str, Any]]]:
-    """The reply's display id and the bundles of its in-place updates, in order."""
+    """The placeholder's display id and the bundles of its in-place updates, in order.
+
+    While the reply streams the placeholder shows it; the last update empties it again.
+    """
     first = next(o for o in captured.outputs if (o.transient or {}).get("display_id"))
     display_id = first.transient["display_id"]
+    assert first.data == PLACEHOLDER  # the placeholder starts empty
     updates = [
         o.data
         for o in captured.outputs
@@ -90,8 +94,19 @@ def updates_of(captured: CapturedIO) -> tuple[str, list[dict[str, Any]]]:
     return display_id, updates
 
 
+def live_updates(captured: CapturedIO) -> list[dict[str, Any]]:
+    """The updates that showed the streaming reply (the emptying update left out)."""
+    _, updates = updates_of(captured)
+    if updates:
+        assert updates[-1] == PLACEHOLDER  # emptied when the finished reply is shown
+    return updates[:-1]
+
+
 def final_reply(captured: CapturedIO) -> dict[str, Any]:
-    return updates_of(captured)[1][-1]
+    """The finished reply: the display of its own right after the placeholder."""
+    outputs = captured.outputs
+    start = next(i for i, o in enumerate(outputs) if (o.transient or {}).get("display_id"))
+    return next(o.data for o in outputs[start + 1 :] if not o.update and not o.transient)
 
 
 def echo_requests() -> list[Any]:
@@ -136,8 +151,7 @@ def test_unload_ext_removes_the_magics_and_stops_the_client(ip: InteractiveShell
 def test_cell_streams_reply_into_one_display_and_shows_a_footer(ip: InteractiveShell) -> None:
     result, captured = run(ip, "%%copilot chat\nHello there")
     assert result.success
-    _, updates = updates_of(captured)
-    assert updates[-1]["text/markdown"] == "echo: Hello there"
+    assert final_reply(captured)["text/markdown"] == "echo: Hello there"
     footer = captured.outputs[-1].data["text/plain"]
     assert "echo" in footer and "tokens" in footer and "session chat" in footer
     assert get_state().current_session == "chat"
@@ -350,10 +364,10 @@ def test_reply_streams_through_several_updates_of_one_display(
     words = " ".join(f"w{i}" for i in range(30))  # ~0.6 s at 20 ms a word
     _, captured = run(ip, f"%%copilot chat\n{words}")
     assert threads and set(threads) == {threading.main_thread()}  # never the event thread
-    _, updates = updates_of(captured)
-    assert len(updates) >= 3
-    assert updates[-1]["text/markdown"] == f"echo: {words}"
-    partial = [u["text/markdown"] for u in updates[:-1]]
+    updates = live_updates(captured)
+    assert len(updates) >= 2
+    assert final_reply(captured)["text/markdown"] == f"echo: {words}"
+    partial = [u["text/markdown"] for u in updates]
     assert all(f"echo: {words}".startswith(p) for p in partial)
     assert len(set(partial)) == len(partial)  # no update without new text
 
@@ -362,9 +376,8 @@ def test_update_interval_throttles_the_display(ip: InteractiveShell, slow: Copil
     ip.run_cell("%config CopilotMagics.update_interval = 60.0")
     words = " ".join(f"w{i}" for i in range(20))
     _, captured = run(ip, f"%%copilot chat\n{words}")
-    _, updates = updates_of(captured)
-    assert len(updates) == 1  # only the final one
-    assert updates[0]["text/markdown"] == f"echo: {words}"
+    assert updates_of(captured)[1] == []  # no live update: nothing was due
+    assert final_reply(captured)["text/markdown"] == f"echo: {words}"
 
 
 def test_timeout_aborts_the_turn_and_keeps_the_partial_reply(
@@ -526,7 +539,7 @@ def test_export_md_json_ipynb(ip: InteractiveShell, tmp_path) -> None:
     assert [x["prompt"] for x in document["exchanges"]] == ["two", "one again"]
     assert sum(e["type"] == "user.message" for e in document["events"]) == 3  # auditable
     assert document["session"]["sessionId"] == "chat"
-    _, captured = run(ip, f'%copilot export chat "{tmp_path / "sub dir" / "chat.ipynb"}"')
+    _, captured = run(ip, f'%copilot export chat "{tmp_path / "sub dir" / "chat.ipynb"}" --mkdir')
     assert "exported session chat" in captured.stdout
     notebook = nbformat.read(tmp_path / "sub dir" / "chat.ipynb", as_version=4)
     assert [c.cell_type for c in notebook.cells] == ["markdown"] * 5
@@ -553,11 +566,35 @@ def test_prune_lists_then_deletes_with_yes(ip: InteractiveShell) -> None:
     assert isinstance(result.error_in_exec, UsageError)
 
 
-def test_models_lists_what_is_usable(ip: InteractiveShell) -> None:
+def test_export_refuses_a_missing_folder_unless_mkdir(ip: InteractiveShell, tmp_path) -> None:
+    run(ip, "%%copilot chat\nhi")
+    target = tmp_path / "nonexistent" / "dir" / "out.md"
+    result, captured = run(ip, f"%copilot export chat {target}")
+    assert_quiet_failure(result, captured, "does not exist", "--mkdir")
+    assert "exported" not in captured.stdout
+    assert not (tmp_path / "nonexistent").exists()  # nothing created
+    (tmp_path / "file.md").write_text("x")
+    result, captured = run(ip, f"%copilot export chat {tmp_path / 'file.md' / 'out.md'}")
+    assert_quiet_failure(result, captured, "is not a folder")
+    _, captured = run(ip, f"%copilot export chat {target} --mkdir")
+    assert captured.stdout.strip() == f"exported session chat to {target}"
+    assert "echo: hi" in target.read_text()
+
+
+def test_models_lists_usable_first_then_the_rest_by_provider(ip: InteractiveShell) -> None:
     _, captured = run(ip, "%copilot models")
-    rows = [line.split() for line in captured.outputs[-1].data["text/plain"].splitlines()]
+    lines = captured.outputs[-1].data["text/plain"].splitlines()[2:]  # below the header
+    rows = [line.split(maxsplit=3) for line in lines]
+    usable = [r[2] for r in rows]
+    assert usable == sorted(usable, reverse=True)  # every "yes" before every "no"
     assert ["echo", "echo", "yes"] in rows
-    assert any(r[0] == "openai:gpt-4.1" and r[2] == "no" and "OPENAI_API_KEY" in r for r in rows)
+    providers = [r[1] for r in rows if r[2] == "no"]
+    # grouped: each provider's models in one run of rows
+    runs = [p for i, p in enumerate(providers) if i == 0 or providers[i - 1] != p]
+    assert len(runs) == len(set(runs))
+    openai = [r for r in rows if r[1] == "openai"]
+    assert "OPENAI_API_KEY" in openai[0][3]  # the reason, once per group
+    assert all(len(r) == 3 for r in openai[1:])
 
 
 def test_panel_displays_the_session_panel(ip: InteractiveShell, monkeypatch) -> None:
@@ -592,6 +629,99 @@ def test_bad_subcommands_are_usage_errors(ip: InteractiveShell, line: str) -> No
     result, captured = run(ip, line)
     assert isinstance(result.error_in_exec, UsageError)
     assert "usage: %copilot" in captured.stderr and "Traceback" not in text_of(captured)
+
+
+def usage_error(ip: InteractiveShell, line: str) -> str:
+    result, _ = run(ip, line)
+    assert isinstance(result.error_in_exec, UsageError), line
+    return str(result.error_in_exec)
+
+
+def test_a_subcommands_usage_error_shows_its_own_usage(ip: InteractiveShell) -> None:
+    message = usage_error(ip, "%copilot list --all")
+    assert message.splitlines()[-1] == "usage: %copilot list [-h]"
+    assert "unrecognized arguments: --all; %copilot list -h lists its options" in message
+    message = usage_error(ip, "%copilot history my session")
+    assert message.splitlines()[-1].startswith("usage: %copilot history")
+    assert 'a name with spaces must be quoted: %copilot history "my session"' in message
+    message = usage_error(ip, "%%copilot chat --bogus\nhi")
+    assert "\nusage: %%copilot [-h]" in message
+    message = usage_error(ip, "%%copilot my session\nhi")
+    assert 'a name with spaces must be quoted: %%copilot "my session"' in message
+
+
+@pytest.mark.parametrize("n", ["0", "-1", "-5"])
+def test_history_n_below_one_is_refused(ip: InteractiveShell, n: str) -> None:
+    run(ip, "%%copilot chat\nhi")
+    message = usage_error(ip, f"%copilot history chat -n {n}")
+    assert "1 or more" in message and "leave out -n" in message
+
+
+def test_history_n_shows_the_last_exchanges(ip: InteractiveShell) -> None:
+    for prompt in ("one", "two", "three"):
+        run(ip, f"%%copilot chat\n{prompt}")
+    _, captured = run(ip, "%copilot history chat -n 1")
+    text = captured.outputs[-1].data["text/plain"]
+    assert "*2 earlier exchange(s) not shown*" in text
+    assert "echo: three" in text and "echo: two" not in text
+    _, captured = run(ip, "%copilot history chat -n 3")
+    assert "not shown" not in captured.outputs[-1].data["text/plain"]
+
+
+def test_empty_cell_body_says_the_body_is_the_prompt(ip: InteractiveShell) -> None:
+    for cell in ("%%copilot chat", "%%copilot chat\n", "%%copilot chat\n  \n"):
+        message = usage_error(ip, cell)
+        assert message.startswith("%%copilot: the cell body is the prompt, and it is empty")
+        assert "single %" not in message  # not IPython's own "did you mean the line magic"
+    assert get_state().client.list_sessions() == []
+
+
+def test_hints_are_in_the_magics_terms(ip: InteractiveShell, monkeypatch) -> None:
+    result, captured = run(ip, "%copilot history nope")
+    assert_quiet_failure(result, captured, "%copilot list shows the sessions")
+    assert "client." not in captured.stderr
+    monkeypatch.delenv("COPILOT_JUPYTER_FALLBACK_MODEL")  # read when the state is first used
+    reset_state(None)
+    result, captured = run(ip, "%%copilot chat -m gpt4.1\nhello")
+    assert_quiet_failure(result, captured, "did you mean 'gpt-4.1'?", "%copilot models")
+    assert "CopilotClient(" not in captured.stderr
+    assert captured.stderr.index("did you mean") < captured.stderr.index("OLLAMA_HOST")
+
+
+def test_generation_options_are_passed_to_send(ip: InteractiveShell) -> None:
+    _, captured = run(
+        ip,
+        "%%copilot chat --temperature 0.2 --max-tokens 50 --seed 7 --top-p 0.9 "
+        '--stop END --stop "two words"\nhi',
+    )
+    assert final_reply(captured)["text/markdown"] == "echo: hi"
+    assert dict(echo_requests()[-1].options) == {
+        "temperature": 0.2,
+        "max_tokens": 50,
+        "seed": 7,
+        "top_p": 0.9,
+        "stop": ["END", "two words"],
+    }
+    run(ip, "%%copilot chat\nagain")
+    assert dict(echo_requests()[-1].options) == {}  # options are per cell
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("--temperature hot", "not a number: 'hot'"),
+        ("--temperature 3", "out of range (from 0 to 2)"),
+        ("--max-tokens 0", "out of range (from 1 up)"),
+        ("--max-tokens 1.5", "not a whole number"),
+        ("--top-p 1.5", "out of range (from 0 to 1)"),
+        ("--seed x", "not a whole number"),
+    ],
+)
+def test_bad_generation_options_are_usage_errors(
+    ip: InteractiveShell, options: str, message: str
+) -> None:
+    assert message in usage_error(ip, f"%%copilot chat {options}\nhi")
+    assert get_state().client.list_sessions() == []
 
 
 # -- settings ----------------------------------------------------------------------------------
