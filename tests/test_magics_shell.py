@@ -8,7 +8,9 @@ messages (and display-id updates) a notebook would get.
 from __future__ import annotations
 
 import _thread
+import doctest
 import json
+import re
 import sys
 import threading
 import time
@@ -233,6 +235,13 @@ def test_magic_line_is_not_var_expanded(ip: InteractiveShell) -> None:
 
 
 # -- interpolation ---------------------------------------------------------------------------
+
+
+def test_interpolate_doctest_runs() -> None:
+    import copilot_jupyter.interpolate
+
+    result = doctest.testmod(copilot_jupyter.interpolate)
+    assert result.attempted >= 1 and result.failed == 0
 
 
 def test_interpolate_rules() -> None:
@@ -773,3 +782,131 @@ def test_last_used_is_relative_when_recent(seconds: int, expected: str) -> None:
     now = datetime(2025, 1, 10, tzinfo=UTC)
     assert time_ago((now - timedelta(seconds=seconds)).isoformat(), now) == expected
     assert time_ago((now - timedelta(days=30)).isoformat(), now).startswith("2024-12-1")
+
+
+# -- the current session per notebook ----------------------------------------------------------
+
+
+def restart_kernel_state() -> None:
+    """What a kernel restart does to the extension: a new client and a new shared state."""
+    previous = reset_state(None)
+    if previous is not None:
+        previous.client.stop(timeout=5)
+
+
+def test_current_session_is_remembered_per_notebook(
+    ip: InteractiveShell, monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "analysis.ipynb"))
+    run(ip, "%%copilot analysis\nfirst")
+    memory = tmp_path / "home" / "jupyter" / "current-sessions.json"
+    assert json.loads(memory.read_text()) == {str(tmp_path / "analysis.ipynb"): "analysis"}
+
+    restart_kernel_state()
+    assert get_state().current_session == "analysis"
+    _, captured = run(ip, "%copilot list")
+    assert captured.outputs[-1].data["text/plain"].splitlines()[2].startswith("* analysis")
+    _, captured = run(ip, "%%copilot\nsecond")
+    assert "→ session 'analysis': this notebook's current session, remembered" in text_of(captured)
+    assert [e.data.content for e in events_of("analysis") if e.type == "user.message"] == [
+        "first",
+        "second",
+    ]
+    _, captured = run(ip, "%%copilot\nthird")
+    assert "→ session" not in text_of(captured)  # said once, not on every cell
+
+    # another notebook has its own current session; this one's is kept
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "other.ipynb"))
+    restart_kernel_state()
+    assert get_state().current_session is None
+    run(ip, "%copilot new scratch")
+    assert json.loads(memory.read_text()) == {
+        str(tmp_path / "analysis.ipynb"): "analysis",
+        str(tmp_path / "other.ipynb"): "scratch",
+    }
+    # deleting the current session forgets it for the notebook
+    run(ip, "%copilot delete scratch")
+    assert json.loads(memory.read_text()) == {str(tmp_path / "analysis.ipynb"): "analysis"}
+
+
+def test_a_remembered_session_that_was_deleted_is_not_restored(
+    ip: InteractiveShell, monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setenv("JPY_SESSION_NAME", "nb.ipynb")
+    run(ip, "%%copilot gone\nhi")
+    get_state().client.delete_session("gone")  # e.g. from another notebook
+    restart_kernel_state()
+    assert get_state().current_session is None
+
+
+def test_without_a_notebook_a_bare_cell_says_where_it_went(ip: InteractiveShell) -> None:
+    _, captured = run(ip, "%%copilot\nhi")
+    assert "→ session 'default': the default, as no session is current" in text_of(captured)
+    assert not (get_state().client.home / "jupyter").exists()  # nothing remembered
+    _, captured = run(ip, "%%copilot\nagain")
+    assert "→ session" not in text_of(captured)
+    _, captured = run(ip, "%%copilot named\nhi")
+    assert "→ session" not in text_of(captured)
+
+
+# -- large prompts and replies -----------------------------------------------------------------
+
+
+def test_a_large_prompt_is_announced_before_it_is_sent(ip: InteractiveShell) -> None:
+    ip.run_cell("%config CopilotMagics.large_prompt = 1000")
+    _, captured = run(ip, "%%copilot chat\n" + "x" * 1000)
+    assert "large prompt" not in text_of(captured)  # the boundary: not above it
+    _, captured = run(ip, "%%copilot chat\n" + "x" * 1001)
+    shown = [o.data["text/plain"] for o in captured.outputs]
+    assert "large prompt" in shown[0] and "1,001 characters" in shown[0]
+    assert shown[1] == ""  # then the reply's placeholder
+
+
+def test_a_long_reply_is_bounded_live_and_in_the_output(
+    ip: InteractiveShell, slow: CopilotClient
+) -> None:
+    ip.run_cell("%config CopilotMagics.live_limit = 200")
+    ip.run_cell("%config CopilotMagics.output_limit = 500")
+    words = " ".join(f"w{i:03d}" for i in range(150))  # 749 characters, 3 s at 20 ms a word
+    reply = f"echo: {words}"
+    _, captured = run(ip, f"%%copilot chat\n{words}")
+    updates = live_updates(captured)
+    assert len(updates) >= 3
+    long = [u["text/plain"] for u in updates if "a long reply" in u["text/plain"]]
+    assert long, "the live updates switched to the tail"
+    for text in long:
+        head, tail = text.split("\n…", 1)
+        so_far = int(
+            re.search(r"a long reply: ([\d,]+) characters so far", head)[1].replace(",", "")
+        )
+        assert so_far > 200 and len(tail) == 200
+        assert tail == reply[:so_far][-200:]  # the tail of what had streamed
+    final = final_reply(captured)
+    assert final == {"text/plain": reply[:500] + "\n…"}
+    assert "the reply has 755 characters; the first 500 are shown" in text_of(captured)
+    assert "%copilot export chat FILE.md" in text_of(captured)
+    stored = [e.data.content for e in events_of("chat") if e.type == "assistant.message"]
+    assert stored == [reply]  # the log keeps the whole reply
+
+
+def test_display_folds_with_the_shared_history(ip: InteractiveShell, monkeypatch) -> None:
+    """The cell's outcome comes from copilot.history: a fold that changes shows in the cell."""
+    from copilot.history import History
+
+    applied: list[str] = []
+    apply = History.apply
+
+    def shouting_apply(self: History, event: Any) -> Any:
+        applied.append(event.type)
+        entry = apply(self, event)
+        if event.type == "assistant.message":
+            entry.reply = entry.reply.upper()  # a fold that reads replies differently
+        return entry
+
+    run(ip, "%copilot new chat")
+    monkeypatch.setattr(History, "apply", shouting_apply)
+    _, captured = run(ip, "%%copilot chat\nhello world")
+    assert final_reply(captured)["text/markdown"] == "ECHO: HELLO WORLD"
+    ours = applied[applied.index("user.message") :]
+    assert ours[-1] == "assistant.turn_end"
+    assert "assistant.message_delta" in ours and "assistant.usage" in ours
