@@ -19,7 +19,9 @@ code in a new cell below), ``-s SYSTEM`` (a new session's system message), ``--n
 the session exists), and the generation options ``--temperature``, ``--max-tokens``,
 ``--seed``, ``--top-p`` and ``--stop`` (repeatable), passed to ``send``.
 
-The cell body is the prompt, interpolated once (:mod:`copilot_jupyter.interpolate`).
+The cell body is the prompt, interpolated once (:mod:`copilot_jupyter.interpolate`); a line
+that is only an nbval marker (``# NBVAL_IGNORE_OUTPUT``, ``# NBVAL_SKIP``) is left out of it,
+so a tested notebook can mark a ``%%copilot`` cell where readers see it.
 Re-running a cell (same cell id) replaces that cell's previous exchange in the session instead
 of adding a duplicate, also after a kernel restart: the cell id is stored with the prompt
 (``metadata.cellId``), and the map from cell to exchange is rebuilt from the log when a
@@ -381,6 +383,9 @@ class CopilotMagics(Magics):
                 "%%copilot: no current session; name one (%%copilot NAME) or pick one with "
                 "%copilot use NAME"
             )
+        cell = _NBVAL_MARKER.sub("", cell)
+        if not cell.strip():
+            raise UsageError(_EMPTY_BODY)
         where = None
         if not args.name and state.restored == name:
             where = (
@@ -696,6 +701,9 @@ _EMPTY_BODY = (
     "below the %%copilot line (%copilot help lists the commands of the one-% line magic)"
 )
 _CELL_MAGIC = re.compile(r"^%%copilot\b")
+#: a line that is only an nbval marker comment (``# NBVAL_IGNORE_OUTPUT``, ``# NBVAL_SKIP``):
+#: a tested notebook marks a %%copilot cell with it visibly, and it is not part of the prompt
+_NBVAL_MARKER = re.compile(r"^[ \t]*#[ \t]*NBVAL_[A-Z_]+[ \t]*(?:\n|$)", re.MULTILINE)
 
 
 def _keep_empty_body(lines: list[str]) -> list[str]:

@@ -910,3 +910,11 @@ def test_display_folds_with_the_shared_history(ip: InteractiveShell, monkeypatch
     ours = applied[applied.index("user.message") :]
     assert ours[-1] == "assistant.turn_end"
     assert "assistant.message_delta" in ours and "assistant.usage" in ours
+
+
+def test_nbval_marker_lines_are_not_part_of_the_prompt(ip: InteractiveShell) -> None:
+    run(ip, "%%copilot chat\n# NBVAL_IGNORE_OUTPUT\nHello\n  #NBVAL_SKIP  \n# a heading stays")
+    assert echo_requests()[-1].messages[-1].content == "Hello\n# a heading stays"
+    assert usage_error(ip, "%%copilot chat\n# NBVAL_IGNORE_OUTPUT\n").startswith(
+        "%%copilot: the cell body is the prompt, and it is empty"
+    )
