@@ -21,6 +21,8 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
+from copilot import EventType
+
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(60)]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,7 +171,7 @@ def k(kernel: Kernel) -> Kernel:
 def user_messages(k: Kernel, name: str) -> list[dict[str, Any]]:
     return k.json(
         "[{'id': e.id, **e.data} for e in __import__('copilot_jupyter').get_state()"
-        f".open_session({name!r}, create=False).get_messages() if e.type == 'user.message']"
+        f".open_session({name!r}, create=False).get_messages() if e.type == '{EventType.USER_MESSAGE}']"
     )
 
 
@@ -292,7 +294,7 @@ def test_interrupt_aborts_the_turn_and_keeps_the_session_usable(k: Kernel) -> No
     assert "aborted" in execution.text and "KeyboardInterrupt" not in execution.text
     aborts = k.json(
         "[e.data['partialContent'] for e in __import__('copilot_jupyter').get_state()"
-        ".open_session('long', create=False).get_messages() if e.type == 'abort']"
+        f".open_session('long', create=False).get_messages() if e.type == '{EventType.ABORT}']"
     )
     assert len(aborts) == 1 and aborts[0].startswith("echo: w0") and aborts[0] != f"echo: {words}"
     assert final_reply(execution)["text/markdown"] == aborts[0]  # the output keeps the partial
@@ -336,7 +338,8 @@ def test_a_huge_reply_sends_bounded_display_messages(k: Kernel) -> None:
     assert sum(sizes) < reply_size / 3, (len(displays), sum(sizes))
     stored = k.json(
         "[len(e.data['content']) for e in __import__('copilot_jupyter').get_state()"
-        ".open_session('huge', create=False).get_messages() if e.type == 'assistant.message']"
+        ".open_session('huge', create=False).get_messages()"
+        f" if e.type == '{EventType.ASSISTANT_MESSAGE}']"
     )
     assert stored == [reply_size]  # the session log keeps the whole reply
     print(f"5 MB reply: {len(displays)} display messages, {sum(sizes):,} bytes in all")

@@ -28,7 +28,7 @@ from IPython.testing import globalipapp
 from IPython.utils.capture import CapturedIO, capture_output
 
 import copilot_jupyter
-from copilot import CopilotClient, ProviderError
+from copilot import CopilotClient, EventType, ProviderError
 from copilot_jupyter import CopilotMagics
 from copilot_jupyter.controller import time_ago
 from copilot_jupyter.display import PLACEHOLDER, extract_code, render
@@ -165,8 +165,10 @@ def test_bare_cell_uses_current_session_then_default(ip: InteractiveShell) -> No
     assert get_state().current_session == "default"
     run(ip, "%copilot new other")
     run(ip, "%%copilot\nsecond")
-    assert [e.data.content for e in events_of("other") if e.type == "user.message"] == ["second"]
-    assert len([e for e in events_of("default") if e.type == "user.message"]) == 1
+    assert [e.data.content for e in events_of("other") if e.type == EventType.USER_MESSAGE] == [
+        "second"
+    ]
+    assert len([e for e in events_of("default") if e.type == EventType.USER_MESSAGE]) == 1
 
 
 def test_bare_cell_without_current_session_and_no_default_is_refused(ip: InteractiveShell) -> None:
@@ -192,7 +194,7 @@ def test_model_option_creates_then_switches_keeping_context(ip: InteractiveShell
     assert get_state().client.get_session_metadata("chat")["model"] == "echo"
     run(ip, "%%copilot chat -m echo:echo\ntwo")
     assert get_state().client.get_session_metadata("chat")["model"] == "echo:echo"
-    assert any(e.type == "session.model_change" for e in events_of("chat"))
+    assert any(e.type == EventType.SESSION_MODEL_CHANGE for e in events_of("chat"))
     assert [m.content for m in echo_requests()[-1].messages] == ["one", "echo: one", "two"]
 
 
@@ -209,7 +211,7 @@ def test_new_option_refuses_an_existing_session(ip: InteractiveShell) -> None:
     run(ip, "%%copilot chat --new\none")
     result, captured = run(ip, "%%copilot chat --new\ntwo")
     assert_quiet_failure(result, captured, "already exists", "--new")
-    assert len([e for e in events_of("chat") if e.type == "user.message"]) == 1
+    assert len([e for e in events_of("chat") if e.type == EventType.USER_MESSAGE]) == 1
 
 
 @pytest.mark.parametrize(
@@ -336,7 +338,7 @@ def test_rerun_of_same_cell_replaces_its_exchange(ip: InteractiveShell) -> None:
     run(ip, "%%copilot chat\nfirst", cell_id="cell-A")
     run(ip, "%%copilot chat\nother", cell_id="cell-B")
     run(ip, "%%copilot chat\nfirst, edited", cell_id="cell-A")
-    prompts = [e for e in events_of("chat") if e.type == "user.message"]
+    prompts = [e for e in events_of("chat") if e.type == EventType.USER_MESSAGE]
     assert [p.data.get("replaces") for p in prompts] == [None, None, prompts[0].id]
     contents = [m.content for m in echo_requests()[-1].messages]
     assert contents == ["other", "echo: other", "first, edited"]
@@ -351,9 +353,11 @@ def test_rerun_is_per_session_and_needs_a_cell_id(ip: InteractiveShell) -> None:
     run(ip, "%%copilot b\none", cell_id="same")  # another session: nothing to replace there
     run(ip, "%%copilot a\ntwo")
     run(ip, "%%copilot a\ntwo")  # no cell id (a terminal): no replacement
-    replaces = [e.data.get("replaces") for e in events_of("a") if e.type == "user.message"]
+    replaces = [e.data.get("replaces") for e in events_of("a") if e.type == EventType.USER_MESSAGE]
     assert replaces == [None, None, None]
-    assert [e.data.get("replaces") for e in events_of("b") if e.type == "user.message"] == [None]
+    assert [e.data.get("replaces") for e in events_of("b") if e.type == EventType.USER_MESSAGE] == [
+        None
+    ]
 
 
 # -- streaming, throttling, timeout, interrupt -------------------------------------------------
@@ -397,7 +401,7 @@ def test_timeout_aborts_the_turn_and_keeps_the_partial_reply(
     _, captured = run(ip, f"%%copilot chat\n{words}")
     output = text_of(captured)
     assert "no reply within 0.3 s" in output and "aborted" in output
-    abort = [e for e in events_of("chat") if e.type == "abort"]
+    abort = [e for e in events_of("chat") if e.type == EventType.ABORT]
     assert len(abort) == 1 and abort[0].data.partialContent.startswith("echo: w0")
 
 
@@ -423,7 +427,7 @@ def test_keyboard_interrupt_aborts_cleanly_and_session_stays_usable(
     output = text_of(captured)
     assert result.error_in_exec is None
     assert "aborted" in output and "Traceback" not in output and "KeyboardInterrupt" not in output
-    abort = [e for e in events_of("chat") if e.type == "abort"]
+    abort = [e for e in events_of("chat") if e.type == EventType.ABORT]
     assert len(abort) == 1 and abort[0].data.partialContent.startswith("echo: w0")
     assert final_reply(captured)["text/markdown"] == abort[0].data.partialContent
     result, captured = run(ip, "%%copilot chat\nstill there?")
@@ -521,7 +525,7 @@ def test_fork_copies_model_system_message_and_exchanges(ip: InteractiveShell) ->
     run(ip, "%%copilot dst\ntwo")
     contents = [m.content for m in echo_requests()[-1].messages]
     assert contents == ["sys", "one", "echo: one", "two"]
-    assert len([e for e in events_of("src") if e.type == "user.message"]) == 1
+    assert len([e for e in events_of("src") if e.type == EventType.USER_MESSAGE]) == 1
     result, captured = run(ip, "%copilot fork src dst")
     assert_quiet_failure(result, captured, "already exists")
 
@@ -546,7 +550,7 @@ def test_export_md_json_ipynb(ip: InteractiveShell, tmp_path) -> None:
     run(ip, f"%copilot export chat {tmp_path / 'chat.json'}")
     document = json.loads((tmp_path / "chat.json").read_text())
     assert [x["prompt"] for x in document["exchanges"]] == ["two", "one again"]
-    assert sum(e["type"] == "user.message" for e in document["events"]) == 3  # auditable
+    assert sum(e["type"] == EventType.USER_MESSAGE for e in document["events"]) == 3  # auditable
     assert document["session"]["sessionId"] == "chat"
     _, captured = run(ip, f'%copilot export chat "{tmp_path / "sub dir" / "chat.ipynb"}" --mkdir')
     assert "exported session chat" in captured.stdout
@@ -808,7 +812,7 @@ def test_current_session_is_remembered_per_notebook(
     assert captured.outputs[-1].data["text/plain"].splitlines()[2].startswith("* analysis")
     _, captured = run(ip, "%%copilot\nsecond")
     assert "→ session 'analysis': this notebook's current session, remembered" in text_of(captured)
-    assert [e.data.content for e in events_of("analysis") if e.type == "user.message"] == [
+    assert [e.data.content for e in events_of("analysis") if e.type == EventType.USER_MESSAGE] == [
         "first",
         "second",
     ]
@@ -885,7 +889,7 @@ def test_a_long_reply_is_bounded_live_and_in_the_output(
     assert final == {"text/plain": reply[:500] + "\n…"}
     assert "the reply has 755 characters; the first 500 are shown" in text_of(captured)
     assert "%copilot export chat FILE.md" in text_of(captured)
-    stored = [e.data.content for e in events_of("chat") if e.type == "assistant.message"]
+    stored = [e.data.content for e in events_of("chat") if e.type == EventType.ASSISTANT_MESSAGE]
     assert stored == [reply]  # the log keeps the whole reply
 
 
@@ -899,7 +903,7 @@ def test_display_folds_with_the_shared_history(ip: InteractiveShell, monkeypatch
     def shouting_apply(self: History, event: Any) -> Any:
         applied.append(event.type)
         entry = apply(self, event)
-        if event.type == "assistant.message":
+        if event.type == EventType.ASSISTANT_MESSAGE:
             entry.reply = entry.reply.upper()  # a fold that reads replies differently
         return entry
 
@@ -907,9 +911,9 @@ def test_display_folds_with_the_shared_history(ip: InteractiveShell, monkeypatch
     monkeypatch.setattr(History, "apply", shouting_apply)
     _, captured = run(ip, "%%copilot chat\nhello world")
     assert final_reply(captured)["text/markdown"] == "ECHO: HELLO WORLD"
-    ours = applied[applied.index("user.message") :]
-    assert ours[-1] == "assistant.turn_end"
-    assert "assistant.message_delta" in ours and "assistant.usage" in ours
+    ours = applied[applied.index(EventType.USER_MESSAGE) :]
+    assert ours[-1] == EventType.ASSISTANT_TURN_END
+    assert EventType.ASSISTANT_MESSAGE_DELTA in ours and EventType.ASSISTANT_USAGE in ours
 
 
 def test_nbval_marker_lines_are_not_part_of_the_prompt(ip: InteractiveShell) -> None:
