@@ -547,6 +547,13 @@ class CopilotMagics(Magics):
         exchanges = exchanges_of(self._stored_events(name))
         shown = exchanges[-args.n :] if args.n else exchanges
         text = to_markdown(name, shown, omitted=len(exchanges) - len(shown))
+        if len(text) > self.output_limit:
+            # a transcript with a huge reply: the notebook keeps a bounded output
+            text = (
+                f"{text[: self.output_limit]}\n\n…\n\n*(the transcript has {len(text):,} "
+                f"characters; the first {self.output_limit:,} are shown: -n N shows fewer "
+                f"exchanges, %copilot export {name} FILE.md writes all of it)*\n"
+            )
         display({"text/markdown": text, "text/plain": text}, raw=True)
 
     @_command("use", "make a session the current one", _arg("name", help="the session"))

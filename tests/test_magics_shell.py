@@ -29,9 +29,11 @@ from IPython.utils.capture import CapturedIO, capture_output
 
 import copilot_jupyter
 from copilot import CopilotClient, EventType, ProviderError
+from copilot.history import exchanges_of
 from copilot_jupyter import CopilotMagics
 from copilot_jupyter.controller import time_ago
 from copilot_jupyter.display import PLACEHOLDER, extract_code, render
+from copilot_jupyter.export import to_markdown
 from copilot_jupyter.interpolate import interpolate
 from copilot_jupyter.state import CopilotState, get_state, reset_state
 
@@ -922,3 +924,17 @@ def test_nbval_marker_lines_are_not_part_of_the_prompt(ip: InteractiveShell) -> 
     assert usage_error(ip, "%%copilot chat\n# NBVAL_IGNORE_OUTPUT\n").startswith(
         "%%copilot: the cell body is the prompt, and it is empty"
     )
+
+
+def test_history_of_a_huge_reply_is_bounded_too(ip: InteractiveShell) -> None:
+    ip.run_cell("%config CopilotMagics.output_limit = 300")
+    run(ip, "%%copilot chat\n" + "y" * 400)
+    _, captured = run(ip, "%copilot history chat")
+    text = captured.outputs[-1].data["text/plain"]
+    full = to_markdown("chat", exchanges_of(events_of("chat")))
+    assert text.startswith(full[:300] + "\n\n…")
+    assert f"the transcript has {len(full):,} characters; the first 300 are shown" in text
+    assert "%copilot export chat FILE.md" in text
+    ip.run_cell("%config CopilotMagics.output_limit = 100000")
+    _, captured = run(ip, "%copilot history chat")
+    assert captured.outputs[-1].data["text/plain"] == full
