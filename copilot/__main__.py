@@ -1,26 +1,111 @@
 """Command line: ``python -m copilot demo`` and a few session commands.
 
-python -m copilot demo                      # offline tour with the embedded model
-python -m copilot list                      # stored sessions
-python -m copilot send NAME "prompt" [-m MODEL]
-python -m copilot history NAME
-python -m copilot delete NAME
+    python -m copilot demo                        an offline tour (a throw-away store)
+    python -m copilot list                        the stored sessions
+    python -m copilot send NAME "prompt" [-m MODEL]
+    python -m copilot history NAME [-n N]
+    python -m copilot delete NAME
+
+Reading commands (``list``, ``history``) never write to the store. ``send`` checks the name,
+the prompt and the model before it creates anything. Errors print one line on stderr with a
+hint in this command line's terms (exit status 1); usage errors print the subcommand's usage
+(exit status 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from typing import NoReturn
 
-from . import CopilotClient, CopilotError, Event, Session
+from . import CopilotClient, CopilotError, Event, EventType, Session, SessionNotFoundError
+from .history import ExchangeStatus, exchanges_of
+from .routing import UnroutableModelError
+from .validation import validate_prompt, validate_session_id
+
+__all__ = ["main"]
 
 DEMO_MODEL = "local:smollm2"
+PROG = "python -m copilot"
+
+
+def unrecognized_hint(
+    parser: argparse.ArgumentParser, parsed: argparse.Namespace, extras: Sequence[str]
+) -> str:
+    """What to do about words a (sub)command did not expect.
+
+    An unknown option: its help lists the options. Loose words: most likely a name or prompt
+    with spaces left unquoted, so the hint shows the quoted form.
+    """
+    if any(word.startswith("-") for word in extras):
+        return f"`{parser.prog} --help` lists its options"
+    positionals = [a for a in parser._actions if not a.option_strings and a.dest != "help"]
+    last = getattr(parsed, positionals[-1].dest, None) if positionals else None
+    words = " ".join([last, *extras] if isinstance(last, str) else extras)
+    return f'a name or prompt with spaces must be quoted: "{words}"'
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors show the failing (sub)command's own usage, with a hint."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and self._subparsers is None:
+            # a subcommand reports its own extra words (the top level would show its usage)
+            self.error(
+                f"unrecognized arguments: {' '.join(extras)}; {unrecognized_hint(self, parsed, extras)}"
+            )
+        return parsed, extras
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive(text: str) -> int:
+    """``-n``: a whole number of exchanges, 1 or more (0 and negatives are refused)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"N is the number of latest exchanges to show, 1 or more (got {value}); "
+            "leave out -n for the whole history"
+        )
+    return value
+
+
+# -- hints in this surface's terms ---------------------------------------------------------------
+
+
+def explain(error: CopilotError) -> str:
+    """The one-line message for ``error``, with the hint a command-line user can follow."""
+    if isinstance(error, SessionNotFoundError):
+        return (
+            f"no session {error.session_id!r}: `{PROG} list` shows the stored sessions; "
+            f'`{PROG} send {error.session_id} "prompt"` creates it'
+        )
+    if isinstance(error, UnroutableModelError):
+        return (
+            f"{error.detail}. Or set a fallback model for every command: "
+            f"COPILOT_JUPYTER_FALLBACK_MODEL=echo {PROG} ..., or fallback_model in config.toml"
+        )
+    return str(error)
+
+
+# -- output ------------------------------------------------------------------------------------
 
 
 def _stream_to_stdout(session: Session) -> Callable[[], None]:
     def show(event: Event) -> None:
-        if event.type == "assistant.message_delta":
+        if event.type == EventType.ASSISTANT_MESSAGE_DELTA:
             print(event.data.deltaContent, end="", flush=True)
 
     return session.on(show)
@@ -34,89 +119,187 @@ def _send(session: Session, prompt: str) -> None:
     finally:
         unsubscribe()
     usage = [
-        e for e in session.get_messages(after=(reply.seq or 1) - 1) if e.type == "assistant.usage"
+        e
+        for e in session.get_messages(after=(reply.seq or 1) - 1)
+        if e.type == EventType.ASSISTANT_USAGE
     ]
     tokens = usage[0].data.outputTokens if usage else "?"
     print(f"\n   ({reply.data.model}, {tokens} tokens)", flush=True)
 
 
-def demo(client: CopilotClient, args: argparse.Namespace) -> None:
-    """Two named sessions, a restart, a resume: the seed's story, offline."""
-    model = args.model
-    for name in ("demo-python", "demo-go"):
-        if client.get_session_metadata(name) is not None:
-            client.delete_session(name)
-    python = client.create_session(session_id="demo-python", model=model)
-    go = client.create_session(session_id="demo-go", model=model)
-    _send(python, "You are helping with a Python project. Name one Python web framework.")
-    _send(go, "You are helping with a Go project. Name one Go web framework.")
-    client.stop()
+# -- the commands --------------------------------------------------------------------------------
+
+
+def demo(args: argparse.Namespace) -> None:
+    """Two named sessions, a restart, a resume: the seed's story, offline, in a throw-away store."""
+    if args.store:
+        home, temporary = args.store, None
+    else:
+        temporary = tempfile.mkdtemp(prefix="copilot-demo-")
+        home = temporary
+    print(f"The demo stores its sessions in {home}", flush=True)
+    try:
+        _demo_in(home, args.model)
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+            print(f"\nRemoved the demo's throw-away store {temporary}.")
+        else:
+            print(f"\nThe demo's sessions stay in {home}: delete that folder to remove them.")
+
+
+def _demo_in(home: str, model: str) -> None:
+    client = CopilotClient(base_directory=home, default_model=model)
+    try:
+        for name in ("demo-python", "demo-go"):
+            if client.get_session_metadata(name) is not None:
+                client.delete_session(name)
+        python = client.create_session(session_id="demo-python", model=model)
+        go = client.create_session(session_id="demo-go", model=model)
+        _send(python, "You are helping with a Python project. Name one Python web framework.")
+        _send(go, "You are helping with a Go project. Name one Go web framework.")
+    finally:
+        client.stop()
     print("\n-- client stopped; a new client resumes the sessions from disk --")
-    client = CopilotClient(default_model=model)
-    resumed = client.resume_session("demo-python")
-    _send(resumed, "Which language were we talking about?")
-    print("\nStored sessions:")
-    list_sessions(client, args)
-    client.stop()
+    client = CopilotClient(base_directory=home, default_model=model)
+    try:
+        resumed = client.resume_session("demo-python")
+        _send(resumed, "Which language were we talking about?")
+        print("\nStored sessions:")
+        _print_sessions(client)
+    finally:
+        client.stop()
 
 
-def list_sessions(client: CopilotClient, args: argparse.Namespace) -> None:
-    for info in client.list_sessions():
+def _print_sessions(client: CopilotClient) -> None:
+    sessions = client.list_sessions()
+    if not sessions:
+        print(f'no sessions yet: `{PROG} send NAME "prompt"` starts one')
+    for info in sessions:
         print(
             f"  {info['sessionId']:<24} {info['model']:<20} {info['messageCount']:>4} msgs  "
             f"{info['modifiedTime'][:19]}  {info['summary'][:40]}"
         )
 
 
-def send(client: CopilotClient, args: argparse.Namespace) -> None:
-    if client.get_session_metadata(args.name) is None:
-        session = client.create_session(session_id=args.name, model=args.model)
-    else:
-        session = client.resume_session(args.name)
-        if args.model and args.model != session.model:
-            session.set_model(args.model)
-    _send(session, args.prompt)
+def list_sessions(args: argparse.Namespace) -> None:
+    """Print the stored sessions, newest first."""
+    with _client(None) as client:
+        _print_sessions(client)
 
 
-def history(client: CopilotClient, args: argparse.Namespace) -> None:
-    for event in client.resume_session(args.name).get_messages():
-        if event.type in ("user.message", "assistant.message"):
-            who = "user" if event.type == "user.message" else event.data.get("model", "assistant")
-            print(f"[{who}] {event.data.content}")
+def send(args: argparse.Namespace) -> None:
+    """Send a prompt; the session is created (after every check passed) if it is new."""
+    validate_session_id(args.name)
+    validate_prompt(args.prompt)
+    with _client(args.model) as client:
+        if client.get_session_metadata(args.name) is None:
+            session = client.create_session(session_id=args.name, model=args.model)
+        else:
+            session = client.resume_session(args.name)
+            if args.model and args.model != session.model:
+                session.set_model(args.model)
+        _send(session, args.prompt)
 
 
-def delete(client: CopilotClient, args: argparse.Namespace) -> None:
-    client.delete_session(args.name)
+def history(args: argparse.Namespace) -> None:
+    """Print a session's transcript (read from the log; nothing is written)."""
+    with _client(None) as client:
+        exchanges = exchanges_of(client.get_messages(args.name))
+    shown = exchanges[-args.n :] if args.n else exchanges
+    if len(shown) < len(exchanges):
+        print(f"({len(exchanges) - len(shown)} earlier exchange(s) not shown)")
+    if not exchanges:
+        print(f"session {args.name!r} has no exchanges yet")
+    for exchange in shown:
+        print(f"[user] {exchange.prompt}")
+        who = exchange.model or "assistant"
+        if exchange.status is ExchangeStatus.OK:
+            print(f"[{who}] {exchange.reply}")
+        elif exchange.status is ExchangeStatus.ABORTED:
+            print(f"[{who}] {exchange.reply} (aborted)" if exchange.reply else "(aborted)")
+        elif exchange.status is ExchangeStatus.ERROR:
+            print(f"(error: {exchange.error})")
+        else:
+            print("(no reply)")
+
+
+def delete(args: argparse.Namespace) -> None:
+    """Delete a session and its history."""
+    with _client(None) as client:
+        client.delete_session(args.name)
     print(f"deleted {args.name}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m copilot", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("demo", help="an offline tour with the embedded model")
-    p.add_argument("-m", "--model", default=DEMO_MODEL)
-    p.set_defaults(run=demo)
-    commands.add_parser("list", help="list stored sessions").set_defaults(run=list_sessions)
-    p = commands.add_parser("send", help="send a prompt to a session (created if new)")
-    p.add_argument("name")
-    p.add_argument("prompt")
-    p.add_argument("-m", "--model", default=None)
-    p.set_defaults(run=send)
-    p = commands.add_parser("history", help="print a session's transcript")
-    p.add_argument("name")
-    p.set_defaults(run=history)
-    p = commands.add_parser("delete", help="delete a session and its data")
-    p.add_argument("name")
-    p.set_defaults(run=delete)
-    args = parser.parse_args(argv)
-    client = CopilotClient(default_model=getattr(args, "model", None) or None)
+@contextlib.contextmanager
+def _client(model: str | None) -> Iterator[CopilotClient]:
+    """A client for one command, stopped when the command ends."""
+    client = CopilotClient(default_model=model or None)
     try:
-        args.run(client, args)
-    except CopilotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        yield client
     finally:
         client.stop()
+
+
+# -- the parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser: one subcommand per command, every argument with its help."""
+    parser = _Parser(
+        prog=PROG,
+        description="Named, persistent chat sessions from a shell.",
+        epilog=f"`{PROG} COMMAND --help` shows a command's options.",
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    def command(name: str, help: str, run: Callable[[argparse.Namespace], None]) -> _Parser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(run=run)
+        return sub
+
+    p = command("demo", "an offline tour with the embedded model, in a throw-away store", demo)
+    p.add_argument(
+        "-m", "--model", default=DEMO_MODEL, help=f"the model to use (default: {DEMO_MODEL})"
+    )
+    p.add_argument(
+        "--store",
+        metavar="DIR",
+        help="keep the demo's sessions in DIR (default: a temporary folder, removed at the end)",
+    )
+    command("list", "list the stored sessions", list_sessions)
+    p = command("send", "send a prompt to a session (created if new) and print the reply", send)
+    p.add_argument("name", help="the session's name (quote it if it has spaces)")
+    p.add_argument("prompt", help="the prompt (quote it: one argument)")
+    p.add_argument(
+        "-m",
+        "--model",
+        help="the model, e.g. gpt-4.1, claude-sonnet-4, local:smollm2, echo "
+        "(a new session's model, or a switch for an existing one)",
+    )
+    p = command("history", "print a session's transcript (reads only)", history)
+    p.add_argument("name", help="the session's name")
+    p.add_argument(
+        "-n",
+        type=_positive,
+        metavar="N",
+        help="only the last N exchanges (1 or more; default: all)",
+    )
+    p = command("delete", "delete a session and its history", delete)
+    p.add_argument("name", help="the session's name")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except CopilotError as exc:
+        print(f"error: {explain(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -82,8 +82,8 @@ class Exchange:
     started: bool = False
     #: ``assistant.turn_end`` seen (or an abort before the turn started)
     ended: bool = False
-    #: the reply streamed so far (from ephemeral deltas; empty once an outcome is stored)
-    live: str = ""
+    #: the pieces of the reply streamed so far (from ephemeral deltas; see :attr:`live`)
+    live_parts: list[str] = field(default_factory=list, repr=False)
     #: the attempt the live text belongs to (a retry starts it over)
     attempt: int = 0
     #: sequence number of the prompt in the log (None when folded from unstored events)
@@ -96,6 +96,17 @@ class Exchange:
         """The notebook cell the prompt came from, if any."""
         cell = self.metadata.get("cellId")
         return cell if isinstance(cell, str) and cell else None
+
+    @property
+    def live(self) -> str:
+        """The reply streamed so far (empty once an outcome is stored).
+
+        Deltas are kept as pieces and joined when read (then kept joined), so a long
+        streamed reply costs linear time, not a copy of the whole text per delta.
+        """
+        if len(self.live_parts) > 1:
+            self.live_parts[:] = ["".join(self.live_parts)]
+        return self.live_parts[0] if self.live_parts else ""
 
     @property
     def in_context(self) -> bool:
@@ -270,13 +281,14 @@ class History:
         elif kind == EventType.ASSISTANT_MESSAGE_DELTA:
             attempt = data.get("attempt", 0)
             if attempt != exchange.attempt:
-                exchange.attempt, exchange.live = attempt, ""
-            exchange.live += str(data.get("deltaContent", ""))
+                exchange.attempt = attempt
+                exchange.live_parts.clear()
+            exchange.live_parts.append(str(data.get("deltaContent", "")))
         elif kind == EventType.ASSISTANT_MESSAGE:
             exchange.status = ExchangeStatus.OK
             exchange.reply = str(data.get("content", ""))
             exchange.model = data.get("model", exchange.model)
-            exchange.live = ""
+            exchange.live_parts.clear()
         elif kind == EventType.ASSISTANT_USAGE:
             exchange.usage = {k: v for k, v in data.items() if k != "messageId"}
         elif kind == EventType.ABORT:
@@ -284,17 +296,17 @@ class History:
                 exchange.status = ExchangeStatus.ABORTED
                 exchange.reply = str(data.get("partialContent") or "")
                 exchange.error = data.get("reason")
-            exchange.live = ""
+            exchange.live_parts.clear()
             if not exchange.started:
                 exchange.ended = True  # a turn aborted before it started has no turn_end
         elif kind == EventType.SESSION_ERROR:
             exchange.status = ExchangeStatus.ERROR
             exchange.error = str(data.get("message", ""))
             exchange.error_type = data.get("errorType")
-            exchange.live = ""
+            exchange.live_parts.clear()
         elif kind == EventType.ASSISTANT_TURN_END:
             exchange.ended = True
-            exchange.live = ""
+            exchange.live_parts.clear()
         elif kind == EventType.SESSION_WARNING or kind == EventType.SESSION_TRUNCATION:
             return self._note(event)
         elif kind.startswith(("tool.", "permission.")):

@@ -11,21 +11,61 @@ Resolution of a model string, in order:
    ``smollm2`` to ``local``; ``echo`` to ``echo``; anything else to ``ollama``.
 4. **Fallback.** If no candidate is usable and a fallback model is set (argument, config, or
    ``COPILOT_JUPYTER_FALLBACK_MODEL``), the fallback serves and the session records a
-   ``session.warning``. Otherwise :class:`ModelNotAvailableError` says what would make the
-   model usable (which variable to set, which extra to install).
+   ``session.warning``. Otherwise :class:`UnroutableModelError` (a
+   :class:`~copilot.errors.ModelNotAvailableError`) says what would make the model usable
+   (which variable to set, which extra to install).
+
+A name that is not a known model id but close to one (``gpt4.1``) gets a suggestion first,
+``did you mean 'gpt-4.1'?``, from :data:`KNOWN_MODELS` and the configured routes
+(:func:`suggest_models`, by :mod:`difflib`), both in the error and in the fallback's warning.
+The error keeps its parts (``detail``, ``reasons``, ``suggestions``) apart from the hint in API
+terms, so the magics and the CLI can phrase their own hints.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import ConfigError, ModelNotAvailableError
 from .providers import PROVIDERS
 from .providers.base import Availability
 
-__all__ = ["Route", "Router", "candidates_for"]
+__all__ = [
+    "KNOWN_MODELS",
+    "Route",
+    "Router",
+    "UnroutableModelError",
+    "candidates_for",
+    "suggest_models",
+]
+
+#: model names a user is likely to mean (the suggestions for a typo come from these and the
+#: configured routes); bare names as users write them, resolved by the families below
+KNOWN_MODELS: tuple[str, ...] = (
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4.1-nano",
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-5",
+    "gpt-5-mini",
+    "o3",
+    "o3-mini",
+    "o4-mini",
+    "claude-sonnet-4",
+    "claude-sonnet-4-5",
+    "claude-opus-4",
+    "claude-opus-4-1",
+    "claude-3-5-haiku-latest",
+    "smollm2",
+    "local:smollm2",
+    "echo",
+)
+#: how close a name must be to a known one to be suggested (difflib's ratio, 0..1)
+_SUGGEST_CUTOFF = 0.75
 
 _FAMILIES: list[tuple[re.Pattern[str], tuple[str, ...]]] = [
     (re.compile(r"^(gpt-|chatgpt-|o[134](-|$))"), ("openai:{m}", "github:openai/{m}")),
@@ -84,6 +124,53 @@ def candidates_for(
     return [p for p in pairs if p is not None]
 
 
+def suggest_models(model: str, known: Iterable[str] = KNOWN_MODELS) -> list[str]:
+    """Known model names close to ``model`` (a typo), best first; none if ``model`` is known.
+
+    >>> suggest_models("gpt4.1")
+    ['gpt-4.1']
+    >>> suggest_models("gpt-4.1")
+    []
+    """
+    names = list(dict.fromkeys(known))
+    if model in names:
+        return []
+    folded = {name.lower(): name for name in names}
+    matches = difflib.get_close_matches(model.lower(), folded, n=3, cutoff=_SUGGEST_CUTOFF)
+    return [folded[match] for match in matches]
+
+
+class UnroutableModelError(ModelNotAvailableError):
+    """No provider can serve ``model`` now: the facts apart from the hint in API terms.
+
+    ``str(error)`` is the whole message for API users. ``detail`` is the message without the
+    API's fallback hint (``CopilotClient(fallback_model=...)``); ``reasons`` holds each
+    candidate provider's reason; ``suggestions`` the close known names (a typo). A surface
+    that is not the API (the magics, the CLI) shows ``detail`` and its own hint.
+    """
+
+    #: the fallback hint in API terms (what ``str(error)`` ends with)
+    API_HINT = (
+        "Or set a fallback: CopilotClient(fallback_model=...) or COPILOT_JUPYTER_FALLBACK_MODEL "
+        "(e.g. 'local:smollm2' or 'echo')"
+    )
+
+    def __init__(self, model: str, reasons: list[str], suggestions: list[str]) -> None:
+        self.reasons = list(reasons)
+        self.suggestions = list(suggestions)
+        self.detail = f"model {model!r} is not available: {_why(reasons, suggestions)}"
+        super().__init__(f"{self.detail}. {self.API_HINT}", model=model)
+
+
+def _why(reasons: list[str], suggestions: list[str]) -> str:
+    """Why a model is not available: a suggestion first (a typo), then each provider's reason."""
+    why = "; ".join(reasons) or "no provider serves this name"
+    if not suggestions:
+        return why
+    names = " or ".join(repr(name) for name in suggestions)
+    return f"did you mean {names}? Otherwise: {why}"
+
+
 class Router:
     """Resolves model strings against the providers' availability.
 
@@ -116,17 +203,13 @@ class Router:
             if status.usable:
                 return Route(model, provider, name)
             reasons.append(f"{provider}: {status.reason}")
-        why = "; ".join(reasons) or "no provider serves this name"
+        suggestions = suggest_models(model, [*KNOWN_MODELS, *self.routes])
         if self.fallback_model and self.fallback_model != model:
+            why = _why(reasons, suggestions)
             target = self.resolve(self.fallback_model)
             warning = (
                 f"model {model!r} is not available ({why}); "
                 f"using the fallback model {target.model_id!r}"
             )
             return Route(model, target.provider, target.name, fallback=True, warning=warning)
-        raise ModelNotAvailableError(
-            f"model {model!r} is not available: {why}. Or set a fallback: "
-            "CopilotClient(fallback_model=...) or COPILOT_JUPYTER_FALLBACK_MODEL "
-            "(e.g. 'local:smollm2' or 'echo')",
-            model=model,
-        )
+        raise UnroutableModelError(model, reasons, suggestions)

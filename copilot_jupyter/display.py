@@ -5,7 +5,16 @@ arrive on the client's event thread; :class:`_TurnWatch` subscribes a handler th
 them on a thread-safe queue, and the cell's own thread takes them off and updates ONE display
 handle, at most once per ``update_interval`` seconds, so a long reply neither floods the front
 end nor touches IPython's display machinery from a foreign thread (ipykernel routes output by
-the thread that produces it).
+the thread that produces it). The cell folds its turn's events with
+:class:`copilot.history.History`, the fold every reader of the log uses: the streamed text is
+the exchange's ``live`` text, the outcome its status, reply, model and usage.
+
+What reaches the browser is bounded, whatever the reply's size: a live update shows at most
+:data:`LIVE_LIMIT` characters (the tail of a longer reply), and when the turn ends the
+placeholder is emptied and the finished reply is shown once, as a display of its own, cut to
+:data:`OUTPUT_LIMIT` characters with a note (the session log keeps the whole reply). That
+final display is also what a saved notebook and nbval see. A prompt longer than
+:data:`LARGE_PROMPT` characters is announced before it is sent.
 
 Interrupting the kernel while the cell waits (the stop button: a ``KeyboardInterrupt`` in the
 cell's thread) aborts the turn: the core stores the partial reply in an ``abort`` event, the
@@ -30,9 +39,21 @@ from typing import Any
 
 from IPython.display import Math, display
 
-from copilot import CopilotError, Event, Session
+from copilot import Event, EventType, Session
+from copilot.history import Exchange, ExchangeStatus, History, Note
 
-__all__ = ["FORMATS", "TurnOutcome", "extract_code", "render", "show_error", "stream_turn"]
+__all__ = [
+    "FORMATS",
+    "LARGE_PROMPT",
+    "LIVE_LIMIT",
+    "OUTPUT_LIMIT",
+    "PLACEHOLDER",
+    "TurnOutcome",
+    "extract_code",
+    "render",
+    "show_error",
+    "stream_turn",
+]
 
 #: the output formats of ``%%copilot -f``
 FORMATS = ("markdown", "text", "code", "html", "json", "math")
@@ -41,6 +62,18 @@ FORMATS = ("markdown", "text", "code", "html", "json", "math")
 _ABORT_GRACE = 10.0
 #: the longest the cell blocks in one wait, so it notices a deadline promptly
 _MAX_WAIT = 0.25
+#: the most queued events handled between two looks at the clock
+_MAX_BATCH = 10_000
+
+#: a live update shows at most this many characters of the reply (its tail)
+LIVE_LIMIT = 20_000
+#: the finished output keeps at most this many characters (the session log keeps all)
+OUTPUT_LIMIT = 100_000
+#: prompts longer than this many characters are sent with a warning
+LARGE_PROMPT = 1_000_000
+
+#: the reply's placeholder: empty while waiting and again once the reply is shown on its own
+PLACEHOLDER: dict[str, str] = {"text/plain": ""}
 
 _FENCED = re.compile(r"```[^\n`]*\n(.*?)```", re.DOTALL)
 
@@ -125,30 +158,24 @@ def show_note(lines: list[str]) -> None:
 
 
 class _LiveReply:
-    """One display handle showing the reply, updated at most once per ``interval`` seconds."""
+    """One display handle showing the streamed reply, updated at most once per ``interval``.
 
-    def __init__(self, fmt: str, interval: float) -> None:
+    The handle is a placeholder: it starts empty, shows the reply while it streams (only its
+    tail once it is longer than ``live_limit`` characters, so no update resends a huge reply),
+    and is emptied again when the turn ends, when the finished reply is shown as a display of
+    its own (:func:`stream_turn`). Empty at both ends, the placeholder compares equal in nbval,
+    which does not apply ``update_display_data``.
+    """
+
+    def __init__(self, fmt: str, interval: float, live_limit: int) -> None:
         self.fmt = fmt
         self.interval = interval
-        self.parts: list[str] = []
+        self.live_limit = live_limit
         self.pending = False
         self.last_update = time.monotonic()
-        self.handle = display(
-            {"text/plain": "…", "text/markdown": "*…*"}, raw=True, display_id=True
-        )
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-    def add(self, delta: str) -> None:
-        self.parts.append(delta)
-        self.pending = True
-
-    def reset(self) -> None:
-        """Forget the streamed text (the core retries a failed stream from the start)."""
-        self.parts = []
-        self.pending = True
+        #: the number of in-place updates sent (tests and measurements read it)
+        self.updates = 0
+        self.handle = display(dict(PLACEHOLDER), raw=True, display_id=True)
 
     def due_in(self, now: float) -> float | None:
         """Seconds until an update is due, or None if there is nothing new to show."""
@@ -156,93 +183,157 @@ class _LiveReply:
             return None
         return max(0.0, self.last_update + self.interval - now)
 
-    def update(self, now: float) -> None:
-        if self.pending:
-            self.handle.update(render(self.text, self.fmt, final=False), raw=True)
-            self.pending = False
-            self.last_update = now
+    def update(self, text: str, now: float) -> None:
+        """Show the reply streamed so far (its tail, if it is long)."""
+        if not self.pending:
+            return
+        if len(text) > self.live_limit:
+            head = (
+                f"[a long reply: {len(text):,} characters so far; the last "
+                f"{self.live_limit:,} are shown until it ends]\n…"
+            )
+            bundle: Bundle = {"text/plain": head + text[-self.live_limit :]}
+        else:
+            bundle = render(text, self.fmt, final=False)
+        self.handle.update(bundle, raw=True)
+        self.updates += 1
+        self.pending = False
+        self.last_update = now
 
-    def finish(self, text: str) -> None:
-        self.handle.update(render(text, self.fmt, final=True), raw=True)
+    def clear(self) -> None:
+        """Empty the placeholder again (the finished reply is shown on its own)."""
+        self.handle.update(dict(PLACEHOLDER), raw=True)
+        self.updates += 1
 
 
 class _TurnWatch:
-    """Follows one turn's events from the queue and keeps the outcome and the display current."""
+    """Follows one turn's events from the queue, folding them with :class:`History`.
+
+    Deltas are buffered and applied as one delta per display update (or before any other
+    event), so the fold's streamed text grows a few times a second instead of once per word:
+    a multi-megabyte reply streamed word by word stays linear in its length.
+    """
 
     def __init__(self, session: Session, view: _LiveReply) -> None:
         self.session = session
         self.view = view
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-        self.outcome = TurnOutcome(session.session_id)
-        self.started = False
-        self.done = False
-        self._attempt = 0
-        self._seen_prompt = False
+        self.history = History()
+        self.message_id: str | None = None
+        self.exchange: Exchange | None = None
+        #: the text streamed so far, kept after the fold clears it (an error shows it)
+        self.streamed = ""
+        self._buffer: list[str] = []
+        self._buffer_attempt = 0
+
+    @property
+    def done(self) -> bool:
+        """The turn ended (or was aborted before it started)."""
+        return self.exchange is not None and self.exchange.ended
 
     def _ours(self, event: Event) -> bool:
-        message_id = self.outcome.message_id
-        if event.type == "user.message":
-            self._seen_prompt = self._seen_prompt or event.id == message_id
+        message_id = self.message_id
+        if event.type == EventType.USER_MESSAGE:
             return event.id == message_id
         if "messageId" in event.data:
             return event.data["messageId"] == message_id
         # a fallback warning carries no message id: it sits between our prompt and its start
-        return event.type == "session.warning" and self._seen_prompt and not self.started
+        return (
+            event.type == EventType.SESSION_WARNING
+            and self.exchange is not None
+            and not self.exchange.started
+        )
 
-    def _handle(self, event: Event) -> None:
-        data, outcome = event.data, self.outcome
-        kind = event.type
-        if kind == "assistant.message_delta":
-            if data.get("attempt", 0) != self._attempt:
-                self._attempt = data.get("attempt", 0)
-                self.view.reset()
-            self.view.add(data.get("deltaContent", ""))
-        elif kind == "assistant.turn_start":
-            self.started = True
-            outcome.model = data.get("model")
-        elif kind == "assistant.message":
-            outcome.status, outcome.content = "ok", data.get("content", "")
-            outcome.model = data.get("model", outcome.model)
-        elif kind == "assistant.usage":
-            outcome.input_tokens = data.get("inputTokens")
-            outcome.output_tokens = data.get("outputTokens")
-            outcome.duration_ms = data.get("duration")
-        elif kind == "session.warning" and data.get("warningType") != "retry":
-            outcome.warnings.append(data.get("message", ""))
-        elif kind == "session.error":
-            outcome.status, outcome.error = "error", data.get("message", "")
-        elif kind == "abort":
-            outcome.status, outcome.content = "aborted", data.get("partialContent") or ""
-            self.done = True  # an abort before the turn started has no turn_end
-        elif kind == "assistant.turn_end":
-            self.done = True
+    def take(self, event: Event) -> None:
+        """Fold one event of the queue (deltas are buffered; see the class docstring)."""
+        if not self._ours(event):
+            return
+        if event.type == EventType.ASSISTANT_MESSAGE_DELTA:
+            attempt = event.data.get("attempt", 0)
+            if attempt != self._buffer_attempt:
+                self.flush()
+                self._buffer_attempt = attempt
+            self._buffer.append(str(event.data.get("deltaContent", "")))
+            self.view.pending = True
+            return
+        self.flush()
+        self.history.apply(event)
+        if event.type == EventType.USER_MESSAGE:
+            self.exchange = self.history.get(event.id)
+
+    def flush(self) -> None:
+        """Apply the buffered deltas to the fold as one delta."""
+        if not self._buffer or self.message_id is None:
+            return
+        data = {
+            "messageId": self.message_id,
+            "deltaContent": "".join(self._buffer),
+            "attempt": self._buffer_attempt,
+        }
+        self._buffer = []
+        self.history.apply(Event(EventType.ASSISTANT_MESSAGE_DELTA, data))
+        if self.exchange is not None:
+            self.streamed = self.exchange.live
 
     def pump(self, deadline: float | None) -> bool:
         """Handle events until the turn ends (True) or ``deadline`` passes (False)."""
         while not self.done:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
+                self.flush()
                 return False
             waits = [_MAX_WAIT, self.view.due_in(now)]
             if deadline is not None:
                 waits.append(deadline - now)
             try:
-                event = self.events.get(timeout=min(w for w in waits if w is not None))
+                self.take(self.events.get(timeout=min(w for w in waits if w is not None)))
+                for _ in range(_MAX_BATCH):  # what else is queued, without blocking
+                    self.take(self.events.get_nowait())
             except queue.Empty:
                 pass
-            else:
-                if self._ours(event):
-                    self._handle(event)
             now = time.monotonic()
             due = self.view.due_in(now)
             if due is not None and due <= 0:
-                self.view.update(now)
+                self.flush()
+                self.view.update(self.streamed, now)
+        self.flush()
         return True
 
     def abort(self) -> None:
         """Abort this cell's turn, running or still queued (never another cell's turn)."""
-        if not self.done and self.outcome.message_id:
-            self.session.abort(self.outcome.message_id)
+        if not self.done and self.message_id:
+            self.session.abort(self.message_id)
+
+    def outcome(self) -> TurnOutcome:
+        """What came of the turn, from the fold."""
+        outcome = TurnOutcome(self.session.session_id, self.message_id)
+        exchange = self.exchange
+        warnings = [
+            note.data.get("message", "")
+            for note in self.history.entries()
+            if isinstance(note, Note)
+            and note.type == EventType.SESSION_WARNING
+            and note.data.get("warningType") != "retry"
+        ]
+        outcome.warnings = warnings
+        if exchange is None:
+            outcome.status = "detached"
+            return outcome
+        outcome.model = exchange.model
+        outcome.input_tokens = exchange.input_tokens
+        outcome.output_tokens = exchange.output_tokens
+        outcome.duration_ms = exchange.usage.get("duration")
+        if not exchange.ended:
+            outcome.status = "detached"
+            outcome.content = self.streamed
+        elif exchange.status in (ExchangeStatus.OK, ExchangeStatus.ABORTED):
+            outcome.status, outcome.content = str(exchange.status), exchange.reply
+        elif exchange.status is ExchangeStatus.ERROR:
+            outcome.status, outcome.error = "error", exchange.error
+            outcome.content = self.streamed
+        else:  # ended without an outcome: the core recorded nothing more
+            outcome.status = "detached"
+        return outcome
 
 
 def _footer(outcome: TurnOutcome) -> str:
@@ -253,6 +344,19 @@ def _footer(outcome: TurnOutcome) -> str:
         parts.append(f"{outcome.duration_ms / 1000:.1f} s")
     parts.append(f"session {outcome.session_id}")
     return " · ".join(parts)
+
+
+def _final_bundle(outcome: TurnOutcome, fmt: str, output_limit: int) -> tuple[Bundle, str | None]:
+    """The finished reply's bundle and, if it was cut to ``output_limit``, a note saying so."""
+    text = outcome.content
+    if len(text) <= output_limit:
+        return render(text, fmt, final=True), None
+    note = (
+        f"the reply has {len(text):,} characters; the first {output_limit:,} are shown. "
+        f"The whole reply is kept in session {outcome.session_id!r}: "
+        f"%copilot export {outcome.session_id} FILE.md writes it out"
+    )
+    return {"text/plain": text[:output_limit] + "\n…"}, note
 
 
 def stream_turn(
@@ -266,6 +370,10 @@ def stream_turn(
     timeout: float | None = None,
     show_footer: bool = True,
     on_sent: Callable[[str], None] | None = None,
+    options: Mapping[str, Any] | None = None,
+    live_limit: int = LIVE_LIMIT,
+    output_limit: int = OUTPUT_LIMIT,
+    large_prompt: int = LARGE_PROMPT,
 ) -> TurnOutcome:
     """Send ``prompt`` on ``session`` and stream the reply into the cell's output until it ends.
 
@@ -274,23 +382,33 @@ def stream_turn(
     (one of :data:`FORMATS`), ``update_interval`` (seconds between display updates),
     ``timeout`` (seconds to wait before aborting the turn; None waits as long as it takes),
     ``show_footer`` (model, tokens and time under the reply), ``on_sent`` (called with the
-    message id as soon as the prompt is queued). Raises :class:`copilot.CopilotError` if the
-    prompt cannot be sent; a failed, aborted or timed-out turn is reported in the outcome.
+    message id as soon as the prompt is queued), ``options`` (generation options passed to
+    ``send``: temperature, max_tokens, ...), ``live_limit`` (the most characters one live
+    update shows: the tail of a longer reply), ``output_limit`` (the most characters the
+    finished output keeps: the head; the session log keeps everything), ``large_prompt`` (a
+    prompt longer than this many characters gets a warning first). Raises
+    :class:`copilot.CopilotError` if the prompt cannot be sent; a failed, aborted or timed-out
+    turn is reported in the outcome.
     """
-    view = _LiveReply(fmt, update_interval)
+    if len(prompt) > large_prompt:
+        show_note(
+            [
+                f"⚠ a large prompt: {len(prompt):,} characters (roughly {len(prompt) // 4:,} "
+                "tokens); it is sent as is, and older exchanges may not fit in the model's context"
+            ]
+        )
+    view = _LiveReply(fmt, update_interval, live_limit)
     watch = _TurnWatch(session, view)
     unsubscribe = session.on(watch.events.put)
     notes: list[str] = []
     try:
-        try:
-            watch.outcome.message_id = session.send(prompt, replaces=replaces, metadata=metadata)
-        except CopilotError:
-            view.finish("")
-            raise
+        watch.message_id = session.send(
+            prompt, replaces=replaces, metadata=metadata, **dict(options or {})
+        )
         deadline = None if not timeout else time.monotonic() + timeout
         try:
             if on_sent is not None:
-                on_sent(watch.outcome.message_id)
+                on_sent(watch.message_id)
             if not watch.pump(deadline):
                 notes.append(f"no reply within {timeout:g} s: the turn was aborted")
                 watch.abort()
@@ -303,12 +421,16 @@ def stream_turn(
                 pass  # a second interrupt: stop waiting at once
     finally:
         unsubscribe()
-    outcome = watch.outcome
-    if not watch.done:
-        outcome.status = "detached"
+    outcome = watch.outcome()
+    if view.updates:
+        view.clear()
+    if outcome.status == "detached":
         notes.append("stopped waiting; the turn goes on in the background")
-    outcome_text = outcome.content if outcome.status in ("ok", "aborted") else view.text
-    view.finish(outcome_text)
+    if outcome.content or outcome.status == "ok":
+        bundle, cut = _final_bundle(outcome, fmt, output_limit)
+        display(bundle, raw=True)
+        if cut:
+            notes.append(cut)
     if outcome.status == "aborted":
         notes.append(f"⏹ aborted: the partial reply is kept in session {session.session_id!r}")
     elif outcome.status == "error":

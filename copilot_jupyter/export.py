@@ -100,11 +100,19 @@ EXPORT_FORMATS = tuple(_WRITERS)
 
 
 def export_session(
-    session_id: str, events: list[Event], path: str | Path, metadata: Mapping[str, Any]
+    session_id: str,
+    events: list[Event],
+    path: str | Path,
+    metadata: Mapping[str, Any],
+    *,
+    create_folders: bool = False,
 ) -> Path:
     """Write a session's transcript to ``path``; its suffix (.md, .json, .ipynb) picks the format.
 
-    Returns the path written. Raises :class:`copilot.InvalidArgumentError` for another suffix.
+    The file's folder must exist, unless ``create_folders`` (a typo in a path should not
+    silently make a tree of folders). Returns the path written. Raises
+    :class:`copilot.InvalidArgumentError` for another suffix, a missing folder, or a folder
+    where the file should be.
     """
     path = Path(path).expanduser()
     writer = _WRITERS.get(path.suffix.lower())
@@ -113,7 +121,17 @@ def export_session(
             f"cannot export to {path.name!r}: the file name must end in "
             + ", ".join(EXPORT_FORMATS)
         )
+    folder = path.parent
+    if not folder.is_dir():
+        if folder.exists() or not create_folders:
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise InvalidArgumentError(
+                f"cannot export to {str(path)!r}: {str(folder)!r} {what}; create the folder "
+                "first, or add --mkdir to create it"
+            )
+        folder.mkdir(parents=True)
+    if path.is_dir():
+        raise InvalidArgumentError(f"cannot export to {str(path)!r}: it is a folder")
     text = writer(session_id, metadata, exchanges_of(events), events)
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path

@@ -9,22 +9,33 @@
 restart, with its model and history; it becomes the current session. Without ``NAME`` the
 current session answers (``%copilot use NAME``, the panel's picker, or the last session a cell
 talked to); with none, the session named by ``CopilotMagics.default_session`` ("default")
-is used, created if need be. Options: ``-m MODEL`` (the model of a new session, or a switch
-for an existing one, keeping its context), ``-f FORMAT`` (markdown, text, code, html, json,
-math; ``code`` puts the reply's code in a new cell below), ``-s SYSTEM`` (a new session's
-system message), ``--new`` (fail if the session exists).
+is used, created if need be. The current session is remembered per notebook across kernel
+restarts (:mod:`copilot_jupyter.state`); when a bare ``%%copilot`` goes to a session no cell
+of this kernel chose (the remembered one, or the default), a note under the reply says which.
 
-The prompt is interpolated once (:mod:`copilot_jupyter.interpolate`). Re-running a cell (same
-cell id) replaces that cell's previous exchange in the session instead of adding a duplicate.
-The map from cell id to message id lives in this kernel's memory: after a kernel restart a
-re-run adds a new exchange (the core does not store the cell id yet).
+Options: ``-m MODEL`` (the model of a new session, or a switch for an existing one, keeping
+its context), ``-f FORMAT`` (markdown, text, code, html, json, math; ``code`` puts the reply's
+code in a new cell below), ``-s SYSTEM`` (a new session's system message), ``--new`` (fail if
+the session exists), and the generation options ``--temperature``, ``--max-tokens``,
+``--seed``, ``--top-p`` and ``--stop`` (repeatable), passed to ``send``.
+
+The cell body is the prompt, interpolated once (:mod:`copilot_jupyter.interpolate`); a line
+that is only an nbval marker (``# NBVAL_IGNORE_OUTPUT``, ``# NBVAL_SKIP``) is left out of it,
+so a tested notebook can mark a ``%%copilot`` cell where readers see it.
+Re-running a cell (same cell id) replaces that cell's previous exchange in the session instead
+of adding a duplicate, also after a kernel restart: the cell id is stored with the prompt
+(``metadata.cellId``), and the map from cell to exchange is rebuilt from the log when a
+session is first used in a kernel. A reply of any size keeps the browser responsive: live
+updates show a bounded tail, and the notebook keeps a bounded output
+(:mod:`copilot_jupyter.display`); the session log keeps everything.
 
 ``%copilot SUBCOMMAND`` manages sessions: ``list``, ``history``, ``use``, ``new``, ``delete``,
 ``fork``, ``model``, ``export``, ``prune``, ``models``, ``panel``, ``help``.
 
 Expected failures (an unknown session, a model without its API key, a provider that is down)
-print one line saying what to do; argument errors raise IPython's ``UsageError``. Neither shows
-a traceback.
+print one line saying what to do, in the magics' terms (``%copilot list``, not the API's
+``client.list_sessions()``); argument errors raise IPython's ``UsageError`` with the
+subcommand's own usage. Neither shows a traceback.
 
 Settings: ``%config CopilotMagics.default_model = "gpt-4.1"`` and ``default_format``,
 ``update_interval``, ``timeout``, ``show_footer``, ``default_session``.
@@ -34,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import re
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,12 +56,28 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.display import display
-from traitlets import Bool, Enum, Float, Unicode
+from traitlets import Bool, Enum, Float, Int, Unicode
 
-from copilot import CopilotError, Event, Session, SessionNotFoundError
+from copilot import (
+    CopilotError,
+    Event,
+    Session,
+    SessionExistsError,
+    SessionNotFoundError,
+)
 from copilot.history import History, exchanges_of
+from copilot.routing import UnroutableModelError
 
-from .display import FORMATS, extract_code, show_error, stream_turn
+from .display import (
+    FORMATS,
+    LARGE_PROMPT,
+    LIVE_LIMIT,
+    OUTPUT_LIMIT,
+    extract_code,
+    show_error,
+    show_note,
+    stream_turn,
+)
 from .export import EXPORT_FORMATS, export_session, to_markdown
 from .formatting import time_ago
 from .interpolate import interpolate
@@ -67,7 +95,27 @@ class _HelpShown(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of exiting the kernel."""
+    """argparse that raises instead of exiting the kernel.
+
+    A subcommand reports its own unexpected words with its own usage (argparse would leave
+    them to the top-level parser, which shows the top-level usage).
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and self._subparsers is None:
+            self.error(f"unrecognized arguments: {' '.join(extras)}; {self._hint(parsed, extras)}")
+        return parsed, extras
+
+    def _hint(self, parsed: argparse.Namespace, extras: Sequence[str]) -> str:
+        if any(word.startswith("-") for word in extras):
+            return f"{self.prog} -h lists its options"
+        positionals = [a for a in self._actions if not a.option_strings]
+        last = getattr(parsed, positionals[-1].dest, None) if positionals else None
+        words = " ".join([last, *extras] if isinstance(last, str) else extras)
+        return f'a name with spaces must be quoted: {self.prog} "{words}"'
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message}\n{self.format_usage().rstrip()}")
@@ -95,17 +143,60 @@ _MODEL = _arg("-m", "--model", help="the model, e.g. gpt-4.1, claude-sonnet-4, e
 _SYSTEM = _arg("-s", "--system", help="the system message of a new session")
 
 
+def _number(kind: type, low: float | None = None, high: float | None = None) -> Callable:
+    """An argparse type: a number of ``kind`` within [low, high]."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            noun = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"from {low:g}" + (f" to {high:g}" if high is not None else " up")
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({bounds})")
+        return value
+
+    return parse
+
+
+#: the generation options of %%copilot: (flag, send() keyword, argparse options)
+_GENERATION = (
+    ("--temperature", "temperature", {"type": _number(float, 0.0, 2.0), "metavar": "T"}),
+    ("--max-tokens", "max_tokens", {"type": _number(int, 1), "metavar": "N"}),
+    ("--seed", "seed", {"type": _number(int), "metavar": "N"}),
+    ("--top-p", "top_p", {"type": _number(float, 0.0, 1.0), "metavar": "P"}),
+    ("--stop", "stop", {"action": "append", "metavar": "TEXT"}),
+)
+_GENERATION_HELP = {
+    "temperature": "sampling temperature, 0 to 2 (the model's default without it)",
+    "max_tokens": "the most tokens the reply may have",
+    "seed": "a seed for reproducible sampling (where the model supports it)",
+    "top_p": "nucleus sampling: the probability mass to sample from, 0 to 1",
+    "stop": "stop the reply at this text (repeat for several)",
+}
+
+
 def _cell_parser() -> _Parser:
     parser = _Parser(
         prog="%%copilot",
-        description="Send the cell to a chat session; the reply streams below.",
+        description="Send the cell to a chat session; the cell body is the prompt, and the "
+        "reply streams below.",
     )
     parser.add_argument("name", nargs="?", help="the session (default: the current one)")
     for arg in (_MODEL, _SYSTEM):
         parser.add_argument(*arg.flags, **arg.options)
     parser.add_argument("-f", "--format", choices=FORMATS, help="how to show the reply")
     parser.add_argument("--new", action="store_true", help="fail if the session exists")
+    for flag, keyword, options in _GENERATION:
+        parser.add_argument(flag, dest=keyword, help=_GENERATION_HELP[keyword], **options)
     return parser
+
+
+def _generation_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The generation options given on the %%copilot line (only those given)."""
+    values = {keyword: getattr(args, keyword) for _, keyword, _ in _GENERATION}
+    return {keyword: value for keyword, value in values.items() if value is not None}
 
 
 #: subcommand -> (handler, help, arguments); filled by @_command, read by _command_parser
@@ -128,6 +219,20 @@ def _command_parser() -> _Parser:
         for arg in arguments:
             sub.add_argument(*arg.flags, **arg.options)
     return parser
+
+
+def _positive(text: str) -> int:
+    """``-n``: a whole number of exchanges, 1 or more (0 and negatives are refused)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"N is the number of latest exchanges to show, 1 or more (got {value}); "
+            "leave out -n for the whole history"
+        )
+    return value
 
 
 def _days(text: str) -> float:
@@ -199,6 +304,26 @@ class CopilotMagics(Magics):
         "is kept). 0: no limit (the provider's request timeout still applies).",
     )
     show_footer = Bool(True, config=True, help="Show model, tokens and time under each reply.")
+    live_limit = Int(
+        LIVE_LIMIT,
+        min=100,
+        config=True,
+        help="Most characters one live update of a streaming reply shows (the tail of a "
+        "longer reply): bounds what each update sends to the browser.",
+    )
+    output_limit = Int(
+        OUTPUT_LIMIT,
+        min=100,
+        config=True,
+        help="Most characters of a finished reply kept in the notebook's output (the head, "
+        "with a note); the session log keeps the whole reply.",
+    )
+    large_prompt = Int(
+        LARGE_PROMPT,
+        min=0,
+        config=True,
+        help="Prompts longer than this many characters are sent with a warning.",
+    )
 
     def __init__(self, shell: InteractiveShell | None = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -233,8 +358,10 @@ class CopilotMagics(Magics):
                 self._run_prompt(words, cell)
         except _HelpShown:
             pass
-        except (CopilotError, _Failure) as error:
+        except _Failure as error:
             show_error(str(error))
+        except CopilotError as error:
+            show_error(explain(error))
 
     def _run_command(self, words: list[str]) -> None:
         if not words:
@@ -248,15 +375,33 @@ class CopilotMagics(Magics):
     def _run_prompt(self, words: list[str], cell: str) -> None:
         args = self._cell_parser.parse_args(words)
         if not cell.strip():
-            raise UsageError("%%copilot: the cell body is the prompt, and it is empty")
-        name = args.name or self.state.current_session or self.default_session
+            raise UsageError(_EMPTY_BODY)
+        state = self.state
+        name = args.name or state.current_session or self.default_session
         if not name:
             raise UsageError(
                 "%%copilot: no current session; name one (%%copilot NAME) or pick one with "
                 "%copilot use NAME"
             )
+        cell = _NBVAL_MARKER.sub("", cell)
+        if not cell.strip():
+            raise UsageError(_EMPTY_BODY)
+        where = None
+        if not args.name and state.restored == name:
+            where = (
+                f"→ session {name!r}: this notebook's current session, remembered from before "
+                "the kernel restarted (%%copilot NAME picks another)"
+            )
+        elif not args.name and not state.current_session:
+            where = (
+                f"→ session {name!r}: the default, as no session is current in this kernel "
+                "(%%copilot NAME or %copilot use NAME picks one)"
+            )
         session = self._session_for_prompt(name, args)
-        self.state.current_session = name
+        state.current_session = name
+        state.restored = None
+        if where:
+            show_note([where])
         # surrounding blank lines are not part of the prompt; indentation of its first line is
         prompt = self._interpolate(cell.lstrip("\n").rstrip())
         fmt = args.format or self.default_format
@@ -277,6 +422,10 @@ class CopilotMagics(Magics):
             timeout=self.timeout or None,
             show_footer=self.show_footer,
             on_sent=remember,
+            options=_generation_options(args),
+            live_limit=self.live_limit,
+            output_limit=self.output_limit,
+            large_prompt=self.large_prompt,
         )
         if outcome.status == "ok" and fmt == "code":
             self.shell.set_next_input(extract_code(outcome.content), replace=False)
@@ -341,21 +490,12 @@ class CopilotMagics(Magics):
 
     def _existing(self, name: str) -> Session:
         if self.state.client.get_session_metadata(name) is None:
-            raise _Failure(
-                f"no session {name!r}: %copilot list shows the sessions; "
-                f"%copilot new {name} (or %%copilot {name}) creates it"
-            )
+            raise SessionNotFoundError(name)
         return self.state.open_session(name, create=False)
 
     def _stored_events(self, name: str) -> list[Event]:
         """A session's log, read without opening the session (nothing is written)."""
-        try:
-            return self.state.client.get_messages(name)
-        except SessionNotFoundError:
-            raise _Failure(
-                f"no session {name!r}: %copilot list shows the sessions; "
-                f"%copilot new {name} (or %%copilot {name}) creates it"
-            ) from None
+        return self.state.client.get_messages(name)
 
     def _absent(self, name: str) -> None:
         if self.state.client.get_session_metadata(name) is not None:
@@ -395,13 +535,25 @@ class CopilotMagics(Magics):
         "history",
         "show a session's transcript",
         _arg("name", nargs="?", help="the session (default: the current one)"),
-        _arg("-n", type=int, metavar="N", help="only the last N exchanges"),
+        _arg(
+            "-n",
+            type=_positive,
+            metavar="N",
+            help="only the last N exchanges (1 or more; default: all)",
+        ),
     )
     def _cmd_history(self, args: argparse.Namespace) -> None:
         name = self._name_or_current(args.name)
         exchanges = exchanges_of(self._stored_events(name))
-        shown = exchanges[-args.n :] if args.n and args.n > 0 else exchanges
+        shown = exchanges[-args.n :] if args.n else exchanges
         text = to_markdown(name, shown, omitted=len(exchanges) - len(shown))
+        if len(text) > self.output_limit:
+            # a transcript with a huge reply: the notebook keeps a bounded output
+            text = (
+                f"{text[: self.output_limit]}\n\n…\n\n*(the transcript has {len(text):,} "
+                f"characters; the first {self.output_limit:,} are shown: -n N shows fewer "
+                f"exchanges, %copilot export {name} FILE.md writes all of it)*\n"
+            )
         display({"text/markdown": text, "text/plain": text}, raw=True)
 
     @_command("use", "make a session the current one", _arg("name", help="the session"))
@@ -410,7 +562,13 @@ class CopilotMagics(Magics):
         self.state.current_session = args.name
         print(f"current session: {args.name} (model {session.model})")
 
-    @_command("new", "create a session and make it current", _arg("name"), _MODEL, _SYSTEM)
+    @_command(
+        "new",
+        "create a session and make it current",
+        _arg("name", help="the new session's name"),
+        _MODEL,
+        _SYSTEM,
+    )
     def _cmd_new(self, args: argparse.Namespace) -> None:
         self._absent(args.name)
         model = args.model or self.default_model or None
@@ -418,7 +576,7 @@ class CopilotMagics(Magics):
         self.state.current_session = args.name
         print(f"created session {args.name} (model {session.model}); it is the current session")
 
-    @_command("delete", "delete a session and its history", _arg("name"))
+    @_command("delete", "delete a session and its history", _arg("name", help="the session"))
     def _cmd_delete(self, args: argparse.Namespace) -> None:
         self._existing(args.name)
         self.state.client.delete_session(args.name)
@@ -429,8 +587,8 @@ class CopilotMagics(Magics):
     @_command(
         "fork",
         "copy a session (model, system message, exchanges) to a new name and make it current",
-        _arg("source"),
-        _arg("target"),
+        _arg("source", help="the session to copy"),
+        _arg("target", help="the new session's name"),
         _arg("-m", "--model", help="the copy's model (default: the source's)"),
     )
     def _cmd_fork(self, args: argparse.Namespace) -> None:
@@ -441,7 +599,12 @@ class CopilotMagics(Magics):
         self.state.touch()
         print(f"forked {args.source} into {args.target} (model {session.model}); it is current")
 
-    @_command("model", "switch a session's model, keeping its context", _arg("name"), _arg("model"))
+    @_command(
+        "model",
+        "switch a session's model, keeping its context",
+        _arg("name", help="the session"),
+        _arg("model", help="the model to use from the next turn on"),
+    )
     def _cmd_model(self, args: argparse.Namespace) -> None:
         session = self._existing(args.name)
         session.set_model(args.model)
@@ -450,13 +613,14 @@ class CopilotMagics(Magics):
     @_command(
         "export",
         "write a session's transcript to a file",
-        _arg("name"),
+        _arg("name", help="the session"),
         _arg("path", help="the file: " + ", ".join(EXPORT_FORMATS) + " picks the format"),
+        _arg("--mkdir", action="store_true", help="create the file's folder if it is missing"),
     )
     def _cmd_export(self, args: argparse.Namespace) -> None:
         events = self._stored_events(args.name)
         metadata = self.state.client.get_session_metadata(args.name) or {}
-        path = export_session(args.name, events, args.path, metadata)
+        path = export_session(args.name, events, args.path, metadata, create_folders=args.mkdir)
         print(f"exported session {args.name} to {path}")
 
     @_command(
@@ -481,12 +645,21 @@ class CopilotMagics(Magics):
             self.cell_messages.pop(info["sessionId"], None)
         print(f"deleted {len(old)} session(s)")
 
-    @_command("models", "list the models and whether each is usable now")
+    @_command("models", "list the models: the usable ones first, then the rest by provider")
     def _cmd_models(self, args: argparse.Namespace) -> None:
-        rows = [
-            (m["id"], m["provider"], "yes" if m["usable"] else "no", m.get("reason") or "")
-            for m in self.state.client.list_models()
-        ]
+        models = self.state.client.list_models()
+        usable = [m for m in models if m["usable"]]
+        rows = [(m["id"], m["provider"], "yes", "") for m in usable]
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for model in models:
+            if not model["usable"]:
+                groups.setdefault(model["provider"], []).append(model)
+        for provider, group in groups.items():
+            # the reason is the provider's: said once, on the group's first row
+            reason = group[0].get("reason") or ""
+            rows += [
+                (m["id"], provider, "no", reason if i == 0 else "") for i, m in enumerate(group)
+            ]
         _show_table(("model", "provider", "usable", "why not"), rows)
 
     @_command("panel", "show the session panel (a widget)")
@@ -507,17 +680,66 @@ class CopilotMagics(Magics):
         print(self._parser.format_help())
 
 
+# -- hints in the magics' terms ----------------------------------------------------------------
+
+
+def explain(error: CopilotError) -> str:
+    """The one-line message for ``error``, with a hint a notebook user can follow."""
+    if isinstance(error, SessionNotFoundError):
+        name = error.session_id
+        return (
+            f"no session {name!r}: %copilot list shows the sessions; "
+            f"%copilot new {name} (or %%copilot {name}) creates it"
+        )
+    if isinstance(error, SessionExistsError):
+        name = error.session_id
+        return f"session {name!r} already exists: %copilot use {name} makes it current"
+    if isinstance(error, UnroutableModelError):
+        return (
+            f"{error.detail}. %copilot models lists the usable models; or set a fallback "
+            "model (fallback_model in config.toml, or COPILOT_JUPYTER_FALLBACK_MODEL) and "
+            "restart the kernel"
+        )
+    return str(error)
+
+
+_EMPTY_BODY = (
+    "%%copilot: the cell body is the prompt, and it is empty; write the prompt on the lines "
+    "below the %%copilot line (%copilot help lists the commands of the one-% line magic)"
+)
+_CELL_MAGIC = re.compile(r"^%%copilot\b")
+#: a line that is only an nbval marker comment (``# NBVAL_IGNORE_OUTPUT``, ``# NBVAL_SKIP``):
+#: a tested notebook marks a %%copilot cell with it visibly, and it is not part of the prompt
+_NBVAL_MARKER = re.compile(r"^[ \t]*#[ \t]*NBVAL_[A-Z_]+[ \t]*(?:\n|$)", re.MULTILINE)
+
+
+def _keep_empty_body(lines: list[str]) -> list[str]:
+    """An input transformer: a ``%%copilot`` cell with no body gets an empty line as its body.
+
+    IPython refuses a cell magic with an empty body before the magic runs, suggesting the
+    line magic (``%copilot NAME`` is not a command); with a body of one empty line the magic
+    itself says that the body is the prompt.
+    """
+    if len(lines) == 1 and _CELL_MAGIC.match(lines[0]):
+        return [lines[0] if lines[0].endswith("\n") else lines[0] + "\n", "\n"]
+    return lines
+
+
 # -- the extension ------------------------------------------------------------------------------
 
 
 def load_ipython_extension(ipython: InteractiveShell) -> None:
     """Register the magics (``%load_ext copilot_jupyter``). The client starts on first use."""
     ipython.register_magics(CopilotMagics)
+    if _keep_empty_body not in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.append(_keep_empty_body)
 
 
 def unload_ipython_extension(ipython: InteractiveShell) -> None:
     """Remove the magics and stop the client (``%unload_ext copilot_jupyter``)."""
     manager = ipython.magics_manager
+    if _keep_empty_body in ipython.input_transformers_cleanup:
+        ipython.input_transformers_cleanup.remove(_keep_empty_body)
     instance = manager.registry.pop(CopilotMagics.__name__, None)
     for kind in ("line", "cell"):
         manager.magics[kind].pop("copilot", None)

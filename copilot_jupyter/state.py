@@ -4,18 +4,81 @@ The magics and the panel are two faces of the same sessions: ``%copilot use NAME
 panel's picker both set :attr:`CopilotState.current_session`, and each observes it. Session
 objects are opened once per kernel and shared, so an event handler the panel attached sees
 turns sent by a ``%%copilot`` cell.
+
+The current session is remembered per notebook across kernel restarts. The notebook is known
+by the ``JPY_SESSION_NAME`` environment variable (Jupyter Server sets it to the notebook's path
+in the kernels it starts for a notebook; VS Code sets ``__vsc_ipynb_file__`` instead), and the
+map from notebook to session is a small JSON file, ``jupyter/current-sessions.json`` in the
+store's home (``COPILOT_JUPYTER_HOME``). A kernel that knows no notebook (a terminal IPython, a
+plain ``jupyter_client`` kernel) keeps the current session in memory only.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
-from traitlets import Dict, HasTraits, Instance, Int, Unicode
+from traitlets import Dict, HasTraits, Instance, Int, Unicode, observe
 
-from copilot import CopilotClient, Session, SessionNotFoundError
+from copilot import CopilotClient, Event, EventType, Session, SessionNotFoundError
 
-__all__ = ["CopilotState", "get_state", "reset_state"]
+__all__ = ["CopilotState", "CurrentSessions", "get_state", "notebook_key", "reset_state"]
+
+
+def notebook_key(user_ns: dict[str, Any] | None = None) -> str | None:
+    """The notebook this kernel runs for (its path), or None if the kernel does not know it."""
+    key = os.environ.get("JPY_SESSION_NAME") or (user_ns or {}).get("__vsc_ipynb_file__")
+    return str(key) if key else None
+
+
+class CurrentSessions:
+    """The current session of each notebook, in a JSON file that outlives kernels.
+
+    Each write reads the file again and replaces it atomically (a temporary file renamed over
+    it), so two kernels never leave it half-written; when they write at the same moment, the
+    later write wins for the notebooks both changed.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.path = Path(home) / "jupyter" / "current-sessions.json"
+
+    def read(self) -> dict[str, str]:
+        """Notebook -> session id (empty if the file is missing or unreadable)."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): v for k, v in data.items() if isinstance(v, str)}
+
+    def get(self, notebook: str) -> str | None:
+        """The session remembered for ``notebook``."""
+        return self.read().get(notebook)
+
+    def set(self, notebook: str, session_id: str | None) -> None:
+        """Remember ``session_id`` for ``notebook`` (None forgets it)."""
+        data = self.read()
+        if session_id is None:
+            if data.pop(notebook, None) is None:
+                return
+        elif data.get(notebook) == session_id:
+            return
+        else:
+            data[notebook] = session_id
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".current-", text=True)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                json.dump(data, file, indent=1, sort_keys=True)
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
 
 
 class CopilotState(HasTraits):
@@ -29,9 +92,31 @@ class CopilotState(HasTraits):
     #: open session objects by id
     sessions = Dict()
 
-    def __init__(self, client: CopilotClient | None = None, **kwargs: Any) -> None:
-        super().__init__(client=client or CopilotClient(), **kwargs)
+    #: the notebook this kernel runs for (see :func:`notebook_key`), or None
+    notebook = Unicode(None, allow_none=True)
+    #: the current session was restored from the notebook's memory, and no cell has used it
+    #: yet (a bare ``%%copilot`` then says where it went)
+    restored = Unicode(None, allow_none=True)
+
+    def __init__(
+        self, client: CopilotClient | None = None, notebook: str | None = None, **kwargs: Any
+    ) -> None:
+        client = client or CopilotClient()
         self._lock = threading.RLock()
+        self._memory = CurrentSessions(client.home)
+        super().__init__(client=client, notebook=notebook, **kwargs)
+        if notebook:
+            remembered = self._memory.get(notebook)
+            if remembered and client.get_session_metadata(remembered) is not None:
+                self.current_session = remembered
+                self.restored = remembered
+
+    @observe("current_session")
+    def _remember(self, change: Any) -> None:
+        if change["new"] != self.restored:
+            self.restored = None
+        if self.notebook:
+            self._memory.set(self.notebook, change["new"])
 
     def open_session(
         self,
@@ -72,8 +157,8 @@ class CopilotState(HasTraits):
         """Tell observers that the list of sessions or their contents changed."""
         self.revision += 1
 
-    def _on_event(self, event: Any) -> None:
-        if event.type in ("assistant.turn_end", "session.model_change"):
+    def _on_event(self, event: Event) -> None:
+        if event.type in (EventType.ASSISTANT_TURN_END, EventType.SESSION_MODEL_CHANGE):
             self.touch()
 
 
@@ -82,12 +167,19 @@ _state_lock = threading.Lock()
 
 
 def get_state() -> CopilotState:
-    """The kernel's shared state, created on first use."""
+    """The kernel's shared state, created on first use (for this kernel's notebook, if known)."""
     global _state
     with _state_lock:
         if _state is None:
-            _state = CopilotState()
+            _state = CopilotState(notebook=notebook_key(_user_namespace()))
         return _state
+
+
+def _user_namespace() -> dict[str, Any] | None:
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell.user_ns if shell is not None else None
 
 
 def reset_state(state: CopilotState | None = None) -> CopilotState | None:

@@ -280,3 +280,23 @@ class TestContextBudget:
         built = tail.build("q", 1000, words, "w")
         assert [m.content for m in built.messages][:2] == ["p6", "r6"]
         assert built.omitted_turns == 6
+
+
+def test_a_long_stream_of_deltas_costs_linear_time() -> None:
+    """Appending deltas must not copy the whole reply each time (a 5 MB reply took 70 s)."""
+    import time
+
+    def stream(n: int) -> float:
+        h = History()
+        h.apply(user("m", "x"))
+        delta = {"messageId": "m", "deltaContent": "x" * 50, "attempt": 1}
+        started = time.perf_counter()
+        for _ in range(n):
+            h.apply(Event(EventType.ASSISTANT_MESSAGE_DELTA, delta))
+        assert len(h.get("m").live) == 50 * n
+        return time.perf_counter() - started
+
+    small, large = stream(2_000), stream(40_000)
+    # 20x the deltas: linear costs ~20x; a copy per delta (quadratic) costs ~400x. The bound
+    # is generous for a loaded machine and still far below quadratic.
+    assert large < 80 * small + 0.05

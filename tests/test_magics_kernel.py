@@ -21,6 +21,8 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
+from copilot import EventType
+
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(60)]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +34,7 @@ _SECRET_ENV = (
     "OLLAMA_HOST",
 )
 _TIMEOUT = 30
+NOTEBOOK = "work/analysis.ipynb"
 
 
 @dataclass
@@ -140,6 +143,8 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
         k: v for k, v in os.environ.items() if k not in _SECRET_ENV and not k.startswith("COPILOT_")
     }
     env.update(
+        # what Jupyter Server sets for a notebook's kernel: the notebook's path
+        JPY_SESSION_NAME=NOTEBOOK,
         COPILOT_JUPYTER_HOME=str(home),
         COPILOT_JUPYTER_FALLBACK_MODEL="echo",
         COPILOT_JUPYTER_MODEL="echo",
@@ -166,38 +171,55 @@ def k(kernel: Kernel) -> Kernel:
 def user_messages(k: Kernel, name: str) -> list[dict[str, Any]]:
     return k.json(
         "[{'id': e.id, **e.data} for e in __import__('copilot_jupyter').get_state()"
-        f".open_session({name!r}, create=False).get_messages() if e.type == 'user.message']"
+        f".open_session({name!r}, create=False).get_messages() if e.type == '{EventType.USER_MESSAGE}']"
     )
 
 
 def reply_display(execution: Execution) -> tuple[str, list[str]]:
-    """The display id of the streamed reply and the Markdown of each of its updates."""
+    """The display id of the reply's placeholder and the Markdown of each live update.
+
+    The placeholder starts empty, shows the reply while it streams, and is emptied again
+    when the finished reply is shown as a display of its own (:func:`final_reply`).
+    """
     first = next(m for m in execution.of_type("display_data") if m["content"]["transient"])
+    assert first["content"]["data"] == {"text/plain": ""}
     display_id = first["content"]["transient"]["display_id"]
     updates = [
-        m["content"]["data"]["text/markdown"]
+        m["content"]["data"]
         for m in execution.of_type("update_display_data")
         if m["content"]["transient"]["display_id"] == display_id
     ]
-    return display_id, updates
+    if updates:
+        assert updates[-1] == {"text/plain": ""}  # emptied at the end
+    return display_id, [u["text/markdown"] for u in updates[:-1]]
+
+
+def final_reply(execution: Execution) -> dict[str, Any]:
+    """The finished reply: the first display without a display id after the placeholder."""
+    displays = execution.of_type("display_data")
+    start = next(i for i, m in enumerate(displays) if m["content"]["transient"])
+    return next(
+        m["content"]["data"] for m in displays[start + 1 :] if not m["content"]["transient"]
+    )
 
 
 def test_sessions_survive_a_kernel_restart(k: Kernel) -> None:
     k.run("topic = 'tides'\nn = 3")
     first = k.run("%%copilot chat\nTell me about {topic}.", cell_id="t1")
-    assert reply_display(first)[1][-1] == "echo: Tell me about tides."
+    assert final_reply(first)["text/markdown"] == "echo: Tell me about tides."
     second = k.run("%%copilot chat\nGive {n} more facts.", cell_id="t2")
-    assert reply_display(second)[1][-1] == "echo: Give 3 more facts."
+    assert final_reply(second)["text/markdown"] == "echo: Give 3 more facts."
 
     k.restart()
     assert k.json("'topic' in globals()") is False  # a fresh process
     k.run("%load_ext copilot_jupyter")
     listing = k.run("%copilot list")
     rows = [line.split() for line in listing.text.splitlines()]
-    assert next(r for r in rows if r and r[0] == "chat")[:3] == ["chat", "echo", "2"]
+    # the notebook's current session is remembered across the restart: marked with *
+    assert next(r for r in rows if "chat" in r[:2])[:4] == ["*", "chat", "echo", "2"]
 
     third = k.run("%%copilot chat\nAnd the third?", cell_id="t3")
-    assert reply_display(third)[1][-1] == "echo: And the third?"
+    assert final_reply(third)["text/markdown"] == "echo: And the third?"
     context = k.json(
         "[m.content for m in __import__('copilot_jupyter').get_state().client"
         ".get_provider('echo').requests[-1].messages]"
@@ -225,7 +247,7 @@ def test_reply_streams_as_updates_of_one_display(k: Kernel) -> None:
         for m in execution.of_type("update_display_data")
     )
     assert 3 <= len(updates) < 21  # streamed, and throttled below one update per delta
-    assert updates[-1] == f"echo: {words}"
+    assert final_reply(execution)["text/markdown"] == f"echo: {words}"
     assert all(f"echo: {words}".startswith(u) for u in updates)
     assert "stream" in execution.text and "tokens" in execution.text  # the footer
 
@@ -272,10 +294,52 @@ def test_interrupt_aborts_the_turn_and_keeps_the_session_usable(k: Kernel) -> No
     assert "aborted" in execution.text and "KeyboardInterrupt" not in execution.text
     aborts = k.json(
         "[e.data['partialContent'] for e in __import__('copilot_jupyter').get_state()"
-        ".open_session('long', create=False).get_messages() if e.type == 'abort']"
+        f".open_session('long', create=False).get_messages() if e.type == '{EventType.ABORT}']"
     )
     assert len(aborts) == 1 and aborts[0].startswith("echo: w0") and aborts[0] != f"echo: {words}"
-    assert reply_display(execution)[1][-1] == aborts[0]  # the output keeps the partial reply
+    assert final_reply(execution)["text/markdown"] == aborts[0]  # the output keeps the partial
 
     after = k.run("%%copilot long\nstill there?")
-    assert reply_display(after)[1][-1] == "echo: still there?"
+    assert final_reply(after)["text/markdown"] == "echo: still there?"
+
+
+def test_the_current_session_survives_a_kernel_restart(k: Kernel) -> None:
+    """The current session is remembered for the notebook (JPY_SESSION_NAME), not the kernel."""
+    k.run("%%copilot remembered\nbefore the restart")
+    k.restart()
+    k.run("%load_ext copilot_jupyter")
+    rows = [line.split() for line in k.run("%copilot list").text.splitlines()]
+    assert ["*", "remembered"] in [r[:2] for r in rows]
+    bare = k.run("%%copilot\nafter the restart")
+    assert "→ session 'remembered': this notebook's current session, remembered" in bare.text
+    assert final_reply(bare)["text/markdown"] == "echo: after the restart"
+    prompts = [p["content"] for p in user_messages(k, "remembered")]
+    assert prompts == ["before the restart", "after the restart"]
+    assert k.json("__import__('copilot_jupyter').get_state().notebook") == NOTEBOOK
+
+
+def test_a_huge_reply_sends_bounded_display_messages(k: Kernel) -> None:
+    """A 5 MB echo reply: every live update and the final output stay small."""
+    words = " ".join("x" * 100_000 for _ in range(50))  # 5 MB in 50 deltas, 50 ms apart
+    execution = k.run(f"%%copilot huge\n{words}")
+    reply_size = len(words) + len("echo: ")
+    displays = execution.of_type("display_data", "update_display_data")
+    sizes = [len(json.dumps(m["content"])) for m in displays]
+    updates = execution.of_type("update_display_data")
+    # each live update: at most the 20,000-character tail and a one-line header
+    assert max(len(json.dumps(m["content"])) for m in updates) < 21_000
+    # the finished reply: the first 100,000 characters, and a note that says so
+    final = final_reply(execution)
+    assert final == {"text/plain": "echo: " + words[: 100_000 - len("echo: ")] + "\n…"}
+    assert f"the reply has {reply_size:,} characters; the first 100,000 are shown" in (
+        execution.text
+    )
+    # all display traffic of the cell together is a fraction of one copy of the reply
+    assert sum(sizes) < reply_size / 3, (len(displays), sum(sizes))
+    stored = k.json(
+        "[len(e.data['content']) for e in __import__('copilot_jupyter').get_state()"
+        ".open_session('huge', create=False).get_messages()"
+        f" if e.type == '{EventType.ASSISTANT_MESSAGE}']"
+    )
+    assert stored == [reply_size]  # the session log keeps the whole reply
+    print(f"5 MB reply: {len(displays)} display messages, {sum(sizes):,} bytes in all")

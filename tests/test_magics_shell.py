@@ -8,7 +8,9 @@ messages (and display-id updates) a notebook would get.
 from __future__ import annotations
 
 import _thread
+import doctest
 import json
+import re
 import sys
 import threading
 import time
@@ -26,9 +28,11 @@ from IPython.testing import globalipapp
 from IPython.utils.capture import CapturedIO, capture_output
 
 import copilot_jupyter
-from copilot import CopilotClient, ProviderError
+from copilot import CopilotClient, EventType, ProviderError
+from copilot.history import exchanges_of
 from copilot_jupyter import CopilotMagics
-from copilot_jupyter.display import extract_code, render
+from copilot_jupyter.display import PLACEHOLDER, extract_code, render
+from copilot_jupyter.export import to_markdown
 from copilot_jupyter.formatting import time_ago
 from copilot_jupyter.interpolate import interpolate
 from copilot_jupyter.state import CopilotState, get_state, reset_state
@@ -79,9 +83,13 @@ def text_of(captured: CapturedIO) -> str:
 
 
 def updates_of(captured: CapturedIO) -> tuple[str, list[dict[str, Any]]]:
-    """The reply's display id and the bundles of its in-place updates, in order."""
+    """The placeholder's display id and the bundles of its in-place updates, in order.
+
+    While the reply streams the placeholder shows it; the last update empties it again.
+    """
     first = next(o for o in captured.outputs if (o.transient or {}).get("display_id"))
     display_id = first.transient["display_id"]
+    assert first.data == PLACEHOLDER  # the placeholder starts empty
     updates = [
         o.data
         for o in captured.outputs
@@ -90,8 +98,19 @@ def updates_of(captured: CapturedIO) -> tuple[str, list[dict[str, Any]]]:
     return display_id, updates
 
 
+def live_updates(captured: CapturedIO) -> list[dict[str, Any]]:
+    """The updates that showed the streaming reply (the emptying update left out)."""
+    _, updates = updates_of(captured)
+    if updates:
+        assert updates[-1] == PLACEHOLDER  # emptied when the finished reply is shown
+    return updates[:-1]
+
+
 def final_reply(captured: CapturedIO) -> dict[str, Any]:
-    return updates_of(captured)[1][-1]
+    """The finished reply: the display of its own right after the placeholder."""
+    outputs = captured.outputs
+    start = next(i for i, o in enumerate(outputs) if (o.transient or {}).get("display_id"))
+    return next(o.data for o in outputs[start + 1 :] if not o.update and not o.transient)
 
 
 def echo_requests() -> list[Any]:
@@ -136,8 +155,7 @@ def test_unload_ext_removes_the_magics_and_stops_the_client(ip: InteractiveShell
 def test_cell_streams_reply_into_one_display_and_shows_a_footer(ip: InteractiveShell) -> None:
     result, captured = run(ip, "%%copilot chat\nHello there")
     assert result.success
-    _, updates = updates_of(captured)
-    assert updates[-1]["text/markdown"] == "echo: Hello there"
+    assert final_reply(captured)["text/markdown"] == "echo: Hello there"
     footer = captured.outputs[-1].data["text/plain"]
     assert "echo" in footer and "tokens" in footer and "session chat" in footer
     assert get_state().current_session == "chat"
@@ -149,8 +167,10 @@ def test_bare_cell_uses_current_session_then_default(ip: InteractiveShell) -> No
     assert get_state().current_session == "default"
     run(ip, "%copilot new other")
     run(ip, "%%copilot\nsecond")
-    assert [e.data.content for e in events_of("other") if e.type == "user.message"] == ["second"]
-    assert len([e for e in events_of("default") if e.type == "user.message"]) == 1
+    assert [e.data.content for e in events_of("other") if e.type == EventType.USER_MESSAGE] == [
+        "second"
+    ]
+    assert len([e for e in events_of("default") if e.type == EventType.USER_MESSAGE]) == 1
 
 
 def test_bare_cell_without_current_session_and_no_default_is_refused(ip: InteractiveShell) -> None:
@@ -176,7 +196,7 @@ def test_model_option_creates_then_switches_keeping_context(ip: InteractiveShell
     assert get_state().client.get_session_metadata("chat")["model"] == "echo"
     run(ip, "%%copilot chat -m echo:echo\ntwo")
     assert get_state().client.get_session_metadata("chat")["model"] == "echo:echo"
-    assert any(e.type == "session.model_change" for e in events_of("chat"))
+    assert any(e.type == EventType.SESSION_MODEL_CHANGE for e in events_of("chat"))
     assert [m.content for m in echo_requests()[-1].messages] == ["one", "echo: one", "two"]
 
 
@@ -193,7 +213,7 @@ def test_new_option_refuses_an_existing_session(ip: InteractiveShell) -> None:
     run(ip, "%%copilot chat --new\none")
     result, captured = run(ip, "%%copilot chat --new\ntwo")
     assert_quiet_failure(result, captured, "already exists", "--new")
-    assert len([e for e in events_of("chat") if e.type == "user.message"]) == 1
+    assert len([e for e in events_of("chat") if e.type == EventType.USER_MESSAGE]) == 1
 
 
 @pytest.mark.parametrize(
@@ -219,6 +239,13 @@ def test_magic_line_is_not_var_expanded(ip: InteractiveShell) -> None:
 
 
 # -- interpolation ---------------------------------------------------------------------------
+
+
+def test_interpolate_doctest_runs() -> None:
+    import copilot_jupyter.interpolate
+
+    result = doctest.testmod(copilot_jupyter.interpolate)
+    assert result.attempted >= 1 and result.failed == 0
 
 
 def test_interpolate_rules() -> None:
@@ -313,7 +340,7 @@ def test_rerun_of_same_cell_replaces_its_exchange(ip: InteractiveShell) -> None:
     run(ip, "%%copilot chat\nfirst", cell_id="cell-A")
     run(ip, "%%copilot chat\nother", cell_id="cell-B")
     run(ip, "%%copilot chat\nfirst, edited", cell_id="cell-A")
-    prompts = [e for e in events_of("chat") if e.type == "user.message"]
+    prompts = [e for e in events_of("chat") if e.type == EventType.USER_MESSAGE]
     assert [p.data.get("replaces") for p in prompts] == [None, None, prompts[0].id]
     contents = [m.content for m in echo_requests()[-1].messages]
     assert contents == ["other", "echo: other", "first, edited"]
@@ -328,9 +355,11 @@ def test_rerun_is_per_session_and_needs_a_cell_id(ip: InteractiveShell) -> None:
     run(ip, "%%copilot b\none", cell_id="same")  # another session: nothing to replace there
     run(ip, "%%copilot a\ntwo")
     run(ip, "%%copilot a\ntwo")  # no cell id (a terminal): no replacement
-    replaces = [e.data.get("replaces") for e in events_of("a") if e.type == "user.message"]
+    replaces = [e.data.get("replaces") for e in events_of("a") if e.type == EventType.USER_MESSAGE]
     assert replaces == [None, None, None]
-    assert [e.data.get("replaces") for e in events_of("b") if e.type == "user.message"] == [None]
+    assert [e.data.get("replaces") for e in events_of("b") if e.type == EventType.USER_MESSAGE] == [
+        None
+    ]
 
 
 # -- streaming, throttling, timeout, interrupt -------------------------------------------------
@@ -350,10 +379,10 @@ def test_reply_streams_through_several_updates_of_one_display(
     words = " ".join(f"w{i}" for i in range(30))  # ~0.6 s at 20 ms a word
     _, captured = run(ip, f"%%copilot chat\n{words}")
     assert threads and set(threads) == {threading.main_thread()}  # never the event thread
-    _, updates = updates_of(captured)
-    assert len(updates) >= 3
-    assert updates[-1]["text/markdown"] == f"echo: {words}"
-    partial = [u["text/markdown"] for u in updates[:-1]]
+    updates = live_updates(captured)
+    assert len(updates) >= 2
+    assert final_reply(captured)["text/markdown"] == f"echo: {words}"
+    partial = [u["text/markdown"] for u in updates]
     assert all(f"echo: {words}".startswith(p) for p in partial)
     assert len(set(partial)) == len(partial)  # no update without new text
 
@@ -362,9 +391,8 @@ def test_update_interval_throttles_the_display(ip: InteractiveShell, slow: Copil
     ip.run_cell("%config CopilotMagics.update_interval = 60.0")
     words = " ".join(f"w{i}" for i in range(20))
     _, captured = run(ip, f"%%copilot chat\n{words}")
-    _, updates = updates_of(captured)
-    assert len(updates) == 1  # only the final one
-    assert updates[0]["text/markdown"] == f"echo: {words}"
+    assert updates_of(captured)[1] == []  # no live update: nothing was due
+    assert final_reply(captured)["text/markdown"] == f"echo: {words}"
 
 
 def test_timeout_aborts_the_turn_and_keeps_the_partial_reply(
@@ -375,7 +403,7 @@ def test_timeout_aborts_the_turn_and_keeps_the_partial_reply(
     _, captured = run(ip, f"%%copilot chat\n{words}")
     output = text_of(captured)
     assert "no reply within 0.3 s" in output and "aborted" in output
-    abort = [e for e in events_of("chat") if e.type == "abort"]
+    abort = [e for e in events_of("chat") if e.type == EventType.ABORT]
     assert len(abort) == 1 and abort[0].data.partialContent.startswith("echo: w0")
 
 
@@ -401,7 +429,7 @@ def test_keyboard_interrupt_aborts_cleanly_and_session_stays_usable(
     output = text_of(captured)
     assert result.error_in_exec is None
     assert "aborted" in output and "Traceback" not in output and "KeyboardInterrupt" not in output
-    abort = [e for e in events_of("chat") if e.type == "abort"]
+    abort = [e for e in events_of("chat") if e.type == EventType.ABORT]
     assert len(abort) == 1 and abort[0].data.partialContent.startswith("echo: w0")
     assert final_reply(captured)["text/markdown"] == abort[0].data.partialContent
     result, captured = run(ip, "%%copilot chat\nstill there?")
@@ -499,7 +527,7 @@ def test_fork_copies_model_system_message_and_exchanges(ip: InteractiveShell) ->
     run(ip, "%%copilot dst\ntwo")
     contents = [m.content for m in echo_requests()[-1].messages]
     assert contents == ["sys", "one", "echo: one", "two"]
-    assert len([e for e in events_of("src") if e.type == "user.message"]) == 1
+    assert len([e for e in events_of("src") if e.type == EventType.USER_MESSAGE]) == 1
     result, captured = run(ip, "%copilot fork src dst")
     assert_quiet_failure(result, captured, "already exists")
 
@@ -524,9 +552,9 @@ def test_export_md_json_ipynb(ip: InteractiveShell, tmp_path) -> None:
     run(ip, f"%copilot export chat {tmp_path / 'chat.json'}")
     document = json.loads((tmp_path / "chat.json").read_text())
     assert [x["prompt"] for x in document["exchanges"]] == ["two", "one again"]
-    assert sum(e["type"] == "user.message" for e in document["events"]) == 3  # auditable
+    assert sum(e["type"] == EventType.USER_MESSAGE for e in document["events"]) == 3  # auditable
     assert document["session"]["sessionId"] == "chat"
-    _, captured = run(ip, f'%copilot export chat "{tmp_path / "sub dir" / "chat.ipynb"}"')
+    _, captured = run(ip, f'%copilot export chat "{tmp_path / "sub dir" / "chat.ipynb"}" --mkdir')
     assert "exported session chat" in captured.stdout
     notebook = nbformat.read(tmp_path / "sub dir" / "chat.ipynb", as_version=4)
     assert [c.cell_type for c in notebook.cells] == ["markdown"] * 5
@@ -553,11 +581,35 @@ def test_prune_lists_then_deletes_with_yes(ip: InteractiveShell) -> None:
     assert isinstance(result.error_in_exec, UsageError)
 
 
-def test_models_lists_what_is_usable(ip: InteractiveShell) -> None:
+def test_export_refuses_a_missing_folder_unless_mkdir(ip: InteractiveShell, tmp_path) -> None:
+    run(ip, "%%copilot chat\nhi")
+    target = tmp_path / "nonexistent" / "dir" / "out.md"
+    result, captured = run(ip, f"%copilot export chat {target}")
+    assert_quiet_failure(result, captured, "does not exist", "--mkdir")
+    assert "exported" not in captured.stdout
+    assert not (tmp_path / "nonexistent").exists()  # nothing created
+    (tmp_path / "file.md").write_text("x")
+    result, captured = run(ip, f"%copilot export chat {tmp_path / 'file.md' / 'out.md'}")
+    assert_quiet_failure(result, captured, "is not a folder")
+    _, captured = run(ip, f"%copilot export chat {target} --mkdir")
+    assert captured.stdout.strip() == f"exported session chat to {target}"
+    assert "echo: hi" in target.read_text()
+
+
+def test_models_lists_usable_first_then_the_rest_by_provider(ip: InteractiveShell) -> None:
     _, captured = run(ip, "%copilot models")
-    rows = [line.split() for line in captured.outputs[-1].data["text/plain"].splitlines()]
+    lines = captured.outputs[-1].data["text/plain"].splitlines()[2:]  # below the header
+    rows = [line.split(maxsplit=3) for line in lines]
+    usable = [r[2] for r in rows]
+    assert usable == sorted(usable, reverse=True)  # every "yes" before every "no"
     assert ["echo", "echo", "yes"] in rows
-    assert any(r[0] == "openai:gpt-4.1" and r[2] == "no" and "OPENAI_API_KEY" in r for r in rows)
+    providers = [r[1] for r in rows if r[2] == "no"]
+    # grouped: each provider's models in one run of rows
+    runs = [p for i, p in enumerate(providers) if i == 0 or providers[i - 1] != p]
+    assert len(runs) == len(set(runs))
+    openai = [r for r in rows if r[1] == "openai"]
+    assert "OPENAI_API_KEY" in openai[0][3]  # the reason, once per group
+    assert all(len(r) == 3 for r in openai[1:])
 
 
 def test_panel_displays_the_session_panel(ip: InteractiveShell, monkeypatch) -> None:
@@ -592,6 +644,99 @@ def test_bad_subcommands_are_usage_errors(ip: InteractiveShell, line: str) -> No
     result, captured = run(ip, line)
     assert isinstance(result.error_in_exec, UsageError)
     assert "usage: %copilot" in captured.stderr and "Traceback" not in text_of(captured)
+
+
+def usage_error(ip: InteractiveShell, line: str) -> str:
+    result, _ = run(ip, line)
+    assert isinstance(result.error_in_exec, UsageError), line
+    return str(result.error_in_exec)
+
+
+def test_a_subcommands_usage_error_shows_its_own_usage(ip: InteractiveShell) -> None:
+    message = usage_error(ip, "%copilot list --all")
+    assert message.splitlines()[-1] == "usage: %copilot list [-h]"
+    assert "unrecognized arguments: --all; %copilot list -h lists its options" in message
+    message = usage_error(ip, "%copilot history my session")
+    assert message.splitlines()[-1].startswith("usage: %copilot history")
+    assert 'a name with spaces must be quoted: %copilot history "my session"' in message
+    message = usage_error(ip, "%%copilot chat --bogus\nhi")
+    assert "\nusage: %%copilot [-h]" in message
+    message = usage_error(ip, "%%copilot my session\nhi")
+    assert 'a name with spaces must be quoted: %%copilot "my session"' in message
+
+
+@pytest.mark.parametrize("n", ["0", "-1", "-5"])
+def test_history_n_below_one_is_refused(ip: InteractiveShell, n: str) -> None:
+    run(ip, "%%copilot chat\nhi")
+    message = usage_error(ip, f"%copilot history chat -n {n}")
+    assert "1 or more" in message and "leave out -n" in message
+
+
+def test_history_n_shows_the_last_exchanges(ip: InteractiveShell) -> None:
+    for prompt in ("one", "two", "three"):
+        run(ip, f"%%copilot chat\n{prompt}")
+    _, captured = run(ip, "%copilot history chat -n 1")
+    text = captured.outputs[-1].data["text/plain"]
+    assert "*2 earlier exchange(s) not shown*" in text
+    assert "echo: three" in text and "echo: two" not in text
+    _, captured = run(ip, "%copilot history chat -n 3")
+    assert "not shown" not in captured.outputs[-1].data["text/plain"]
+
+
+def test_empty_cell_body_says_the_body_is_the_prompt(ip: InteractiveShell) -> None:
+    for cell in ("%%copilot chat", "%%copilot chat\n", "%%copilot chat\n  \n"):
+        message = usage_error(ip, cell)
+        assert message.startswith("%%copilot: the cell body is the prompt, and it is empty")
+        assert "single %" not in message  # not IPython's own "did you mean the line magic"
+    assert get_state().client.list_sessions() == []
+
+
+def test_hints_are_in_the_magics_terms(ip: InteractiveShell, monkeypatch) -> None:
+    result, captured = run(ip, "%copilot history nope")
+    assert_quiet_failure(result, captured, "%copilot list shows the sessions")
+    assert "client." not in captured.stderr
+    monkeypatch.delenv("COPILOT_JUPYTER_FALLBACK_MODEL")  # read when the state is first used
+    reset_state(None)
+    result, captured = run(ip, "%%copilot chat -m gpt4.1\nhello")
+    assert_quiet_failure(result, captured, "did you mean 'gpt-4.1'?", "%copilot models")
+    assert "CopilotClient(" not in captured.stderr
+    assert captured.stderr.index("did you mean") < captured.stderr.index("OLLAMA_HOST")
+
+
+def test_generation_options_are_passed_to_send(ip: InteractiveShell) -> None:
+    _, captured = run(
+        ip,
+        "%%copilot chat --temperature 0.2 --max-tokens 50 --seed 7 --top-p 0.9 "
+        '--stop END --stop "two words"\nhi',
+    )
+    assert final_reply(captured)["text/markdown"] == "echo: hi"
+    assert dict(echo_requests()[-1].options) == {
+        "temperature": 0.2,
+        "max_tokens": 50,
+        "seed": 7,
+        "top_p": 0.9,
+        "stop": ["END", "two words"],
+    }
+    run(ip, "%%copilot chat\nagain")
+    assert dict(echo_requests()[-1].options) == {}  # options are per cell
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("--temperature hot", "not a number: 'hot'"),
+        ("--temperature 3", "out of range (from 0 to 2)"),
+        ("--max-tokens 0", "out of range (from 1 up)"),
+        ("--max-tokens 1.5", "not a whole number"),
+        ("--top-p 1.5", "out of range (from 0 to 1)"),
+        ("--seed x", "not a whole number"),
+    ],
+)
+def test_bad_generation_options_are_usage_errors(
+    ip: InteractiveShell, options: str, message: str
+) -> None:
+    assert message in usage_error(ip, f"%%copilot chat {options}\nhi")
+    assert get_state().client.list_sessions() == []
 
 
 # -- settings ----------------------------------------------------------------------------------
@@ -643,3 +788,153 @@ def test_last_used_is_relative_when_recent(seconds: int, expected: str) -> None:
     now = datetime(2025, 1, 10, tzinfo=UTC)
     assert time_ago((now - timedelta(seconds=seconds)).isoformat(), now) == expected
     assert time_ago((now - timedelta(days=30)).isoformat(), now).startswith("2024-12-1")
+
+
+# -- the current session per notebook ----------------------------------------------------------
+
+
+def restart_kernel_state() -> None:
+    """What a kernel restart does to the extension: a new client and a new shared state."""
+    previous = reset_state(None)
+    if previous is not None:
+        previous.client.stop(timeout=5)
+
+
+def test_current_session_is_remembered_per_notebook(
+    ip: InteractiveShell, monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "analysis.ipynb"))
+    run(ip, "%%copilot analysis\nfirst")
+    memory = tmp_path / "home" / "jupyter" / "current-sessions.json"
+    assert json.loads(memory.read_text()) == {str(tmp_path / "analysis.ipynb"): "analysis"}
+
+    restart_kernel_state()
+    assert get_state().current_session == "analysis"
+    _, captured = run(ip, "%copilot list")
+    assert captured.outputs[-1].data["text/plain"].splitlines()[2].startswith("* analysis")
+    _, captured = run(ip, "%%copilot\nsecond")
+    assert "→ session 'analysis': this notebook's current session, remembered" in text_of(captured)
+    assert [e.data.content for e in events_of("analysis") if e.type == EventType.USER_MESSAGE] == [
+        "first",
+        "second",
+    ]
+    _, captured = run(ip, "%%copilot\nthird")
+    assert "→ session" not in text_of(captured)  # said once, not on every cell
+
+    # another notebook has its own current session; this one's is kept
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "other.ipynb"))
+    restart_kernel_state()
+    assert get_state().current_session is None
+    run(ip, "%copilot new scratch")
+    assert json.loads(memory.read_text()) == {
+        str(tmp_path / "analysis.ipynb"): "analysis",
+        str(tmp_path / "other.ipynb"): "scratch",
+    }
+    # deleting the current session forgets it for the notebook
+    run(ip, "%copilot delete scratch")
+    assert json.loads(memory.read_text()) == {str(tmp_path / "analysis.ipynb"): "analysis"}
+
+
+def test_a_remembered_session_that_was_deleted_is_not_restored(
+    ip: InteractiveShell, monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setenv("JPY_SESSION_NAME", "nb.ipynb")
+    run(ip, "%%copilot gone\nhi")
+    get_state().client.delete_session("gone")  # e.g. from another notebook
+    restart_kernel_state()
+    assert get_state().current_session is None
+
+
+def test_without_a_notebook_a_bare_cell_says_where_it_went(ip: InteractiveShell) -> None:
+    _, captured = run(ip, "%%copilot\nhi")
+    assert "→ session 'default': the default, as no session is current" in text_of(captured)
+    assert not (get_state().client.home / "jupyter").exists()  # nothing remembered
+    _, captured = run(ip, "%%copilot\nagain")
+    assert "→ session" not in text_of(captured)
+    _, captured = run(ip, "%%copilot named\nhi")
+    assert "→ session" not in text_of(captured)
+
+
+# -- large prompts and replies -----------------------------------------------------------------
+
+
+def test_a_large_prompt_is_announced_before_it_is_sent(ip: InteractiveShell) -> None:
+    ip.run_cell("%config CopilotMagics.large_prompt = 1000")
+    _, captured = run(ip, "%%copilot chat\n" + "x" * 1000)
+    assert "large prompt" not in text_of(captured)  # the boundary: not above it
+    _, captured = run(ip, "%%copilot chat\n" + "x" * 1001)
+    shown = [o.data["text/plain"] for o in captured.outputs]
+    assert "large prompt" in shown[0] and "1,001 characters" in shown[0]
+    assert shown[1] == ""  # then the reply's placeholder
+
+
+def test_a_long_reply_is_bounded_live_and_in_the_output(
+    ip: InteractiveShell, slow: CopilotClient
+) -> None:
+    ip.run_cell("%config CopilotMagics.live_limit = 200")
+    ip.run_cell("%config CopilotMagics.output_limit = 500")
+    words = " ".join(f"w{i:03d}" for i in range(150))  # 749 characters, 3 s at 20 ms a word
+    reply = f"echo: {words}"
+    _, captured = run(ip, f"%%copilot chat\n{words}")
+    updates = live_updates(captured)
+    assert len(updates) >= 3
+    long = [u["text/plain"] for u in updates if "a long reply" in u["text/plain"]]
+    assert long, "the live updates switched to the tail"
+    for text in long:
+        head, tail = text.split("\n…", 1)
+        so_far = int(
+            re.search(r"a long reply: ([\d,]+) characters so far", head)[1].replace(",", "")
+        )
+        assert so_far > 200 and len(tail) == 200
+        assert tail == reply[:so_far][-200:]  # the tail of what had streamed
+    final = final_reply(captured)
+    assert final == {"text/plain": reply[:500] + "\n…"}
+    assert "the reply has 755 characters; the first 500 are shown" in text_of(captured)
+    assert "%copilot export chat FILE.md" in text_of(captured)
+    stored = [e.data.content for e in events_of("chat") if e.type == EventType.ASSISTANT_MESSAGE]
+    assert stored == [reply]  # the log keeps the whole reply
+
+
+def test_display_folds_with_the_shared_history(ip: InteractiveShell, monkeypatch) -> None:
+    """The cell's outcome comes from copilot.history: a fold that changes shows in the cell."""
+    from copilot.history import History
+
+    applied: list[str] = []
+    apply = History.apply
+
+    def shouting_apply(self: History, event: Any) -> Any:
+        applied.append(event.type)
+        entry = apply(self, event)
+        if event.type == EventType.ASSISTANT_MESSAGE:
+            entry.reply = entry.reply.upper()  # a fold that reads replies differently
+        return entry
+
+    run(ip, "%copilot new chat")
+    monkeypatch.setattr(History, "apply", shouting_apply)
+    _, captured = run(ip, "%%copilot chat\nhello world")
+    assert final_reply(captured)["text/markdown"] == "ECHO: HELLO WORLD"
+    ours = applied[applied.index(EventType.USER_MESSAGE) :]
+    assert ours[-1] == EventType.ASSISTANT_TURN_END
+    assert EventType.ASSISTANT_MESSAGE_DELTA in ours and EventType.ASSISTANT_USAGE in ours
+
+
+def test_nbval_marker_lines_are_not_part_of_the_prompt(ip: InteractiveShell) -> None:
+    run(ip, "%%copilot chat\n# NBVAL_IGNORE_OUTPUT\nHello\n  #NBVAL_SKIP  \n# a heading stays")
+    assert echo_requests()[-1].messages[-1].content == "Hello\n# a heading stays"
+    assert usage_error(ip, "%%copilot chat\n# NBVAL_IGNORE_OUTPUT\n").startswith(
+        "%%copilot: the cell body is the prompt, and it is empty"
+    )
+
+
+def test_history_of_a_huge_reply_is_bounded_too(ip: InteractiveShell) -> None:
+    ip.run_cell("%config CopilotMagics.output_limit = 300")
+    run(ip, "%%copilot chat\n" + "y" * 400)
+    _, captured = run(ip, "%copilot history chat")
+    text = captured.outputs[-1].data["text/plain"]
+    full = to_markdown("chat", exchanges_of(events_of("chat")))
+    assert text.startswith(full[:300] + "\n\n…")
+    assert f"the transcript has {len(full):,} characters; the first 300 are shown" in text
+    assert "%copilot export chat FILE.md" in text
+    ip.run_cell("%config CopilotMagics.output_limit = 100000")
+    _, captured = run(ip, "%copilot history chat")
+    assert captured.outputs[-1].data["text/plain"] == full

@@ -1,0 +1,221 @@
+"""The command line, run as users run it: ``python -m copilot ...`` in a subprocess.
+
+Each test has its own store (``COPILOT_JUPYTER_HOME``, set by the autouse fixture in
+conftest.py and inherited by the subprocess); the echo model answers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from copilot import CopilotClient, EventType
+from copilot.__main__ import build_parser
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m copilot ARGS`` and return the finished process (text output)."""
+    return subprocess.run(
+        [sys.executable, "-m", "copilot", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def home() -> str:
+    return os.environ["COPILOT_JUPYTER_HOME"]
+
+
+def stored(name: str) -> list[str]:
+    """The event types stored for session ``name`` (read without opening it)."""
+    client = CopilotClient(base_directory=home())
+    try:
+        return [e.type for e in client.get_messages(name)]
+    finally:
+        client.stop()
+
+
+def session_names() -> list[str]:
+    client = CopilotClient(base_directory=home())
+    try:
+        return [s["sessionId"] for s in client.list_sessions()]
+    finally:
+        client.stop()
+
+
+# -- help -------------------------------------------------------------------------------------
+
+
+def test_help_is_plain_text_and_every_argument_has_help() -> None:
+    wide = {"COLUMNS": "200"}  # one line per argument, so each line holds its help
+    top = cli("--help", env=wide)
+    assert top.returncode == 0
+    for command in ("demo", "list", "send", "history", "delete"):
+        assert re.search(rf"^\s+{command}\s+\S", top.stdout, re.M), command  # with its help
+    texts = [top.stdout]
+    for command in ("demo", "list", "send", "history", "delete"):
+        shown = cli(command, "--help", env=wide)
+        assert shown.returncode == 0 and f"usage: python -m copilot {command}" in shown.stdout
+        texts.append(shown.stdout)
+    assert not any("``" in text or ":func:" in text for text in texts)  # no reST markup
+    send_help = texts[3]
+    for argument, help_text in [
+        ("name", "the session's name"),
+        ("prompt", "the prompt (quote it:"),
+        ("-m MODEL, --model MODEL", "the model, e.g. gpt-4.1,"),
+    ]:
+        after = send_help.split(f"\n  {argument}", 1)[1]
+        assert after.split(maxsplit=len(help_text.split()))[: len(help_text.split())] == (
+            help_text.split()
+        ), argument  # the argument's own help text follows it
+    assert "-n N" in texts[4] and "last N exchanges" in texts[4]
+    # and in the parser itself: no argument of any subcommand is without help
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in subparsers.items():
+        for action in sub._actions:
+            assert action.help, (name, action.dest)
+
+
+# -- send, list, history, delete --------------------------------------------------------------
+
+
+def test_send_list_history_delete_round_trip() -> None:
+    sent = cli("send", "notes", "Hello there", "-m", "echo")
+    assert sent.returncode == 0, sent.stderr
+    assert "echo: Hello there" in sent.stdout
+    assert cli("send", "notes", "Second", "-m", "echo").returncode == 0
+    listing = cli("list")
+    assert listing.returncode == 0
+    row = next(line.split() for line in listing.stdout.splitlines() if "notes" in line)
+    assert row[:3] == ["notes", "echo", "4"]  # 2 prompts + 2 replies
+    shown = cli("history", "notes")
+    assert shown.stdout.splitlines() == [
+        "[user] Hello there",
+        "[echo] echo: Hello there",
+        "[user] Second",
+        "[echo] echo: Second",
+    ]
+    deleted = cli("delete", "notes")
+    assert deleted.returncode == 0 and deleted.stdout.strip() == "deleted notes"
+    assert session_names() == []
+
+
+def test_history_writes_nothing() -> None:
+    assert cli("send", "quiet", "hi", "-m", "echo").returncode == 0
+    before = stored("quiet")
+    assert cli("history", "quiet").returncode == 0
+    assert cli("history", "quiet", "-n", "1").returncode == 0
+    assert cli("list").returncode == 0
+    assert stored("quiet") == before
+    assert EventType.SESSION_RESUME not in stored("quiet")
+    metadata = CopilotClient(base_directory=home())
+    try:
+        assert metadata.get_session_metadata("quiet")["messageCount"] == 2
+    finally:
+        metadata.stop()
+
+
+def test_history_n_shows_the_last_exchanges_and_refuses_zero_or_negative() -> None:
+    for prompt in ("one", "two", "three"):
+        assert cli("send", "count", prompt, "-m", "echo").returncode == 0
+    last_two = cli("history", "count", "-n", "2")
+    assert last_two.returncode == 0
+    assert last_two.stdout.splitlines() == [
+        "(1 earlier exchange(s) not shown)",
+        "[user] two",
+        "[echo] echo: two",
+        "[user] three",
+        "[echo] echo: three",
+    ]
+    assert cli("history", "count", "-n", "3").stdout.count("[user]") == 3
+    assert cli("history", "count", "-n", "99").stdout.count("[user]") == 3
+    for bad in ("0", "-1"):
+        refused = cli("history", "count", "-n", bad)
+        assert refused.returncode == 2
+        assert refused.stdout == ""
+        assert "usage: python -m copilot history" in refused.stderr
+        assert "1 or more" in refused.stderr
+
+
+# -- validation before anything is created ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("send", "y", ""), "a prompt cannot be empty"),
+        (("send", "y", "   "), "a prompt cannot be empty"),
+        (("send", "a/b", "hi"), "cannot contain '/'"),
+        (("send", "y", "hi", "-m", "gpt4.1"), "did you mean 'gpt-4.1'?"),
+    ],
+)
+def test_send_checks_everything_before_creating_the_session(
+    args: tuple[str, ...], message: str
+) -> None:
+    failed = cli(*args, env={"COPILOT_JUPYTER_FALLBACK_MODEL": ""})
+    assert failed.returncode == 1
+    assert message in failed.stderr and "Traceback" not in failed.stderr
+    assert session_names() == []
+
+
+# -- errors in this surface's terms -----------------------------------------------------------
+
+
+def test_errors_give_hints_in_command_line_terms() -> None:
+    missing = cli("history", "nope")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        "error: no session 'nope': `python -m copilot list` shows the stored sessions; "
+        '`python -m copilot send nope "prompt"` creates it'
+    )
+    assert cli("delete", "nope").stderr == missing.stderr
+    model = cli("send", "x", "hi", "-m", "gpt4.1", env={"COPILOT_JUPYTER_FALLBACK_MODEL": ""})
+    assert "did you mean 'gpt-4.1'?" in model.stderr
+    assert "COPILOT_JUPYTER_FALLBACK_MODEL=echo python -m copilot" in model.stderr
+    assert "CopilotClient(" not in model.stderr and "client." not in missing.stderr
+
+
+def test_usage_errors_show_the_subcommands_usage_and_a_quoting_hint() -> None:
+    extra = cli("list", "--all")
+    assert extra.returncode == 2
+    assert extra.stderr.splitlines()[0] == "usage: python -m copilot list [-h]"
+    assert "`python -m copilot list --help` lists its options" in extra.stderr
+    spaced = cli("history", "my", "session")
+    assert spaced.returncode == 2
+    assert spaced.stderr.startswith("usage: python -m copilot history")
+    assert 'must be quoted: "my session"' in spaced.stderr
+    assert cli("send", "a").stderr.startswith("usage: python -m copilot send")
+
+
+# -- the demo ---------------------------------------------------------------------------------
+
+
+def test_demo_uses_a_throw_away_store_and_says_so(tmp_path: Path) -> None:
+    ran = cli("demo", "-m", "echo")
+    assert ran.returncode == 0, ran.stderr
+    first = ran.stdout.splitlines()[0]
+    assert first.startswith("The demo stores its sessions in ")
+    store = Path(first.removeprefix("The demo stores its sessions in "))
+    assert f"Removed the demo's throw-away store {store}." in ran.stdout
+    assert not store.exists()
+    assert "echo: Which language were we talking about?" in ran.stdout
+    assert session_names() == []  # the user's own store is untouched
+
+    kept = cli("demo", "-m", "echo", "--store", str(tmp_path / "demo"))
+    assert kept.returncode == 0, kept.stderr
+    assert f"stay in {tmp_path / 'demo'}: delete that folder" in kept.stdout
+    client = CopilotClient(base_directory=tmp_path / "demo")
+    try:
+        assert sorted(s["sessionId"] for s in client.list_sessions()) == ["demo-go", "demo-python"]
+    finally:
+        client.stop()
