@@ -35,6 +35,13 @@ class EventType(StrEnum):
     ASSISTANT_USAGE = "assistant.usage"
     ASSISTANT_TURN_END = "assistant.turn_end"
     ABORT = "abort"
+    # tools (the Copilot SDK's names): a call's life, the permission asked for it, the hooks
+    TOOL_EXECUTION_START = "tool.execution_start"
+    TOOL_EXECUTION_COMPLETE = "tool.execution_complete"
+    PERMISSION_REQUESTED = "permission.requested"
+    PERMISSION_COMPLETED = "permission.completed"
+    HOOK_START = "hook.start"
+    HOOK_END = "hook.end"
 
 
 #: types that are delivered to handlers but never stored

@@ -21,6 +21,8 @@ from .base import (
     Provider,
     StreamItem,
     TextDelta,
+    ToolCallRequest,
+    ToolSchema,
     estimate_tokens,
 )
 
@@ -33,6 +35,8 @@ __all__ = [
     "Provider",
     "StreamItem",
     "TextDelta",
+    "ToolCallRequest",
+    "ToolSchema",
     "estimate_tokens",
     "load_provider_class",
 ]

@@ -1,9 +1,16 @@
 """The one interface every model provider implements.
 
 A provider turns a :class:`ModelRequest` (the provider's own model name, the chat messages,
-options) into an async stream: zero or more :class:`TextDelta`, then exactly one
-:class:`Completion`. A stream that ends without a ``Completion`` is a cut-off reply, and the
-core never stores it as a complete answer.
+options, the tools the model may call) into an async stream: zero or more :class:`TextDelta`,
+then exactly one :class:`Completion`. A stream that ends without a ``Completion`` is a cut-off
+reply, and the core never stores it as a complete answer.
+
+Tool calling: a request carries the tools' JSON schemas (:class:`ToolSchema`); a model that
+wants tools run ends its reply with a ``Completion`` whose ``tool_calls`` holds one
+:class:`ToolCallRequest` per call (several per step). The core runs them and sends the next
+request with the assistant message (``ChatMessage.tool_calls``) and one ``role="tool"`` message
+per result (``ChatMessage.tool_call_id``); each provider writes those in its own wire format.
+Providers that cannot call tools say so in :meth:`Provider.supports_tools`.
 
 Providers raise only :mod:`copilot.errors` provider errors: third-party exceptions are
 translated here, at the boundary. Retries live in the core (one policy for every provider), so
@@ -29,18 +36,51 @@ __all__ = [
     "Provider",
     "StreamItem",
     "TextDelta",
+    "ToolCallRequest",
+    "ToolSchema",
     "estimate_tokens",
 ]
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRequest:
+    """One tool call the model asked for.
+
+    ``arguments`` is the JSON text exactly as the model wrote it (it may be invalid JSON: the
+    tool runner answers that with a failure result the model can read).
+    """
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSchema:
+    """A tool as the model sees it: its name, what it does and its parameters' JSON schema."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    """One message of the model context."""
+    """One message of the model context.
+
+    An assistant message may carry the ``tool_calls`` it made (its ``content`` is then the text
+    it wrote before them, often empty); a ``role="tool"`` message is the result of the call
+    named by ``tool_call_id``, its ``content`` the text the model is shown.
+    """
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +90,15 @@ class ModelRequest:
     ``model`` is the provider's own name for the model (``gpt-4.1``, not ``openai:gpt-4.1``).
     ``options`` holds generation options such as ``temperature`` and ``max_tokens``.
     ``timeout`` bounds the whole call in seconds (None: the provider's default).
+    ``tools`` are the tools the model may call in this step (empty: none; the request then
+    carries no tool definitions at all).
     """
 
     model: str
     messages: tuple[ChatMessage, ...]
     options: Mapping[str, Any] = field(default_factory=dict)
     timeout: float | None = None
+    tools: tuple[ToolSchema, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +110,18 @@ class TextDelta:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """The end of a reply: the full text, the model that answered and the token usage."""
+    """The end of a reply: the full text, the model that answered and the token usage.
+
+    ``tool_calls`` holds the tools the model asked to run, in its order (``finish_reason`` is
+    then ``"tool_calls"``); empty for a final answer.
+    """
 
     content: str
     model: str
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None
+    tool_calls: tuple[ToolCallRequest, ...] = ()
 
 
 StreamItem = TextDelta | Completion
@@ -130,13 +178,18 @@ class Provider(ABC):
         """The context window of ``model`` in tokens."""
         return int(self.settings.get("context_window", self.default_context_window))
 
+    def supports_tools(self, model: str) -> bool:
+        """Whether ``model`` can call tools through this provider (default: no)."""
+        return False
+
     def count_tokens(self, model: str, text: str) -> int:
         """Count (or estimate) the tokens ``text`` takes for ``model``."""
         return estimate_tokens(text)
 
     @abstractmethod
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
-        """Stream the reply: ``TextDelta`` items, then one ``Completion``.
+        """Stream the reply: ``TextDelta`` items, then one ``Completion`` (with the tool calls
+        the model asked for, if any).
 
         Implemented as an ``async def`` generator. Raise only ``copilot.errors`` provider errors.
         """
