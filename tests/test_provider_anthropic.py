@@ -1,25 +1,17 @@
-"""The Anthropic provider against a small Anthropic-compatible streaming server on 127.0.0.1.
+"""The Anthropic provider against :class:`copilot.testing.ScriptedAnthropicServer` on 127.0.0.1.
 
-The server below speaks just enough of the Messages API (``POST /v1/messages`` with
-``stream: true``) for the official ``anthropic`` SDK: it emits the documented SSE events
-(message_start, content_block_start, ping, content_block_delta, content_block_stop,
-message_delta, message_stop) and can be scripted to fail in the ways the provider must handle.
+The server speaks enough of the Messages API (``POST /v1/messages`` with ``stream: true``) for
+the official ``anthropic`` SDK, emits the documented SSE events and is scripted with the same
+``Reply`` / ``Fault`` vocabulary as the OpenAI test server.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from anthropic.resources.messages import AsyncMessages
@@ -36,7 +28,7 @@ from copilot.errors import (
 )
 from copilot.providers.anthropic import AnthropicProvider, anthropic_messages
 from copilot.providers.base import ChatMessage, Completion, TextDelta, estimate_tokens
-from copilot.testing import unused_port
+from copilot.testing import Fault, Reply, ScriptedAnthropicServer, unused_port
 
 KEY = "sk-ant-test-SECRET-0123456789abcdef"
 ANSWERING_MODEL = "claude-sonnet-4-6-20260101"
@@ -44,186 +36,16 @@ MODEL = "claude-sonnet-4-6"
 HELLO = (ChatMessage("system", "Be brief."), ChatMessage("user", "hello world"))
 
 
-# -- the server -----------------------------------------------------------------------------
+# -- the server: copilot.testing.ScriptedAnthropicServer ------------------------------------
 
-
-@dataclass
-class Step:
-    """One scripted answer.
-
-    kind: ``reply`` (the full event sequence), ``status`` (an HTTP error), ``disconnect``
-    (``n`` text deltas, then the connection drops mid-body), ``truncate`` (``n`` deltas, then a
-    clean end of the body without message_delta/message_stop), ``malformed`` (a data line that is
-    not JSON), ``error_event`` (an ``error`` event after ``n`` deltas), ``hang`` (silence).
-    """
-
-    kind: str = "reply"
-    chunks: list[str] = field(default_factory=lambda: ["Hello", " there", "!"])
-    n: int = 0
-    status: int = 500
-    headers: dict[str, str] = field(default_factory=dict)
-    body: dict[str, Any] | None = None
-    seconds: float = 0.0
-    usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 12, "output_tokens": 1})
-    output_tokens: int = 15
-    stop_reason: str = "end_turn"
-
-
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    429: "rate_limit_error",
-    500: "api_error",
-    529: "overloaded_error",
-}
-
-
-class AnthropicServer:
-    """Threaded stdlib server for ``POST /v1/messages``; records requests, follows a script."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.script: deque[Step] = deque()
-        self.stopping = threading.Event()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:  # keep request lines out of the output
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                owner.requests.append(
-                    {
-                        "path": self.path,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "json": json.loads(raw or b"null"),
-                    }
-                )
-                step = owner.script.popleft() if owner.script else Step()
-                try:
-                    owner.answer(self, step)
-                except OSError:
-                    self.close_connection = True
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def __enter__(self) -> AnthropicServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def enqueue(self, *steps: Step) -> None:
-        self.script.extend(steps)
-
-    # -- answers ----------------------------------------------------------------------------
-
-    def answer(self, handler: BaseHTTPRequestHandler, step: Step) -> None:
-        if step.kind == "status":
-            error = {"type": ERROR_TYPES.get(step.status, "api_error"), "message": "scripted"}
-            data = json.dumps(step.body or {"type": "error", "error": error}).encode()
-            handler.send_response(step.status)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(data)))
-            for name, value in step.headers.items():
-                handler.send_header(name, value)
-            handler.end_headers()
-            handler.wfile.write(data)
-            return
-        if step.kind == "hang":
-            self.stopping.wait(step.seconds)
-            self.drop(handler)
-            return
-        model = handler_model = owner_model(self.requests[-1]["json"])
-        handler.send_response(200)
-        handler.send_header("Content-Type", "text/event-stream")
-        handler.send_header("Transfer-Encoding", "chunked")
-        handler.end_headers()
-
-        def send(event: str, data: Any) -> None:
-            text = data if isinstance(data, str) else json.dumps(data)
-            payload = f"event: {event}\ndata: {text}\n\n".encode()
-            handler.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
-            handler.wfile.flush()
-
-        def end() -> None:
-            handler.wfile.write(b"0\r\n\r\n")
-            handler.wfile.flush()
-
-        del handler_model
-        message = {
-            "id": "msg_test",
-            "type": "message",
-            "role": "assistant",
-            "model": ANSWERING_MODEL if model.startswith("claude") else model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": step.usage,
-        }
-        send("message_start", {"type": "message_start", "message": message})
-        if step.kind == "malformed":
-            send("content_block_start", "{this is not json")
-            end()
-            return
-        block = {"type": "text", "text": ""}
-        send(
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": block},
-        )
-        send("ping", {"type": "ping"})
-        chunks = step.chunks if step.kind == "reply" else step.chunks[: step.n]
-        for chunk in chunks:
-            delta = {"type": "text_delta", "text": chunk}
-            send("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
-        if step.kind == "disconnect":
-            self.drop(handler)
-            return
-        if step.kind == "truncate":
-            end()
-            return
-        if step.kind == "error_event":
-            error = {"type": "overloaded_error", "message": "Overloaded"}
-            send("error", {"type": "error", "error": error})
-            end()
-            return
-        send("content_block_stop", {"type": "content_block_stop", "index": 0})
-        delta = {"stop_reason": step.stop_reason, "stop_sequence": None}
-        usage = {"output_tokens": step.output_tokens}
-        send("message_delta", {"type": "message_delta", "delta": delta, "usage": usage})
-        send("message_stop", {"type": "message_stop"})
-        end()
-
-    @staticmethod
-    def drop(handler: BaseHTTPRequestHandler) -> None:
-        handler.close_connection = True
-        try:
-            handler.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+HELLO_REPLY = Reply(
+    chunks=["Hello", " there", "!"], model=ANSWERING_MODEL, prompt_tokens=12, completion_tokens=15
+)
 
 
 def carries_key(headers: dict[str, str], key: str) -> bool:
     """Whether the request sent ``key`` (``x-api-key``, or a Bearer token in newer SDKs)."""
     return headers.get("x-api-key") == key or headers.get("authorization") == f"Bearer {key}"
-
-
-def owner_model(body: Any) -> str:
-    return body.get("model", "") if isinstance(body, dict) else ""
 
 
 # -- fixtures and helpers -------------------------------------------------------------------
@@ -237,7 +59,7 @@ def clean_env(monkeypatch):
 
 @pytest.fixture
 def server():
-    with AnthropicServer() as srv:
+    with ScriptedAnthropicServer() as srv:
         yield srv
 
 
@@ -269,6 +91,7 @@ def fail(provider, error_type, **kwargs):
 
 @pytest.mark.timeout(30)
 def test_streams_deltas_then_one_completion_with_usage(server, provider):
+    server.enqueue(HELLO_REPLY)
     items = ok(provider)
     assert items[:-1] == [TextDelta("Hello"), TextDelta(" there"), TextDelta("!")]
     assert items[-1] == Completion(
@@ -279,10 +102,10 @@ def test_streams_deltas_then_one_completion_with_usage(server, provider):
         finish_reason="stop",  # end_turn, in the package's words
     )
     request = server.requests[-1]
-    assert request["path"] == "/v1/messages"
-    assert carries_key(request["headers"], KEY)
-    assert "anthropic-version" in request["headers"]
-    body = request["json"]
+    assert request.path == "/v1/messages"
+    assert carries_key(request.headers, KEY)
+    assert "anthropic-version" in request.headers
+    body = request.json
     assert body["stream"] is True
     assert body["model"] == MODEL
     assert body["system"] == "Be brief."
@@ -292,13 +115,8 @@ def test_streams_deltas_then_one_completion_with_usage(server, provider):
 
 @pytest.mark.timeout(30)
 def test_cached_prompt_tokens_count_as_input(server, provider):
-    usage = {
-        "input_tokens": 5,
-        "cache_creation_input_tokens": 100,
-        "cache_read_input_tokens": 1000,
-        "output_tokens": 1,
-    }
-    server.enqueue(Step(usage=usage, stop_reason="max_tokens"))
+    cached = {"cache_creation_input_tokens": 100, "cache_read_input_tokens": 1000}
+    server.enqueue(Reply("Hi", prompt_tokens=5, extra_usage=cached, finish_reason="max_tokens"))
     completion = ok(provider)[-1]
     assert completion.input_tokens == 1105
     assert completion.finish_reason == "length"
@@ -308,7 +126,7 @@ def test_cached_prompt_tokens_count_as_input(server, provider):
 def test_options_are_mapped(server, provider):
     options = {"temperature": 0.25, "top_p": 0.5, "max_tokens": 50, "stop": "END", "seed": 7}
     ok(provider, options=options)
-    body = server.requests[-1]["json"]
+    body = server.requests[-1].json
     # sampling options go out only if the installed SDK still accepts them
     accepted = inspect.signature(AsyncMessages.create).parameters
     assert body.get("temperature") == (0.25 if "temperature" in accepted else None)
@@ -322,7 +140,7 @@ def test_options_are_mapped(server, provider):
 def test_max_output_setting(server, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     ok(AnthropicProvider({"base_url": server.base_url, "max_output": 123}))
-    assert server.requests[-1]["json"]["max_tokens"] == 123
+    assert server.requests[-1].json["max_tokens"] == 123
 
 
 @pytest.mark.timeout(30)
@@ -337,7 +155,7 @@ def test_messages_alternate_and_system_goes_to_the_system_parameter(server, prov
         ChatMessage("user", "e"),
     )
     ok(provider, messages=messages)
-    body = server.requests[-1]["json"]
+    body = server.requests[-1].json
     assert body["system"] == "Rule one.\n\nRule two."
     assert body["messages"] == [
         {"role": "user", "content": "a\n\nb"},
@@ -363,7 +181,7 @@ def test_anthropic_messages_drops_empty_messages():
 
 @pytest.mark.timeout(30)
 def test_rate_limit_carries_retry_after_and_is_tried_once(server, provider):
-    server.enqueue(Step("status", status=429, headers={"retry-after": "2"}))
+    server.enqueue(Fault.status(429, retry_after=2))
     error, _ = fail(provider, RateLimitError)
     assert error.retry_after == 2.0
     assert error.status_code == 429 and error.retryable
@@ -372,7 +190,7 @@ def test_rate_limit_carries_retry_after_and_is_tried_once(server, provider):
 
 @pytest.mark.timeout(30)
 def test_refused_key_is_an_authentication_error(server, provider):
-    server.enqueue(Step("status", status=401))
+    server.enqueue(Fault.status(401))
     error, _ = fail(provider, AuthenticationError)
     assert error.status_code == 401
     assert "ANTHROPIC_API_KEY" in str(error)
@@ -380,7 +198,7 @@ def test_refused_key_is_an_authentication_error(server, provider):
 
 @pytest.mark.timeout(30)
 def test_overloaded_is_a_retryable_status_error(server, provider):
-    server.enqueue(Step("status", status=529))
+    server.enqueue(Fault.status(529))
     error, _ = fail(provider, ProviderStatusError)
     assert error.status_code == 529 and error.retryable
     assert len(server.requests) == 1
@@ -388,38 +206,38 @@ def test_overloaded_is_a_retryable_status_error(server, provider):
 
 @pytest.mark.timeout(30)
 def test_disconnect_mid_stream_is_a_cut_off_reply(server, provider):
-    server.enqueue(Step("disconnect", n=2))
+    server.enqueue(Fault.disconnect_after(2, "Hello there again"))
     error, items = fail(provider, ProviderResponseError)
     assert "cut off" in str(error)
-    assert items == [TextDelta("Hello"), TextDelta(" there")]
+    assert items == [TextDelta("Hello "), TextDelta("there ")]
 
 
 @pytest.mark.timeout(30)
 def test_stream_without_message_stop_is_a_cut_off_reply(server, provider):
-    server.enqueue(Step("truncate", n=1))
+    server.enqueue(Fault.truncate_after(1, "Hello there"))
     error, items = fail(provider, ProviderResponseError)
     assert "cut off" in str(error)
-    assert items == [TextDelta("Hello")]
+    assert items == [TextDelta("Hello ")]
 
 
 @pytest.mark.timeout(30)
 def test_a_data_line_that_is_not_json_is_a_response_error(server, provider):
-    server.enqueue(Step("malformed"))
+    server.enqueue(Fault.malformed())
     error, _ = fail(provider, ProviderResponseError)
     assert "malformed" in str(error)
 
 
 @pytest.mark.timeout(30)
 def test_an_error_event_mid_stream_is_a_cut_off_reply(server, provider):
-    server.enqueue(Step("error_event", n=1))
+    server.enqueue(Fault.error_event(1, content="Hello there"))
     error, items = fail(provider, ProviderResponseError)
     assert "Overloaded" in str(error) and error.retryable
-    assert items == [TextDelta("Hello")]
+    assert items == [TextDelta("Hello ")]
 
 
 @pytest.mark.timeout(30)
 def test_a_silent_server_times_out(server, provider):
-    server.enqueue(Step("hang", seconds=10))
+    server.enqueue(Fault.hang(10))
     start = time.monotonic()
     fail(provider, ProviderTimeoutError)
     assert time.monotonic() - start < 2
@@ -435,25 +253,29 @@ def test_connection_refused_is_reported_within_seconds(monkeypatch):
 
 
 STEPS = [
-    Step(),
-    Step("status", status=429, headers={"retry-after": "1"}),
-    Step("status", status=401),
-    Step(
-        "status",
-        status=401,
-        body={"type": "error", "error": {"type": "authentication_error", "message": KEY}},
+    HELLO_REPLY,
+    Fault.status(429, retry_after=1),
+    Fault.status(401),
+    Fault.status(
+        401, body={"type": "error", "error": {"type": "authentication_error", "message": KEY}}
     ),
-    Step("status", status=500),
-    Step("disconnect", n=1),
-    Step("truncate", n=1),
-    Step("malformed"),
-    Step("error_event", n=1),
-    Step("hang", seconds=10),
+    Fault.status(500),
+    Fault.disconnect_after(1),
+    Fault.truncate_after(1),
+    Fault.malformed(),
+    Fault.error_event(1),
+    Fault.hang(10),
 ]
 
 
+def _step_id(step: Reply | Fault) -> str:
+    if isinstance(step, Reply):
+        return "reply"
+    return f"{step.kind}-{step.code}-{bool(step.body)}"
+
+
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("step", STEPS, ids=lambda s: f"{s.kind}-{s.status}-{bool(s.body)}")
+@pytest.mark.parametrize("step", STEPS, ids=_step_id)
 def test_the_key_never_leaks_and_errors_name_provider_and_model(server, monkeypatch, caplog, step):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
@@ -461,11 +283,11 @@ def test_the_key_never_leaks_and_errors_name_provider_and_model(server, monkeypa
     server.enqueue(step)
     assert KEY not in repr(provider)
     items, error = run(provider, model=MODEL)
-    assert carries_key(server.requests[-1]["headers"], KEY)  # it was sent
+    assert carries_key(server.requests[-1].headers, KEY)  # it was sent
     assert KEY not in repr(provider)
     assert KEY not in caplog.text
     assert caplog.records, "DEBUG logging was captured"
-    if step.kind == "reply":
+    if isinstance(step, Reply):
         assert error is None and isinstance(items[-1], Completion)
         return
     assert isinstance(error, ProviderError)
@@ -509,8 +331,9 @@ def test_the_module_imports_without_the_sdk_packages():
 def test_anthropic_base_url_env_is_used(server, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+    server.enqueue(HELLO_REPLY)
     assert ok(AnthropicProvider())[-1].content == "Hello there!"
-    assert server.requests[-1]["path"] == "/v1/messages"
+    assert server.requests[-1].path == "/v1/messages"
 
 
 @pytest.mark.timeout(30)

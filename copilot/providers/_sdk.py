@@ -2,8 +2,11 @@
 
 :class:`_SDKProvider` holds the client life cycle (built lazily on the event loop that uses
 it, ``max_retries=0``), timeouts (inactivity and a whole-call deadline), key handling (read
-from the environment, scrubbed from every message) and the translation of SDK exceptions into
-:mod:`copilot.errors`. The decisions are documented in :mod:`copilot.providers.openai`.
+from the environment, scrubbed from every message), the translation of SDK exceptions into
+:mod:`copilot.errors`, and the one streaming loop (check usable, deadline, client, call,
+iterate, close, complete or cut off). A provider only builds the call's arguments
+(``_request_kwargs``), opens the stream (``_open_stream``) and maps its SDK's events with a
+:class:`StreamReader`. The decisions are documented in :mod:`copilot.providers.openai`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
@@ -31,11 +35,19 @@ from ..errors import (
 )
 from .base import (
     Availability,
+    Completion,
     ModelRequest,
     Provider,
+    StreamItem,
 )
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_TIMEOUT", "PLACEHOLDER_KEY", "parse_retry_after"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_TIMEOUT",
+    "PLACEHOLDER_KEY",
+    "StreamReader",
+    "parse_retry_after",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +104,22 @@ def _lookup_window(table: dict[str, int], model: str) -> int | None:
         if name.startswith(known + "-") and (best is None or len(known) > len(best)):
             best = known
     return table[best] if best is not None else None
+
+
+class StreamReader(ABC):
+    """Maps one SDK stream's events to stream items; a new reader serves each call."""
+
+    @abstractmethod
+    def feed(self, event: Any) -> Iterable[StreamItem]:
+        """Read one SDK event; return the text deltas it carries (often none)."""
+
+    @abstractmethod
+    def cut_off(self) -> str | None:
+        """Why the stream that just ended is incomplete, or None when it is complete."""
+
+    @abstractmethod
+    def completion(self, request: ModelRequest) -> Completion:
+        """The reply's end: its text, tool calls, model, usage and finish reason."""
 
 
 class _SDKProvider(Provider):
@@ -196,6 +224,11 @@ class _SDKProvider(Provider):
     def models(self) -> list[str]:
         return list(self.known_context_windows())
 
+    def supports_tools(self, model: str) -> bool:
+        """Every model of these APIs can call tools, unless the ``tools`` setting is False
+        (for an OpenAI-compatible server whose model cannot)."""
+        return bool(self.settings.get("tools", True))
+
     def _check_usable(self, request: ModelRequest) -> None:
         """Raise a (non-retryable) ProviderError naming the fix when the provider is unusable."""
         state = self.availability()
@@ -243,6 +276,51 @@ class _SDKProvider(Provider):
                 await client.close()
             except Exception:  # closing is best effort; nothing useful to report
                 log.debug("%s: error while closing the client", self.name, exc_info=True)
+
+    # -- the streaming loop -----------------------------------------------------------------
+
+    @abstractmethod
+    def _request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
+        """The SDK call's arguments for ``request``."""
+
+    @abstractmethod
+    def _open_stream(self, client: Any, kwargs: dict[str, Any]) -> Awaitable[Any]:
+        """Start the SDK's streaming call (an awaitable giving an async-iterable response)."""
+
+    @abstractmethod
+    def _reader(self, request: ModelRequest) -> StreamReader:
+        """A fresh reader for one call's events."""
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+        self._check_usable(request)
+        deadline = self._deadline(request)
+        client = self._client_for_this_loop()
+        kwargs = self._request_kwargs(request)
+        log.debug("%s: streaming %r from %s", self.name, request.model, self._where())
+        response = await self._call(
+            lambda: self._open_stream(client, kwargs), request, deadline, started=False
+        )
+        reader = self._reader(request)
+        events = response.__aiter__()
+        try:
+            while True:
+                try:
+                    event = await self._call(
+                        lambda: events.__anext__(), request, deadline, started=True
+                    )
+                except StopAsyncIteration:
+                    break
+                for item in reader.feed(event):
+                    yield item
+        finally:
+            try:
+                await response.close()
+            except Exception:  # closing a finished or broken stream is best effort
+                log.debug("%s: error while closing a stream", self.name, exc_info=True)
+        why = reader.cut_off()
+        if why is not None:
+            raise self._cut_off(request, why)
+        yield reader.completion(request)
 
     # -- calling and error translation ------------------------------------------------------
 

@@ -36,6 +36,11 @@ deadline, error translation, key scrubbing):
   occupies the context window. ``finish_reason`` uses the OpenAI words the rest of the package
   uses: ``end_turn`` and ``stop_sequence`` -> ``stop``, ``max_tokens`` -> ``length``,
   ``refusal`` -> ``content_filter``, ``tool_use`` -> ``tool_calls``; others pass unchanged.
+* **Tools** go out as ``tools=[{"name", "description", "input_schema"}]``; a ``tool_use``
+  block's input arrives as ``input_json_delta`` fragments, joined per block into a
+  :class:`ToolCallRequest` (``stop_reason: tool_use`` reads ``tool_calls``). Earlier calls are
+  replayed as the assistant's ``tool_use`` blocks and their results as ``tool_result`` blocks
+  of the next user message (merged with any text of that turn, results first).
 * **Context windows**: every ``claude-*`` model has 200,000 tokens; other names get the class
   default (8192) unless the settings say otherwise.
 * **models()** lists the model names the installed ``anthropic`` package knows, minus those it
@@ -49,13 +54,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import logging
 import typing
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ._sdk import _SDKProvider
-from .base import ChatMessage, Completion, ModelRequest, StreamItem, TextDelta
+from ._sdk import StreamReader, _SDKProvider
+from .base import ChatMessage, Completion, ModelRequest, StreamItem, TextDelta, ToolCallRequest
 
 __all__ = ["AnthropicProvider", "anthropic_messages"]
 
@@ -80,20 +86,69 @@ _FINISH_REASONS = {
 
 def anthropic_messages(
     messages: tuple[ChatMessage, ...],
-) -> tuple[str | None, list[dict[str, str]]]:
-    """Split ``messages`` into the ``system`` text and alternating user/assistant messages."""
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """Split ``messages`` into the ``system`` text and alternating user/assistant messages.
+
+    Tool calls become ``tool_use`` blocks of the assistant message; results become
+    ``tool_result`` blocks of the next user message. Text-only neighbours of one role are joined
+    by blank lines; a message that has blocks keeps them, in order (results before any text).
+    """
     system: list[str] = []
-    turns: list[dict[str, str]] = []
+    turns: list[dict[str, Any]] = []
     for message in messages:
-        if not message.content.strip():
-            continue
         if message.role == "system":
-            system.append(message.content)
-        elif turns and turns[-1]["role"] == message.role:
-            turns[-1]["content"] += "\n\n" + message.content
+            if message.content.strip():
+                system.append(message.content)
+            continue
+        role, content = _anthropic_content(message)
+        if content is None:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"] = _merge(turns[-1]["content"], content)
         else:
-            turns.append({"role": message.role, "content": message.content})
+            turns.append({"role": role, "content": content})
     return ("\n\n".join(system) if system else None), turns
+
+
+def _anthropic_content(message: ChatMessage) -> tuple[str, str | list[dict[str, Any]] | None]:
+    """The role and content one message becomes (content None: drop it)."""
+    if message.role == "tool":
+        block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.tool_call_id}
+        if message.content:
+            block["content"] = message.content
+        return "user", [block]
+    if message.role == "assistant" and message.tool_calls:
+        blocks: list[dict[str, Any]] = []
+        if message.content.strip():
+            blocks.append({"type": "text", "text": message.content})
+        for call in message.tool_calls:
+            blocks.append(
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": _input(call)}
+            )
+        return "assistant", blocks
+    return message.role, (message.content if message.content.strip() else None)
+
+
+def _merge(
+    first: str | list[dict[str, Any]], second: str | list[dict[str, Any]]
+) -> str | list[dict[str, Any]]:
+    if isinstance(first, str) and isinstance(second, str):
+        return first + "\n\n" + second
+    return _blocks(first) + _blocks(second)
+
+
+def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+
+
+def _input(call: ToolCallRequest) -> dict[str, Any]:
+    """A call's arguments as the object ``tool_use.input`` must be ({} if they never parsed:
+    the call then failed, and its result says so)."""
+    try:
+        value = json.loads(call.arguments) if call.arguments.strip() else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 class AnthropicProvider(_SDKProvider):
@@ -167,70 +222,89 @@ class AnthropicProvider(_SDKProvider):
         stop = options.get("stop")
         if stop:
             kwargs["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        if request.tools:
+            kwargs["tools"] = [
+                {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "input_schema": dict(tool.parameters),
+                }
+                for tool in request.tools
+            ]
         if request.timeout is not None:
             kwargs["timeout"] = self._timeout(request)
         return kwargs
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
-        self._check_usable(request)
-        deadline = self._deadline(request)
-        client = self._client_for_this_loop()
-        kwargs = self._request_kwargs(request)
-        response = await self._call(
-            lambda: client.messages.create(**kwargs), request, deadline, started=False
+    def _open_stream(self, client: Any, kwargs: dict[str, Any]) -> Any:
+        return client.messages.create(**kwargs)
+
+    def _reader(self, request: ModelRequest) -> StreamReader:
+        return _MessagesReader()
+
+
+class _MessagesReader(StreamReader):
+    """Reads raw Messages API events: text deltas, ``tool_use`` blocks (their input streamed
+    as ``input_json_delta`` fragments), usage and the stop reason."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.answered_by = ""
+        self.stop_reason: str | None = None
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.stopped = False
+        #: block index -> [id, name, input fragments]
+        self.calls: dict[int, list[Any]] = {}
+
+    def feed(self, event: Any) -> Iterable[StreamItem]:
+        kind = getattr(event, "type", None)
+        if kind == "content_block_delta":
+            delta = getattr(event, "delta", None)
+            delta_type = getattr(delta, "type", None)
+            text = getattr(delta, "text", None)
+            if delta_type == "text_delta" and text:
+                self.parts.append(text)
+                return (TextDelta(text),)
+            call = self.calls.get(getattr(event, "index", -1))
+            if delta_type == "input_json_delta" and call is not None:
+                call[2].append(getattr(delta, "partial_json", "") or "")
+        elif kind == "content_block_start":
+            block = getattr(event, "content_block", None)
+            if getattr(block, "type", None) == "tool_use":
+                self.calls[event.index] = [block.id, block.name, []]
+        elif kind == "message_start":
+            message = getattr(event, "message", None)
+            self.answered_by = getattr(message, "model", None) or self.answered_by
+            usage = getattr(message, "usage", None)
+            self.input_tokens = _prompt_tokens(usage) if usage is not None else None
+            self.output_tokens = getattr(usage, "output_tokens", None)
+        elif kind == "message_delta":
+            delta = getattr(event, "delta", None)
+            self.stop_reason = getattr(delta, "stop_reason", None) or self.stop_reason
+            usage = getattr(event, "usage", None)
+            if usage is not None:
+                self.output_tokens = getattr(usage, "output_tokens", None) or self.output_tokens
+                if getattr(usage, "input_tokens", None) is not None:
+                    self.input_tokens = _prompt_tokens(usage)
+        elif kind == "message_stop":
+            self.stopped = True
+        return ()
+
+    def cut_off(self) -> str | None:
+        return None if self.stopped else "the stream ended before message_stop"
+
+    def completion(self, request: ModelRequest) -> Completion:
+        calls = tuple(
+            ToolCallRequest(id, name, "".join(parts) or "{}")
+            for _, (id, name, parts) in sorted(self.calls.items())
         )
-        parts: list[str] = []
-        answered_by = ""
-        stop_reason: str | None = None
-        input_tokens: int | None = None
-        output_tokens: int | None = None
-        stopped = False
-        events = response.__aiter__()
-        try:
-            while True:
-                try:
-                    event = await self._call(
-                        lambda: events.__anext__(), request, deadline, started=True
-                    )
-                except StopAsyncIteration:
-                    break
-                kind = getattr(event, "type", None)
-                if kind == "content_block_delta":
-                    delta = getattr(event, "delta", None)
-                    text = getattr(delta, "text", None)
-                    if getattr(delta, "type", None) == "text_delta" and text:
-                        parts.append(text)
-                        yield TextDelta(text)
-                elif kind == "message_start":
-                    message = getattr(event, "message", None)
-                    answered_by = getattr(message, "model", None) or answered_by
-                    usage = getattr(message, "usage", None)
-                    input_tokens = _prompt_tokens(usage) if usage is not None else None
-                    output_tokens = getattr(usage, "output_tokens", None)
-                elif kind == "message_delta":
-                    stop_reason = (
-                        getattr(getattr(event, "delta", None), "stop_reason", None) or stop_reason
-                    )
-                    usage = getattr(event, "usage", None)
-                    if usage is not None:
-                        output_tokens = getattr(usage, "output_tokens", None) or output_tokens
-                        if getattr(usage, "input_tokens", None) is not None:
-                            input_tokens = _prompt_tokens(usage)
-                elif kind == "message_stop":
-                    stopped = True
-        finally:
-            try:
-                await response.close()
-            except Exception:  # closing a finished or broken stream is best effort
-                log.debug("%s: error while closing a stream", self.name, exc_info=True)
-        if not stopped:
-            raise self._cut_off(request, "the stream ended before message_stop")
-        yield Completion(
-            content="".join(parts),
-            model=answered_by or request.model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            finish_reason=_FINISH_REASONS.get(stop_reason or "", stop_reason),
+        return Completion(
+            content="".join(self.parts),
+            model=self.answered_by or request.model,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            finish_reason=_FINISH_REASONS.get(self.stop_reason or "", self.stop_reason),
+            tool_calls=calls,
         )
 
 

@@ -39,6 +39,12 @@ Decisions, documented here once:
   other statuses -> :class:`ProviderStatusError`; a connection lost mid-stream, a chunk that is
   not JSON or a stream that ends without a ``finish_reason`` -> :class:`ProviderResponseError`
   ("the reply was cut off ...").
+* **Tools** go out as ``tools=[{"type": "function", ...}]``; the streamed ``tool_calls``
+  fragments are joined per ``index`` (arguments arrive split over many chunks, several calls
+  per step) into :class:`ToolCallRequest` items of the ``Completion``. Earlier calls and
+  results are replayed as the assistant message's ``tool_calls`` and ``role: "tool"``
+  messages. Every model is assumed able to call tools; the ``tools`` setting (False) says
+  otherwise for a compatible server whose model cannot.
 * **Token counting** uses :func:`estimate_tokens`, never ``tiktoken``: tiktoken downloads its
   encodings on first use (which hangs or fails with the network closed), and the GitHub, Ollama
   and compatible providers serve models whose tokenizers tiktoken does not know anyway.
@@ -71,18 +77,19 @@ Stainless-generated SDKs share (client life cycle, timeouts, error translation);
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._sdk import _SDKProvider, parse_retry_after
-from .base import ChatMessage, Completion, ModelRequest, StreamItem, TextDelta
+from ._sdk import StreamReader, _SDKProvider, parse_retry_after
+from .base import ChatMessage, Completion, ModelRequest, StreamItem, TextDelta, ToolCallRequest
 
 __all__ = [
     "GitHubModelsProvider",
     "OllamaProvider",
     "OpenAICompatibleProvider",
     "OpenAIProvider",
+    "openai_messages",
     "parse_retry_after",
 ]
 
@@ -111,6 +118,36 @@ OPENAI_CONTEXT_WINDOWS: dict[str, int] = {
 }
 
 
+def openai_messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, Any]]:
+    """``messages`` in the Chat Completions wire format.
+
+    An assistant message that called tools carries ``tool_calls`` (its content ``None`` when it
+    wrote no text); each result is a ``{"role": "tool", "tool_call_id": ...}`` message.
+    """
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "tool":
+            out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content})
+        elif m.role == "assistant" and m.tool_calls:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": m.content or None,
+                    "tool_calls": [
+                        {
+                            "id": call.id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments},
+                        }
+                        for call in m.tool_calls
+                    ],
+                }
+            )
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
 class OpenAIProvider(_SDKProvider):
     """OpenAI's Chat Completions API (or any server speaking it, via ``base_url``)."""
 
@@ -136,8 +173,8 @@ class OpenAIProvider(_SDKProvider):
         return url is None or urlsplit(url).hostname == "api.openai.com"
 
     @staticmethod
-    def _messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, str]]:
-        return [{"role": m.role, "content": m.content} for m in messages]
+    def _messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, Any]]:
+        return openai_messages(messages)
 
     def _request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
         """The ``chat.completions.create`` arguments for ``request``."""
@@ -155,58 +192,95 @@ class OpenAIProvider(_SDKProvider):
         if options.get("max_tokens") is not None:
             param = "max_completion_tokens" if self._official_api() else "max_tokens"
             kwargs.setdefault(param, options["max_tokens"])
+        if request.tools:
+            kwargs["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": tool.name,
+                        "description": tool.description,
+                        "parameters": dict(tool.parameters),
+                    },
+                }
+                for tool in request.tools
+            ]
         if request.timeout is not None:
             kwargs["timeout"] = self._timeout(request)
         return kwargs
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
-        self._check_usable(request)
-        deadline = self._deadline(request)
-        client = self._client_for_this_loop()
-        kwargs = self._request_kwargs(request)
-        log.debug("%s: streaming %r from %s", self.name, request.model, self._where())
-        response = await self._call(
-            lambda: client.chat.completions.create(**kwargs), request, deadline, started=False
+    def _open_stream(self, client: Any, kwargs: dict[str, Any]) -> Any:
+        return client.chat.completions.create(**kwargs)
+
+    def _reader(self, request: ModelRequest) -> StreamReader:
+        return _ChatCompletionsReader()
+
+
+class _ChatCompletionsReader(StreamReader):
+    """Reads ``chat.completion.chunk`` objects: content deltas, and ``tool_calls`` deltas
+    (each call's id and name in its first fragment, its arguments split over the following
+    ones, several calls told apart by ``index``)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.answered_by = ""
+        self.finish_reason: str | None = None
+        self.usage: Any = None
+        #: index -> [id, name, argument fragments]
+        self.calls: dict[int, list[Any]] = {}
+
+    def feed(self, chunk: Any) -> Iterable[StreamItem]:
+        self.answered_by = getattr(chunk, "model", None) or self.answered_by
+        if getattr(chunk, "usage", None) is not None:
+            self.usage = chunk.usage
+        items: list[StreamItem] = []
+        for choice in getattr(chunk, "choices", None) or ():
+            if getattr(choice, "index", 0) != 0:
+                continue
+            delta = getattr(choice, "delta", None)
+            text = getattr(delta, "content", None) if delta is not None else None
+            if text:
+                self.parts.append(text)
+                items.append(TextDelta(text))
+            for fragment in (
+                getattr(delta, "tool_calls", None) if delta is not None else None
+            ) or ():
+                self._tool_fragment(fragment)
+            if getattr(choice, "finish_reason", None):
+                self.finish_reason = choice.finish_reason
+        return items
+
+    def _tool_fragment(self, fragment: Any) -> None:
+        index = getattr(fragment, "index", None)
+        if index is None:  # some compatible servers send whole calls without an index
+            index = len(self.calls)
+        call = self.calls.setdefault(index, ["", "", []])
+        if getattr(fragment, "id", None):
+            call[0] = fragment.id
+        function = getattr(fragment, "function", None)
+        if function is not None:
+            if getattr(function, "name", None) and not call[1]:
+                call[1] = function.name
+            if getattr(function, "arguments", None):
+                call[2].append(function.arguments)
+
+    def cut_off(self) -> str | None:
+        return (
+            None if self.finish_reason is not None else "the stream ended without a finish_reason"
         )
-        parts: list[str] = []
-        answered_by = ""
-        finish_reason: str | None = None
-        usage: Any = None
-        chunks = response.__aiter__()
-        try:
-            while True:
-                try:
-                    chunk = await self._call(
-                        lambda: chunks.__anext__(), request, deadline, started=True
-                    )
-                except StopAsyncIteration:
-                    break
-                answered_by = getattr(chunk, "model", None) or answered_by
-                if getattr(chunk, "usage", None) is not None:
-                    usage = chunk.usage
-                for choice in getattr(chunk, "choices", None) or ():
-                    if getattr(choice, "index", 0) != 0:
-                        continue
-                    delta = getattr(choice, "delta", None)
-                    text = getattr(delta, "content", None) if delta is not None else None
-                    if text:
-                        parts.append(text)
-                        yield TextDelta(text)
-                    if getattr(choice, "finish_reason", None):
-                        finish_reason = choice.finish_reason
-        finally:
-            try:
-                await response.close()
-            except Exception:
-                log.debug("%s: error while closing a stream", self.name, exc_info=True)
-        if finish_reason is None:
-            raise self._cut_off(request, "the stream ended without a finish_reason")
-        yield Completion(
-            content="".join(parts),
-            model=answered_by or request.model,
+
+    def completion(self, request: ModelRequest) -> Completion:
+        usage = self.usage
+        calls = tuple(
+            ToolCallRequest(id or f"call_{index}", name, "".join(parts) or "{}")
+            for index, (id, name, parts) in sorted(self.calls.items())
+        )
+        return Completion(
+            content="".join(self.parts),
+            model=self.answered_by or request.model,
             input_tokens=getattr(usage, "prompt_tokens", None) if usage is not None else None,
             output_tokens=getattr(usage, "completion_tokens", None) if usage is not None else None,
-            finish_reason=finish_reason,
+            finish_reason=self.finish_reason,
+            tool_calls=calls,
         )
 
 

@@ -7,8 +7,14 @@ Standard library only. The server speaks just enough of the OpenAI REST API for 
 * ``GET /v1/models`` and ``GET /v1/models/{id}``.
 * anything else -> ``404`` with an OpenAI-shaped error body.
 
+A :class:`Reply` with ``tool_calls`` streams them as OpenAI does: each call's id and name in its
+first fragment, its arguments split over the following chunks, several calls told apart by
+``index``, then ``finish_reason: "tool_calls"``. Requests are checked as OpenAI checks them: an
+assistant message with ``tool_calls`` must be followed by one ``tool`` message per call id, and
+a ``tool`` message must answer such a call; otherwise ``400``.
+
 Responses to ``/v1/chat/completions`` come from a FIFO *script* of :class:`Reply` and
-:class:`Fault` objects (see :meth:`ScriptedOpenAIServer.enqueue`). When the script is empty the
+:class:`Fault` objects (the vocabulary shared with the Anthropic server, :mod:`copilot.testing.script`) (see :meth:`ScriptedOpenAIServer.enqueue`). When the script is empty the
 server answers deterministically with ``"echo: " + <content of the last user message>``.
 
 Token accounting is deliberately simple and deterministic: **one token per whitespace-separated
@@ -32,24 +38,27 @@ Run standalone with ``python -m copilot.testing.openai_server --port 8123 [--lat
 from __future__ import annotations
 
 import argparse
-import contextlib
-import itertools
 import json
-import re
 import signal
-import socket
 import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, ClassVar
 
-if TYPE_CHECKING:
-    from typing import Self
+from ._http import BaseHandler, ScriptedServer
+from .script import (
+    Fault,
+    RecordedRequest,
+    Reply,
+    ToolCall,
+    count_tokens,
+    default_reply_content,
+    message_text,
+    prompt_token_count,
+    split_chunks,
+    unused_port,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -57,12 +66,14 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "ScriptedOpenAIServer",
+    "ToolCall",
     "count_tokens",
     "default_reply_content",
     "main",
     "message_text",
     "prompt_token_count",
     "split_chunks",
+    "tool_message_problem",
     "unused_port",
 ]
 
@@ -71,8 +82,6 @@ DEFAULT_MODEL = "test-model"
 
 _SYSTEM_FINGERPRINT = "fp_scripted"
 _OWNED_BY = "scripted"
-_WORD_RE = re.compile(r"\s*\S+\s*")
-
 _ERROR_TYPES: dict[int, tuple[str, str | None]] = {
     400: ("invalid_request_error", None),
     401: ("invalid_request_error", "invalid_api_key"),
@@ -88,217 +97,6 @@ _ERROR_TYPES: dict[int, tuple[str, str | None]] = {
 }
 
 
-# --------------------------------------------------------------------------------------------
-# Helpers (public: tests can use them to compute the expected default reply / usage)
-# --------------------------------------------------------------------------------------------
-
-
-def count_tokens(text: str) -> int:
-    """Return the server's token count for ``text``: the number of whitespace-separated words."""
-    return len(text.split())
-
-
-def message_text(message: Mapping[str, Any]) -> str:
-    """Return the text of one chat message.
-
-    ``content`` may be a string, ``None`` or a list of content parts; for a list, the ``text`` of
-    every part that has one is joined with single spaces.
-    """
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p.get("text") for p in content if isinstance(p, Mapping)]
-        return " ".join(p for p in parts if isinstance(p, str))
-    return ""
-
-
-def prompt_token_count(messages: Iterable[Mapping[str, Any]]) -> int:
-    """Return ``prompt_tokens`` for a request: :func:`count_tokens` summed over all messages."""
-    return sum(count_tokens(message_text(m)) for m in messages if isinstance(m, Mapping))
-
-
-def default_reply_content(messages: Iterable[Mapping[str, Any]]) -> str:
-    """Return the default (unscripted) reply: ``"echo: " + <last user message text>``.
-
-    If there is no user message the result is ``"echo: "``.
-    """
-    last = ""
-    for m in messages:
-        if isinstance(m, Mapping) and m.get("role") == "user":
-            last = message_text(m)
-    return "echo: " + last
-
-
-def split_chunks(content: str) -> list[str]:
-    """Split ``content`` into streaming chunks: words, each keeping its surrounding spaces.
-
-    ``"".join(split_chunks(s)) == s`` always holds; ``""`` gives ``[]``.
-    """
-    pieces = _WORD_RE.findall(content)
-    if not pieces and content:
-        pieces = [content]  # whitespace only
-    return pieces
-
-
-def unused_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` with nothing listening (for connection-refused tests).
-
-    The port is obtained from the OS and released again, so it is free at the time of the call;
-    nothing will listen on it unless someone else grabs it later (unlikely in a test run).
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-# --------------------------------------------------------------------------------------------
-# Script items
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RecordedRequest:
-    """One HTTP request received by the server (any endpoint, any outcome).
-
-    ``headers`` has lower-cased names. ``json`` is the decoded body, or ``None`` when the body was
-    empty or not valid JSON (the raw bytes are in ``body``). ``time`` is ``time.monotonic()`` when
-    the request line and headers had been read. ``client`` is the peer ``(host, port)``: requests
-    sharing it came over the same (keep-alive) connection.
-    """
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    json: Any
-    body: bytes = b""
-    time: float = 0.0
-    client: tuple[str, int] = ("", 0)
-
-
-@dataclass
-class Reply:
-    """A scripted successful chat completion.
-
-    * ``content``: the assistant text. If omitted and ``chunks`` is given, ``"".join(chunks)``.
-    * ``model``: model id reported in the response; ``None`` echoes the request's ``model``.
-    * ``prompt_tokens`` / ``completion_tokens``: usage to report; ``None`` computes them with
-      :func:`prompt_token_count` / :func:`count_tokens`.
-    * ``chunks``: how to split ``content`` when streaming (each becomes one SSE chunk); ``None``
-      uses :func:`split_chunks`. Must join to ``content``.
-    * ``finish_reason``: reported in the last choice chunk / the choice (``"stop"``, ``"length"``,
-      ...).
-    * ``chunk_delay``: seconds between SSE events for this reply; ``None`` uses the server's.
-    """
-
-    content: str = ""
-    model: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    chunks: list[str] | None = None
-    finish_reason: str = "stop"
-    chunk_delay: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.chunks is not None:
-            self.chunks = list(self.chunks)
-            joined = "".join(self.chunks)
-            if not self.content:
-                self.content = joined
-            elif joined != self.content:
-                raise ValueError("Reply.chunks must join to Reply.content")
-
-    def stream_chunks(self) -> list[str]:
-        """Return the content chunks this reply is streamed as."""
-        return list(self.chunks) if self.chunks is not None else split_chunks(self.content)
-
-
-FaultKind = Literal["status", "disconnect", "truncate", "malformed", "hang"]
-
-
-@dataclass
-class Fault:
-    """A scripted failure. Build one with the classmethods, not the constructor.
-
-    Behaviour for a streaming (``stream: true``) request / a non-streaming one:
-
-    * :meth:`status`: an HTTP error with an OpenAI error body, in both cases.
-    * :meth:`disconnect_after`: SSE role chunk + ``n`` content chunks, then the TCP connection is
-      closed without the chunked terminator (a cut-off stream) / headers announcing the full
-      ``Content-Length`` and half the body, then the connection is closed.
-    * :meth:`truncate_after`: role chunk + ``n`` content chunks, then a clean end of the body
-      (chunked terminator) with no ``finish_reason`` chunk and no ``[DONE]`` / a complete
-      ``chat.completion`` holding only those chunks' text and ``finish_reason: null``.
-    * :meth:`malformed`: ``200`` and an SSE ``data:`` line that is not JSON (then ``[DONE]``) /
-      ``200`` with ``Content-Type: application/json`` and a body that is not JSON.
-    * :meth:`hang`: nothing is sent for ``seconds``; then the connection is closed without a
-      response. :meth:`ScriptedOpenAIServer.stop` cuts the wait short.
-    """
-
-    kind: FaultKind
-    code: int = 500
-    body: dict[str, Any] | None = None
-    retry_after: float | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    n_chunks: int = 0
-    content: str | None = None
-    seconds: float = 0.0
-    payload: str = "{this is not json"
-
-    @classmethod
-    def status(
-        cls,
-        code: int,
-        body: dict[str, Any] | None = None,
-        retry_after: float | None = None,
-        *,
-        headers: Mapping[str, str] | None = None,
-    ) -> Fault:
-        """Answer with HTTP ``code`` and an OpenAI error body.
-
-        ``body`` defaults to ``{"error": {"message", "type", "param", "code"}}`` with values that
-        match what OpenAI sends for that status. ``retry_after`` (seconds) adds a ``Retry-After``
-        header; ``headers`` adds any other response headers.
-        """
-        if not 100 <= code <= 599:
-            raise ValueError(f"invalid HTTP status {code}")
-        return cls(
-            "status", code=code, body=body, retry_after=retry_after, headers=dict(headers or {})
-        )
-
-    @classmethod
-    def disconnect_after(cls, n_chunks: int, content: str | None = None) -> Fault:
-        """Stream ``n_chunks`` content chunks, then drop the connection (no terminator/[DONE]).
-
-        ``content`` is split with :func:`split_chunks`; ``None`` uses the default echo reply.
-        """
-        return cls("disconnect", n_chunks=_non_negative(n_chunks), content=content)
-
-    @classmethod
-    def truncate_after(cls, n_chunks: int, content: str | None = None) -> Fault:
-        """Stream ``n_chunks`` content chunks, then end the body cleanly without a
-        ``finish_reason`` and without ``data: [DONE]``."""
-        return cls("truncate", n_chunks=_non_negative(n_chunks), content=content)
-
-    @classmethod
-    def malformed(cls, payload: str = "{this is not json") -> Fault:
-        """Answer ``200`` with an SSE ``data:`` line (or a JSON body) that is ``payload``."""
-        return cls("malformed", payload=payload)
-
-    @classmethod
-    def hang(cls, seconds: float) -> Fault:
-        """Accept the request and send nothing for ``seconds``, then close the connection."""
-        if seconds < 0:
-            raise ValueError("seconds must be >= 0")
-        return cls("hang", seconds=float(seconds))
-
-
-def _non_negative(n: int) -> int:
-    if n < 0:
-        raise ValueError("n_chunks must be >= 0")
-    return int(n)
-
-
 def _error_body(code: int, message: str | None = None, param: str | None = None) -> dict[str, Any]:
     etype, ecode = _ERROR_TYPES.get(
         code, ("server_error" if code >= 500 else "invalid_request_error", None)
@@ -311,113 +109,49 @@ def _error_body(code: int, message: str | None = None, param: str | None = None)
     return {"error": {"message": message, "type": etype, "param": param, "code": ecode}}
 
 
-# --------------------------------------------------------------------------------------------
-# HTTP plumbing
-# --------------------------------------------------------------------------------------------
+def tool_message_problem(messages: Iterable[Any]) -> str | None:
+    """What OpenAI would refuse in ``messages``' tool calls and results, or None.
 
-
-class _Abort(Exception):
-    """Raised inside the handler to drop the connection silently."""
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, addr: tuple[str, int], owner: ScriptedOpenAIServer) -> None:
-        self.owner = owner
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(addr, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Swallow per-connection errors (client went away, ...): never print tracebacks."""
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server_version = "ScriptedOpenAI/1.0"
-    sys_version = ""
-    server: _HTTPServer
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
-        with contextlib.suppress(OSError):
-            super().finish()
-
-    def log_message(self, *args: Any) -> None:
-        """Silenced: request lines and headers (API keys) must never reach stdout/stderr."""
-
-    def log_error(self, *args: Any) -> None:
-        """Silenced as well."""
-
-    def handle_one_request(self) -> None:
-        try:
-            super().handle_one_request()
-        except _Abort:
-            self.close_connection = True
-        except (ConnectionError, TimeoutError, OSError):
-            self.close_connection = True
-
-    # -- dispatch ---------------------------------------------------------------------------
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    def do_OPTIONS(self) -> None:
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        owner = self.server.owner
-        received = time.monotonic()
-        body = self._read_body()
-        parsed: Any = None
-        if body:
-            try:
-                parsed = json.loads(body)
-            except ValueError:
-                parsed = None
-        path = self.path.split("?", 1)[0]
-        owner._record(
-            RecordedRequest(
-                method=self.command,
-                path=self.path,
-                headers={k.lower(): v for k, v in self.headers.items()},
-                json=parsed,
-                body=body,
-                time=received,
-                client=(str(self.client_address[0]), int(self.client_address[1])),
+    An assistant message with ``tool_calls`` must be followed by one ``tool`` message for each
+    call id (before any other message); a ``tool`` message must answer such a call.
+    """
+    waiting: set[str] = set()
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            continue
+        role = m.get("role")
+        if role == "tool":
+            call_id = m.get("tool_call_id")
+            if call_id not in waiting:
+                return (
+                    f"Invalid parameter: messages[{i}]: messages with role 'tool' must be a "
+                    "response to a preceeding message with 'tool_calls'."
+                )
+            waiting.discard(call_id)
+            continue
+        if waiting:
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages "
+                "responding to each 'tool_call_id'. The following tool_call_ids did not have "
+                f"response messages: {', '.join(sorted(waiting))}"
             )
+        if role == "assistant":
+            waiting = {c.get("id") for c in m.get("tool_calls") or () if isinstance(c, Mapping)}
+    if waiting:
+        return (
+            "An assistant message with 'tool_calls' must be followed by tool messages "
+            f"responding to each 'tool_call_id': {', '.join(sorted(waiting))}"
         )
-        if path.endswith("/") and len(path) > 1:
-            path = path.rstrip("/")
+    return None
+
+
+class _Handler(BaseHandler):
+    server_version = "ScriptedOpenAI/1.0"
+
+    def route(self, path: str, body: Any) -> None:
+        owner: ScriptedOpenAIServer = self.server.owner  # type: ignore[assignment]
         if path == "/v1/chat/completions" and self.command == "POST":
-            self._chat_completions(parsed)
+            self._chat_completions(body)
         elif path == "/v1/models" and self.command == "GET":
             self._send_json(200, {"object": "list", "data": owner._model_objects()})
         elif path.startswith("/v1/models/") and self.command == "GET":
@@ -430,85 +164,6 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             msg = f"Unknown request URL: {self.command} {self.path}."
             self._send_json(404, _error_body(404, msg))
-
-    def _read_body(self) -> bytes:
-        te = self.headers.get("Transfer-Encoding", "")
-        if "chunked" in te.lower():
-            parts = []
-            while True:
-                line = self.rfile.readline(65537)
-                if not line:
-                    raise _Abort
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    # trailers until blank line
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                parts.append(self.rfile.read(size))
-                self.rfile.readline(65537)
-            return b"".join(parts)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    # -- response helpers -------------------------------------------------------------------
-
-    def _send_json(
-        self,
-        code: int,
-        obj: Any,
-        headers: Mapping[str, str] | None = None,
-        raw: bytes | None = None,
-    ) -> None:
-        data = raw if raw is not None else json.dumps(obj, separators=(",", ":")).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        # headers + body in one write (one TCP segment for small answers)
-        self._headers_buffer.append(b"\r\n")
-        if self.command != "HEAD":
-            self._headers_buffer.append(data)
-        self.flush_headers()
-
-    def _start_stream(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("x-request-id", self._request_id)
-        # not flushed: the headers go out together with the first event
-        self._headers_buffer.append(b"\r\n")
-
-    def _write(self, data: bytes) -> None:
-        if getattr(self, "_headers_buffer", None):
-            self._headers_buffer.append(data)
-            self.flush_headers()
-        else:
-            self.wfile.write(data)
-
-    def _send_event(self, data: str, *, end: bool = False) -> None:
-        """Send one SSE event as one HTTP chunk (one write); ``end`` appends the terminator."""
-        payload = b"data: " + data.encode() + b"\n\n"
-        tail = b"0\r\n\r\n" if end else b""
-        self._write(b"%x\r\n%s\r\n%s" % (len(payload), payload, tail))
-
-    def _end_stream(self) -> None:
-        self._write(b"0\r\n\r\n")
-
-    def _drop(self) -> None:
-        """Close the TCP connection now (FIN), mid-response, and stop serving it."""
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
-        raise _Abort
-
-    def _wait(self, seconds: float) -> None:
-        if seconds > 0 and self.server.owner._stopping.wait(seconds):
-            self._drop()
 
     # -- /v1/chat/completions ---------------------------------------------------------------
 
@@ -529,6 +184,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(messages, list) or not isinstance(model, str):
             bad = "messages" if not isinstance(messages, list) else "model"
             self._send_json(400, _error_body(400, f"Invalid type for '{bad}'.", bad))
+            return
+        problem = tool_message_problem(messages)
+        if problem is not None:
+            self._send_json(400, _error_body(400, problem, "messages"))
             return
         owner._note_model(model)
         prompt_tokens = prompt_token_count(messages)
@@ -592,9 +251,11 @@ class _Handler(BaseHTTPRequestHandler):
             if reply.completion_tokens is not None
             else count_tokens(reply.content),
         )
+        usage.update(reply.extra_usage)
+        calls = self._numbered(reply)
         if not stream:
             self._send_json(
-                200, self._completion(out_model, reply.content, reply.finish_reason, usage)
+                200, self._completion(out_model, reply.content, reply.reason, usage, calls)
             )
             return
         delay = reply.chunk_delay if reply.chunk_delay is not None else owner.chunk_delay
@@ -605,7 +266,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(out_model, self._delta({"content": c}), include_usage)
             for c in reply.stream_chunks()
         ]
-        events.append(self._chunk(out_model, self._delta({}, reply.finish_reason), include_usage))
+        for index, (call_id, call) in enumerate(calls):
+            first = {
+                "index": index,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+            events.append(
+                self._chunk(out_model, self._delta({"tool_calls": [first]}), include_usage)
+            )
+            for piece in call.argument_chunks():
+                fragment = {"index": index, "function": {"arguments": piece}}
+                events.append(
+                    self._chunk(out_model, self._delta({"tool_calls": [fragment]}), include_usage)
+                )
+        events.append(self._chunk(out_model, self._delta({}, reply.reason), include_usage))
         if include_usage:
             events.append(self._chunk(out_model, [], True, usage))
         self._start_stream()
@@ -619,9 +295,29 @@ class _Handler(BaseHTTPRequestHandler):
         # [DONE] (AsyncOpenAI on HTTP/1.1) find the end at once and keep the connection.
         self._send_event("[DONE]", end=True)
 
+    def _numbered(self, reply: Reply) -> list[tuple[str, ToolCall]]:
+        """The reply's tool calls with their ids (numbered by the server when not scripted)."""
+        owner = self.server.owner
+        return [(call.id or owner._next_call_id(), call) for call in reply.tool_calls]
+
     def _completion(
-        self, model: str, content: str, finish_reason: str | None, usage: dict[str, Any]
+        self,
+        model: str,
+        content: str,
+        finish_reason: str | None,
+        usage: dict[str, Any],
+        calls: list[tuple[str, ToolCall]] | None = None,
     ) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+        if calls:
+            message["tool_calls"] = [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call_id, call in calls
+            ]
         return {
             "id": self._request_id,
             "object": "chat.completion",
@@ -631,7 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": finish_reason,
                 }
@@ -670,11 +366,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_event(fault.payload)
             self._send_event("[DONE]", end=True)
             return
-        # disconnect / truncate
+        # disconnect / truncate / error_event
         content = fault.content if fault.content is not None else default_reply_content(messages)
         chunks = split_chunks(content)[: fault.n_chunks]
         if not stream:
             partial = "".join(chunks)
+            if fault.kind == "error_event":
+                self._send_json(500, _error_body(500, fault.message))
+                return
             if fault.kind == "truncate":
                 usage = self._usage(prompt_tokens, count_tokens(partial))
                 self._send_json(200, self._completion(model, partial, None, usage))
@@ -696,15 +395,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_event(self._chunk(model, self._delta({"content": c}), include_usage))
         if fault.kind == "disconnect":
             self._drop()
+        if fault.kind == "error_event":
+            error = {
+                "message": fault.message,
+                "type": fault.error_type,
+                "param": None,
+                "code": None,
+            }
+            self._send_event(json.dumps({"error": error}))
         self._end_stream()
 
 
-# --------------------------------------------------------------------------------------------
-# The server
-# --------------------------------------------------------------------------------------------
-
-
-class ScriptedOpenAIServer:
+class ScriptedOpenAIServer(ScriptedServer):
     """An OpenAI-compatible HTTP server on a daemon thread, driven by a FIFO script.
 
     * ``latency``: seconds to wait before the first byte of every ``/v1/chat/completions``
@@ -720,6 +422,11 @@ class ScriptedOpenAIServer:
     answered. Requests rejected by validation (400) do not consume a script item.
     """
 
+    handler_class = _Handler
+    endpoint: ClassVar[str] = "/v1/chat/completions"
+    url_suffix: ClassVar[str] = "/v1"
+    id_prefix: ClassVar[str] = "chatcmpl-scripted"
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -729,140 +436,32 @@ class ScriptedOpenAIServer:
         chunk_delay: float = 0.0,
         context_window: int = 8192,
     ) -> None:
-        self.host = host
-        self.port = port
-        self.latency = latency
-        self.chunk_delay = chunk_delay
+        super().__init__(host, port, latency=latency, chunk_delay=chunk_delay)
         self.context_window = context_window
-        self.requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
-        self._script: deque[Reply | Fault] = deque()
         self._models: dict[str, None] = {DEFAULT_MODEL: None}
-        self._ids = itertools.count(1)
-        self._stopping = threading.Event()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle --------------------------------------------------------------------------
+        self._call_ids = iter(range(1, 1 << 62))
 
     @property
     def base_url(self) -> str:
         """``http://HOST:PORT/v1`` -- pass it as ``base_url`` to the ``openai`` client."""
-        return f"http://{self.host}:{self.port}/v1"
-
-    @property
-    def running(self) -> bool:
-        """Whether the server is accepting connections."""
-        return self._httpd is not None
-
-    def start(self) -> ScriptedOpenAIServer:
-        """Bind and start serving on a daemon thread; returns ``self``. Idempotent."""
-        if self._httpd is not None:
-            return self
-        self._stopping.clear()
-        httpd = _HTTPServer((self.host, self.port), self)
-        self.port = int(httpd.server_address[1])
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"ScriptedOpenAIServer:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, close open (keep-alive, hanging or streaming) connections. Idempotent."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        self._stopping.set()
-        httpd.shutdown()
-        with httpd.connections_lock:
-            conns = list(httpd.connections)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def serve_forever(self) -> None:
-        """Start (if needed) and block until :meth:`stop` is called or KeyboardInterrupt."""
-        self.start()
-        try:
-            while self._httpd is not None and not self._stopping.wait(0.5):
-                pass
-        finally:
-            self.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"<ScriptedOpenAIServer {self.base_url} {state}, {len(self._script)} scripted>"
-
-    # -- scripting --------------------------------------------------------------------------
-
-    def enqueue(self, *responses: Reply | Fault) -> None:
-        """Append replies/faults to the FIFO script consumed by ``/v1/chat/completions``.
-
-        Each valid chat request pops one item; when the script is empty the default echo reply
-        is used (see :func:`default_reply_content`).
-        """
-        for r in responses:
-            if not isinstance(r, (Reply, Fault)):
-                raise TypeError(f"expected Reply or Fault, got {type(r).__name__}")
-        with self._lock:
-            self._script.extend(responses)
-
-    @property
-    def pending(self) -> int:
-        """Number of script items not consumed yet."""
-        with self._lock:
-            return len(self._script)
+        return super().base_url
 
     def reset(self) -> None:
         """Forget recorded requests, pending script items and requested models."""
+        super().reset()
         with self._lock:
-            self._script.clear()
-            self.requests.clear()
             self._models = {DEFAULT_MODEL: None}
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
         """Recorded ``POST /v1/chat/completions`` requests, oldest first."""
-        with self._lock:
-            return [
-                r
-                for r in self.requests
-                if r.method == "POST" and r.path.split("?")[0].rstrip("/") == "/v1/chat/completions"
-            ]
-
-    @property
-    def last_request(self) -> RecordedRequest | None:
-        """The most recent recorded request, or ``None``."""
-        with self._lock:
-            return self.requests[-1] if self.requests else None
+        return self._endpoint_requests()
 
     # -- internals used by the handler ------------------------------------------------------
 
-    def _record(self, req: RecordedRequest) -> None:
+    def _next_call_id(self) -> str:
         with self._lock:
-            self.requests.append(req)
-
-    def _next_script_item(self) -> Reply | Fault | None:
-        with self._lock:
-            return self._script.popleft() if self._script else None
-
-    def _next_id(self) -> str:
-        return f"chatcmpl-scripted{next(self._ids):08d}"
+            return f"call_{next(self._call_ids)}"
 
     def _note_model(self, model: str) -> None:
         with self._lock:
