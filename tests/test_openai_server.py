@@ -22,6 +22,7 @@ from copilot.testing import (
     RecordedRequest,
     Reply,
     ScriptedOpenAIServer,
+    ToolCall,
     count_tokens,
     default_reply_content,
     prompt_token_count,
@@ -601,3 +602,118 @@ def test_module_cli_serves_until_terminated() -> None:
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "sk-test" not in out + err
+
+
+# -- tool calls -------------------------------------------------------------------------------
+
+
+def test_streamed_tool_calls_arrive_in_fragments_per_index(server: ScriptedOpenAIServer) -> None:
+    server.enqueue(
+        Reply(
+            tool_calls=[
+                ToolCall("a", {"x": 1}, id="call_x"),
+                ToolCall("b", '{"y": "two"}', chunks=['{"y"', ': "tw', 'o"}']),
+            ]
+        )
+    )
+    chunks = list(
+        _client(server).chat.completions.create(model="gpt-x", messages=USER, stream=True)
+    )
+    fragments = [
+        (tc.index, tc.id, tc.function.name, tc.function.arguments)
+        for c in chunks
+        if c.choices
+        for tc in c.choices[0].delta.tool_calls or ()
+    ]
+    assert fragments == [
+        (0, "call_x", "a", ""),
+        (0, None, None, '{"'),
+        (0, None, None, 'x"'),
+        (0, None, None, ": 1}"),
+        (1, "call_1", "b", ""),
+        (1, None, None, '{"y"'),
+        (1, None, None, ': "tw'),
+        (1, None, None, 'o"}'),
+    ]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_non_streamed_tool_calls(server: ScriptedOpenAIServer) -> None:
+    server.enqueue(Reply("ok", tool_calls=[ToolCall("a", {"x": 1})], finish_reason="stop"))
+    done = _client(server).chat.completions.create(model="gpt-x", messages=USER)
+    message = done.choices[0].message
+    assert message.content == "ok"
+    assert [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls] == [
+        ("call_1", "a", '{"x": 1}')
+    ]
+    assert done.choices[0].finish_reason == "stop"  # a scripted reason wins
+
+
+@pytest.mark.parametrize(
+    ("messages", "problem"),
+    [
+        (
+            [
+                {"role": "user", "content": "q"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        _call := {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "a", "arguments": "{}"},
+                        }
+                    ],
+                },
+                {"role": "user", "content": "again"},
+            ],
+            "did not have response messages: c1",
+        ),
+        (
+            [
+                {"role": "user", "content": "q"},
+                {"role": "tool", "tool_call_id": "zz", "content": "r"},
+            ],
+            "must be a response to a preceeding message with 'tool_calls'",
+        ),
+        (
+            [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": None, "tool_calls": [_call]},
+            ],
+            "responding to each 'tool_call_id': c1",
+        ),
+    ],
+)
+def test_unanswered_or_stray_tool_messages_are_refused_as_openai_does(
+    server: ScriptedOpenAIServer, messages: list[dict], problem: str
+) -> None:
+    server.enqueue(Reply("never used"))
+    with pytest.raises(openai.BadRequestError, match=problem):
+        _client(server).chat.completions.create(model="gpt-x", messages=messages)
+    assert server.pending == 1  # a refused request consumes no script item
+
+
+def test_answered_tool_calls_pass(server: ScriptedOpenAIServer) -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "a", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "result"},
+    ]
+    done = _client(server).chat.completions.create(model="gpt-x", messages=messages)
+    assert done.choices[0].message.content == "echo: q"
+    assert server.chat_requests[-1].json["messages"][2]["tool_call_id"] == "c1"
+
+
+def test_error_event_mid_stream(server: ScriptedOpenAIServer) -> None:
+    server.enqueue(Fault.error_event(1, message="Overloaded now"))
+    got: list[str] = []
+    with pytest.raises(openai.APIError, match="Overloaded now"):
+        for chunk in _client(server).chat.completions.create(
+            model="gpt-x", messages=USER, stream=True
+        ):
+            if chunk.choices and chunk.choices[0].delta.content:
+                got.append(chunk.choices[0].delta.content)
+    assert got == ["echo: "]

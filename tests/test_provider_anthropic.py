@@ -7,6 +7,7 @@ the official ``anthropic`` SDK, emits the documented SSE events and is scripted 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import subprocess
@@ -27,8 +28,16 @@ from copilot.errors import (
     RateLimitError,
 )
 from copilot.providers.anthropic import AnthropicProvider, anthropic_messages
-from copilot.providers.base import ChatMessage, Completion, TextDelta, estimate_tokens
-from copilot.testing import Fault, Reply, ScriptedAnthropicServer, unused_port
+from copilot.providers.base import (
+    ChatMessage,
+    Completion,
+    ModelRequest,
+    TextDelta,
+    ToolCallRequest,
+    ToolSchema,
+    estimate_tokens,
+)
+from copilot.testing import Fault, Reply, ScriptedAnthropicServer, ToolCall, unused_port
 
 KEY = "sk-ant-test-SECRET-0123456789abcdef"
 ANSWERING_MODEL = "claude-sonnet-4-6-20260101"
@@ -356,3 +365,118 @@ def test_models_come_from_the_sdk_without_deprecated_ones():
     models = AnthropicProvider().models()
     assert models and all(name.startswith("claude") for name in models)
     assert "claude-sonnet-4-5" not in models  # deprecated in the installed SDK
+
+
+# -- tools ----------------------------------------------------------------------------------
+
+WEATHER = ToolSchema(
+    "get_weather",
+    "Today's weather",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+
+
+def run_tools(provider, messages, tools=(WEATHER,)):
+    async def go():
+        try:
+            request = ModelRequest(MODEL, messages, {}, None, tuple(tools))
+            return [item async for item in provider.stream(request)]
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.timeout(30)
+def test_streamed_tool_use_blocks_become_tool_call_requests(server, provider):
+    server.enqueue(
+        Reply(
+            "Checking.",
+            tool_calls=[
+                ToolCall("get_weather", {"city": "Paris"}),
+                ToolCall(
+                    "get_weather", '{"city": "Oslo"}', id="toolu_x", chunks=['{"city":', ' "Oslo"}']
+                ),
+            ],
+        )
+    )
+    items = run_tools(provider, HELLO)
+    completion = items[-1]
+    assert items[:-1] == [TextDelta("Checking.")]
+    assert completion.finish_reason == "tool_calls"  # tool_use, in the package's words
+    assert completion.tool_calls == (
+        ToolCallRequest("toolu_01", "get_weather", '{"city": "Paris"}'),
+        ToolCallRequest("toolu_x", "get_weather", '{"city": "Oslo"}'),
+    )
+    assert server.requests[-1].json["tools"] == [
+        {
+            "name": "get_weather",
+            "description": "Today's weather",
+            "input_schema": dict(WEATHER.parameters),
+        }
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_a_tool_without_arguments_gets_an_empty_object(server, provider):
+    server.enqueue(Reply(tool_calls=[ToolCall("get_weather", "", chunks=[])]))
+    completion = run_tools(provider, HELLO)[-1]
+    assert completion.tool_calls == (ToolCallRequest("toolu_01", "get_weather", "{}"),)
+
+
+@pytest.mark.timeout(30)
+def test_calls_and_results_are_replayed_as_tool_use_and_tool_result_blocks(server, provider):
+    messages = (
+        ChatMessage("system", "Be brief."),
+        ChatMessage("user", "weather in Paris and Oslo?"),
+        ChatMessage(
+            "assistant",
+            "Checking.",
+            tool_calls=(
+                ToolCallRequest("t1", "get_weather", '{"city": "Paris"}'),
+                ToolCallRequest("t2", "get_weather", "not json"),
+            ),
+        ),
+        ChatMessage("tool", "sunny", tool_call_id="t1"),
+        ChatMessage("tool", "", tool_call_id="t2"),
+        ChatMessage("user", "and tomorrow?"),
+    )
+    server.enqueue(Reply("Rain."))
+    completion = run_tools(provider, messages)[-1]
+    assert completion.content == "Rain."
+    body = server.requests[-1].json
+    assert body["system"] == "Be brief."
+    assert body["messages"] == [
+        {"role": "user", "content": "weather in Paris and Oslo?"},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "t1", "name": "get_weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "t2", "name": "get_weather", "input": {}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": "sunny"},
+                {"type": "tool_result", "tool_use_id": "t2"},
+                {"type": "text", "text": "and tomorrow?"},
+            ],
+        },
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_a_call_without_its_result_is_refused_like_anthropic_does(server, provider):
+    messages = (
+        ChatMessage("user", "weather?"),
+        ChatMessage("assistant", "", tool_calls=(ToolCallRequest("t1", "get_weather", "{}"),)),
+        ChatMessage("user", "hello?"),
+    )
+    with pytest.raises(ProviderStatusError, match="without `tool_result` blocks"):
+        run_tools(provider, messages)
+
+
+def test_tool_support():
+    assert AnthropicProvider().supports_tools(MODEL)

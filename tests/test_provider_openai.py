@@ -23,7 +23,15 @@ from copilot.errors import (
     ProviderTimeoutError,
     RateLimitError,
 )
-from copilot.providers.base import ChatMessage, Completion, ModelRequest, TextDelta, estimate_tokens
+from copilot.providers.base import (
+    ChatMessage,
+    Completion,
+    ModelRequest,
+    TextDelta,
+    ToolCallRequest,
+    ToolSchema,
+    estimate_tokens,
+)
 from copilot.providers.openai import (
     GitHubModelsProvider,
     OllamaProvider,
@@ -32,7 +40,7 @@ from copilot.providers.openai import (
     _ollama_url,
     parse_retry_after,
 )
-from copilot.testing import Fault, Reply, ScriptedOpenAIServer, unused_port
+from copilot.testing import Fault, Reply, ScriptedOpenAIServer, ToolCall, unused_port
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 GH_TOKEN = "ghp_TESTTOKEN_abcdefghijklmnop"
@@ -537,3 +545,141 @@ def test_openai_compatible_provider_needs_a_base_url(server, monkeypatch):
     assert provider.availability().usable
     assert ok(provider, model="qwen3")[-1].content == "echo: hello world"
     assert server.chat_requests[-1].headers["authorization"] == "Bearer not-needed"
+
+
+# -- tools ----------------------------------------------------------------------------------
+
+WEATHER = ToolSchema(
+    "get_weather",
+    "Today's weather",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+
+
+def run_tools(provider, messages, tools=(WEATHER,)):
+    async def go():
+        try:
+            request = ModelRequest("gpt-4o", messages, {}, None, tuple(tools))
+            return [item async for item in provider.stream(request)]
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.timeout(30)
+def test_streamed_tool_calls_split_over_chunks_become_tool_call_requests(server, provider):
+    server.enqueue(
+        Reply(
+            "Let me check.",
+            tool_calls=[
+                ToolCall("get_weather", {"city": "Paris"}, id="call_a"),
+                ToolCall("get_weather", '{"city": "Oslo"}', chunks=['{"ci', 'ty": "Os', 'lo"}']),
+            ],
+        )
+    )
+    items = run_tools(provider, HELLO)
+    completion = items[-1]
+    assert items[:-1] == [TextDelta("Let "), TextDelta("me "), TextDelta("check.")]
+    assert completion.finish_reason == "tool_calls"
+    assert completion.content == "Let me check."
+    assert completion.tool_calls == (
+        ToolCallRequest("call_a", "get_weather", '{"city": "Paris"}'),
+        ToolCallRequest("call_1", "get_weather", '{"city": "Oslo"}'),
+    )
+    body = server.chat_requests[-1].json
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Today's weather",
+                "parameters": dict(WEATHER.parameters),
+            },
+        }
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_the_arguments_really_arrive_in_pieces(server, provider):
+    """The scripted server splits every call's arguments over several chunks by default."""
+    server.enqueue(Reply(tool_calls=[ToolCall("get_weather", {"city": "Paris"})]))
+    with_tools = run_tools(provider, HELLO)[-1]
+    assert with_tools.tool_calls[0].arguments == '{"city": "Paris"}'
+    assert ToolCall("get_weather", {"city": "Paris"}).argument_chunks() == [
+        '{"cit',
+        'y": "',
+        'Paris"}',
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_calls_and_results_are_replayed_in_the_openai_wire_format(server, provider):
+    messages = (
+        ChatMessage("user", "weather in Paris and Oslo?"),
+        ChatMessage(
+            "assistant",
+            "",
+            tool_calls=(
+                ToolCallRequest("c1", "get_weather", '{"city": "Paris"}'),
+                ToolCallRequest("c2", "get_weather", '{"city": "Oslo"}'),
+            ),
+        ),
+        ChatMessage("tool", "sunny", tool_call_id="c1"),
+        ChatMessage("tool", "rain", tool_call_id="c2"),
+    )
+    server.enqueue(Reply("Paris is sunny, Oslo rainy."))
+    completion = run_tools(provider, messages)[-1]
+    assert completion.content == "Paris is sunny, Oslo rainy." and completion.tool_calls == ()
+    assert server.chat_requests[-1].json["messages"] == [
+        {"role": "user", "content": "weather in Paris and Oslo?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                },
+                {
+                    "id": "c2",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                },
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "c2", "content": "rain"},
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_a_call_without_its_result_is_refused_like_openai_does(server, provider):
+    messages = (
+        ChatMessage("user", "weather?"),
+        ChatMessage("assistant", "", tool_calls=(ToolCallRequest("c1", "get_weather", "{}"),)),
+        ChatMessage("user", "and now?"),
+    )
+
+    async def go():
+        try:
+            request = ModelRequest("gpt-4o", messages, {}, None, (WEATHER,))
+            return [item async for item in provider.stream(request)]
+        finally:
+            await provider.aclose()
+
+    with pytest.raises(ProviderStatusError, match="must be followed by tool messages"):
+        asyncio.run(go())
+
+
+@pytest.mark.timeout(30)
+def test_no_tools_means_no_tools_key(server, provider):
+    ok(provider)
+    assert "tools" not in server.chat_requests[-1].json
+
+
+def test_tool_support():
+    assert OpenAIProvider().supports_tools("gpt-4.1")
+    assert GitHubModelsProvider().supports_tools("openai/gpt-4.1")
+    assert not OpenAICompatibleProvider({"tools": False}).supports_tools("tiny")

@@ -541,3 +541,71 @@ def test_schemas_are_what_the_model_sees():
     (schema,) = ToolRunner([get_weather], session_id="s").schemas()
     assert schema.name == "get_weather" and schema.description == "Today's weather in a city"
     assert schema.parameters["required"] == ["city"]
+
+
+# -- the echo model's documented tool calling -------------------------------------------------
+
+
+def echo_stream(provider, messages, tools=()):
+    from copilot.providers.base import ModelRequest
+
+    async def go():
+        return [
+            i async for i in provider.stream(ModelRequest("echo", tuple(messages), tools=tools))
+        ]
+
+    return asyncio.run(go())
+
+
+def test_echo_calls_the_tools_a_prompt_names_then_answers_with_the_results():
+    from copilot.providers.base import ChatMessage, ToolSchema
+    from copilot.providers.echo import EchoProvider
+
+    echo = EchoProvider()
+    assert echo.supports_tools("echo")
+    tools = (ToolSchema("get_weather", "d"), ToolSchema("now", "d"))
+    prompt = ChatMessage("user", 'call get_weather {"city": "Paris"}\ncall now')
+    completion = echo_stream(echo, [prompt], tools)[-1]
+    assert completion.content == "" and completion.finish_reason == "tool_calls"
+    assert completion.tool_calls == (
+        ToolCallRequest("echo_call_1", "get_weather", '{"city": "Paris"}'),
+        ToolCallRequest("echo_call_2", "now", "{}"),
+    )
+    history = [
+        prompt,
+        ChatMessage("assistant", "", tool_calls=completion.tool_calls),
+        ChatMessage("tool", "sunny in Paris", tool_call_id="echo_call_1"),
+        ChatMessage("tool", "12:00", tool_call_id="echo_call_2"),
+    ]
+    answer = echo_stream(echo, history, tools)[-1]
+    assert answer.content == "sunny in Paris\n12:00" and answer.tool_calls == ()
+    # ids keep counting over the context, so they stay unique in a session
+    again = [*history, ChatMessage("assistant", answer.content), ChatMessage("user", "call now")]
+    assert echo_stream(echo, again, tools)[-1].tool_calls == (
+        ToolCallRequest("echo_call_3", "now", "{}"),
+    )
+
+
+def test_echo_only_calls_offered_tools_and_whole_prompts():
+    from copilot.providers.base import ChatMessage, ToolSchema
+    from copilot.providers.echo import EchoProvider
+
+    echo = EchoProvider()
+    tools = (ToolSchema("now", "d"),)
+    for text in ("call missing {}", "call now\nand chat", "please call now"):
+        completion = echo_stream(echo, [ChatMessage("user", text)], tools)[-1]
+        assert completion.tool_calls == () and completion.content == f"echo: {text}"
+    no_tools = echo_stream(echo, [ChatMessage("user", "call now")])[-1]
+    assert no_tools.tool_calls == ()
+
+
+def test_echo_replays_a_queued_completion_with_tool_calls():
+    from copilot.providers.base import ChatMessage, Completion
+    from copilot.providers.echo import EchoProvider
+
+    echo = EchoProvider()
+    scripted = Completion("", "echo", tool_calls=(ToolCallRequest("x", "any", "{}"),))
+    echo.enqueue(scripted)
+    completion = echo_stream(echo, [ChatMessage("user", "hi")])[-1]
+    assert completion.tool_calls == scripted.tool_calls
+    assert completion.finish_reason == "tool_calls"
