@@ -12,9 +12,11 @@ The hierarchy::
     │   ├── SessionExistsError                      create_session with an id that is taken
     │   └── SessionClosedError                      use of a session after destroy()
     ├── ModelNotAvailableError                      no provider can serve the model (names the fix)
+    │   └── ToolsNotSupportedError (also ValueError) a session with tools on a model that cannot call them
     ├── TurnError
     │   ├── TurnAbortedError                        the turn was aborted (abort(), destroy, kernel interrupt)
-    │   └── TurnTimeoutError (also TimeoutError)    send_and_wait() gave up waiting; the turn goes on
+    │   ├── TurnTimeoutError (also TimeoutError)    send_and_wait() gave up waiting; the turn goes on
+    │   └── ToolRoundLimitError                     the model kept calling tools past max_tool_rounds
     ├── ProviderError                               a model call failed (after any retries)
     │   ├── ProviderConnectionError                 connection refused, reset, DNS
     │   │   └── ProviderTimeoutError                no answer in time
@@ -64,6 +66,8 @@ __all__ = [
     "StorePermissionError",
     "StoreSchemaError",
     "StoreTimeoutError",
+    "ToolRoundLimitError",
+    "ToolsNotSupportedError",
     "TurnAbortedError",
     "TurnError",
     "TurnTimeoutError",
@@ -142,6 +146,10 @@ class ModelNotAvailableError(CopilotError):
         self.model = model
 
 
+class ToolsNotSupportedError(ModelNotAvailableError, ValueError):
+    """The session has tools but its model cannot call them; the message names models that can."""
+
+
 class TurnError(CopilotError):
     """A turn did not produce a complete answer."""
 
@@ -156,6 +164,14 @@ class TurnAbortedError(TurnError):
 
 class TurnTimeoutError(TurnError, TimeoutError):
     """``send_and_wait`` stopped waiting; the turn itself continues in the background."""
+
+
+class ToolRoundLimitError(TurnError):
+    """The model still asked for tools after ``max_tool_rounds`` rounds in one turn.
+
+    Its last calls are recorded as rejected (so the history stays consistent) and the turn ends
+    with this error; the session stays usable.
+    """
 
 
 class ProviderError(CopilotError):
