@@ -24,16 +24,24 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ToolRoundLimitError
+from .errors import (
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    ToolRoundLimitError,
+    ToolsNotSupportedError,
+)
 from .events import Event, EventType
-from .providers.base import ChatMessage, Completion, ToolCallRequest
-from .tool_runner import ToolRunner
+from .providers.base import ChatMessage, Completion, Provider, ToolCallRequest, ToolSchema
+from .tool_runner import DEFAULT_TOOL_TIMEOUT, ToolRunner
+from .tools import Tool, select_tools
 from .turn import StreamResult
 
 __all__ = [
     "DEFAULT_MAX_TOOL_ROUNDS",
     "NO_RESULT_TEXT",
+    "SessionTools",
     "ToolTurn",
+    "replay_steps",
     "run_tool_loop",
     "step_event",
     "step_messages",
@@ -42,6 +50,92 @@ __all__ = [
 
 DEFAULT_MAX_TOOL_ROUNDS = 8
 NO_RESULT_TEXT = "The tool call has no recorded result: the turn was interrupted."
+
+
+@dataclass(slots=True)
+class SessionTools:
+    """What a session was given to act with: its tool runner (tools, permission handler,
+    hooks) and its limits. Code, never stored: a resumed session is given them again."""
+
+    runner: ToolRunner
+    max_rounds: int = DEFAULT_MAX_TOOL_ROUNDS
+
+    @classmethod
+    def build(
+        cls,
+        session_id: str,
+        *,
+        tools: Sequence[Tool] | None = None,
+        available_tools: Sequence[str] | None = None,
+        excluded_tools: Sequence[str] | None = None,
+        on_permission_request: Callable[..., Any] | None = None,
+        hooks: Mapping[str, Any] | None = None,
+        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+    ) -> SessionTools | None:
+        """Check ``create_session``'s tool arguments; None when the session has neither tools
+        nor hooks (it then runs exactly as before)."""
+        chosen = select_tools(tools, available_tools, excluded_tools)
+        if on_permission_request is not None and not callable(on_permission_request):
+            raise InvalidArgumentTypeError(
+                "on_permission_request must be callable, e.g. PermissionHandler.approve_all"
+            )
+        if isinstance(max_tool_rounds, bool) or not isinstance(max_tool_rounds, int):
+            raise InvalidArgumentTypeError("max_tool_rounds must be an int")
+        if max_tool_rounds < 0:
+            raise InvalidArgumentError(f"max_tool_rounds must be 0 or more, not {max_tool_rounds}")
+        if tool_timeout is not None and (
+            isinstance(tool_timeout, bool)
+            or not isinstance(tool_timeout, (int, float))
+            or tool_timeout <= 0
+        ):
+            raise InvalidArgumentError(
+                f"tool_timeout must be a positive number of seconds or None, not {tool_timeout!r}"
+            )
+        runner = ToolRunner(
+            chosen,
+            session_id=session_id,
+            on_permission_request=on_permission_request,
+            hooks=hooks,
+            timeout=None if tool_timeout is None else float(tool_timeout),
+        )
+        if not chosen and not runner.hooks:
+            return None
+        return cls(runner, max_tool_rounds)
+
+    @property
+    def has_tools(self) -> bool:
+        """Whether the model is offered any tool."""
+        return bool(self.runner.tools)
+
+    def schemas(self) -> tuple[ToolSchema, ...]:
+        """The tools as the model sees them."""
+        return self.runner.schemas()
+
+    def check_model(
+        self, provider: Provider, model: str, model_id: str, capable: Callable[[], list[str]]
+    ) -> None:
+        """Raise :class:`ToolsNotSupportedError` if the session has tools and ``model`` cannot
+        call them; ``capable()`` lists the model ids that can (for the message)."""
+        if not self.has_tools or provider.supports_tools(model):
+            return
+        others = capable()
+        hint = f"models that can: {', '.join(others[:8])}" if others else "no usable model can"
+        raise ToolsNotSupportedError(
+            f"model {model_id!r} cannot call tools, and this session has tools "
+            f"({', '.join(self.runner.tools)}); {hint}. Pick one of those, or create the "
+            "session without tools=.",
+            model=model_id,
+        )
+
+    async def hook(
+        self, key: str, data: dict[str, Any], record: Callable[[Event], None]
+    ) -> dict[str, Any] | None:
+        """Call a session hook (``on_user_prompt_submitted``, ``on_session_start`` ...),
+        recording ``hook.start`` / ``hook.end``; returns its output or None."""
+        return await self.runner.call_hook(
+            key, data, lambda kind, payload: record(Event(kind, payload))
+        )
 
 
 @dataclass(slots=True)
@@ -102,6 +196,25 @@ def step_messages(
         else:
             text = (complete.get("result") or {}).get("content", "")
         messages.append(ChatMessage("tool", text, tool_call_id=call.id))
+    return messages
+
+
+def replay_steps(entries: Sequence[Mapping[str, Any]]) -> list[ChatMessage]:
+    """The model messages of one exchange's tool steps, in order.
+
+    ``entries`` are the exchange's tool records in log order, each an event's data plus its
+    ``type`` (what :class:`copilot.history.History` keeps in ``Exchange.tool_calls``): the
+    ``assistant.message`` of each step (with ``toolRequests``) and the ``tool.*`` events.
+    """
+    completes = {
+        entry["toolCallId"]: entry
+        for entry in entries
+        if entry.get("type") == EventType.TOOL_EXECUTION_COMPLETE and "toolCallId" in entry
+    }
+    messages: list[ChatMessage] = []
+    for entry in entries:
+        if entry.get("type") == EventType.ASSISTANT_MESSAGE and entry.get("toolRequests"):
+            messages += step_messages(entry, completes)
     return messages
 
 

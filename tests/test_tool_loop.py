@@ -13,7 +13,7 @@ from copilot.providers.anthropic import AnthropicProvider
 from copilot.providers.base import ChatMessage, ModelRequest
 from copilot.providers.openai import OpenAIProvider
 from copilot.testing import Reply, ScriptedAnthropicServer, ScriptedOpenAIServer, ToolCall
-from copilot.tool_loop import NO_RESULT_TEXT, run_tool_loop, step_messages
+from copilot.tool_loop import NO_RESULT_TEXT, replay_steps, run_tool_loop, step_messages
 from copilot.tool_runner import ToolRunner
 from copilot.tools import PermissionHandler, define_tool
 from copilot.turn import RetryPolicy, stream_reply
@@ -238,3 +238,36 @@ def test_a_call_without_a_recorded_result_still_replays():
     assistant, result = step_messages(step, {})
     assert assistant.tool_calls[0].arguments == "{bad"
     assert result == ChatMessage("tool", NO_RESULT_TEXT, tool_call_id="x")
+
+
+def test_replay_steps_orders_steps_and_matches_results_by_id():
+    entries = [
+        {
+            "type": "assistant.message",
+            "content": "a",
+            "toolRequests": [
+                {"toolCallId": "1", "name": "t", "arguments": {"x": 1}},
+                {"toolCallId": "2", "name": "t", "arguments": {}},
+            ],
+        },
+        {"type": "tool.execution_start", "toolCallId": "2"},
+        {"type": "tool.execution_complete", "toolCallId": "2", "result": {"content": "two"}},
+        {"type": "tool.execution_complete", "toolCallId": "1", "result": {"content": "one"}},
+        {
+            "type": "assistant.message",
+            "content": "",
+            "toolRequests": [
+                {"toolCallId": "3", "name": "u", "arguments": "raw"},
+            ],
+        },
+    ]
+    messages = replay_steps(entries)
+    assert [(m.role, m.content, m.tool_call_id) for m in messages] == [
+        ("assistant", "a", None),
+        ("tool", "one", "1"),
+        ("tool", "two", "2"),
+        ("assistant", "", None),
+        ("tool", NO_RESULT_TEXT, "3"),
+    ]
+    assert messages[0].tool_calls[0].arguments == '{"x": 1}'
+    assert messages[3].tool_calls[0].arguments == "raw"

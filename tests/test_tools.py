@@ -609,3 +609,73 @@ def test_echo_replays_a_queued_completion_with_tool_calls():
     completion = echo_stream(echo, [ChatMessage("user", "hi")])[-1]
     assert completion.tool_calls == scripted.tool_calls
     assert completion.finish_reason == "tool_calls"
+
+
+# -- a session's tools ------------------------------------------------------------------------
+
+
+def test_session_tools_build_checks_its_arguments():
+    from copilot.tool_loop import SessionTools
+
+    assert SessionTools.build("s") is None  # no tools, no hooks: the session runs as before
+    hooked = SessionTools.build("s", hooks={"on_session_start": lambda d, c: None})
+    assert hooked is not None and not hooked.has_tools
+    built = SessionTools.build("s", tools=[get_weather], max_tool_rounds=3, tool_timeout=5)
+    assert built.has_tools and built.max_rounds == 3 and built.runner.timeout == 5.0
+    assert [s.name for s in built.schemas()] == ["get_weather"]
+    with pytest.raises(InvalidArgumentError, match="max_tool_rounds must be 0 or more"):
+        SessionTools.build("s", tools=[get_weather], max_tool_rounds=-1)
+    with pytest.raises(InvalidArgumentTypeError, match="max_tool_rounds must be an int"):
+        SessionTools.build("s", tools=[get_weather], max_tool_rounds=True)
+    with pytest.raises(InvalidArgumentError, match="tool_timeout must be a positive"):
+        SessionTools.build("s", tools=[get_weather], tool_timeout=0)
+    with pytest.raises(InvalidArgumentTypeError, match="on_permission_request must be callable"):
+        SessionTools.build("s", tools=[get_weather], on_permission_request="yes")
+
+
+def test_a_model_that_cannot_call_tools_is_refused_naming_ones_that_can():
+    from copilot.errors import ModelNotAvailableError, ToolsNotSupportedError
+    from copilot.providers.echo import EchoProvider
+    from copilot.providers.local import LocalProvider
+    from copilot.tool_loop import SessionTools
+
+    tools = SessionTools.build("s", tools=[get_weather])
+    assert not LocalProvider().supports_tools("smollm2")
+    tools.check_model(EchoProvider(), "echo", "echo", lambda: [])  # fine
+    with pytest.raises(ToolsNotSupportedError) as caught:
+        tools.check_model(
+            LocalProvider(), "smollm2", "local:smollm2", lambda: ["echo", "openai:gpt-4.1"]
+        )
+    assert str(caught.value) == (
+        "model 'local:smollm2' cannot call tools, and this session has tools (get_weather); "
+        "models that can: echo, openai:gpt-4.1. Pick one of those, or create the session "
+        "without tools=."
+    )
+    assert (
+        isinstance(caught.value, ModelNotAvailableError) and caught.value.model == "local:smollm2"
+    )
+    # hooks only: no tools to call, any model will do
+    SessionTools.build("s", hooks={"on_session_end": print}).check_model(
+        LocalProvider(), "smollm2", "local:smollm2", lambda: []
+    )
+
+
+def test_session_hooks_are_recorded():
+    from copilot.tool_loop import SessionTools
+
+    def submitted(data, ctx):
+        return {"modifiedPrompt": data["prompt"].upper()}
+
+    tools = SessionTools.build("s", hooks={"on_user_prompt_submitted": submitted})
+    events = []
+    output = asyncio.run(tools.hook("on_user_prompt_submitted", {"prompt": "hi"}, events.append))
+    assert output == {"modifiedPrompt": "HI"}
+    assert types_of(events) == [EventType.HOOK_START, EventType.HOOK_END]
+    assert events[0].data["hookType"] == "userPromptSubmitted"
+    assert events[0].data["input"] == {"prompt": "hi"}
+    assert events[1].data == {
+        "hookInvocationId": events[0].data["hookInvocationId"],
+        "hookType": "userPromptSubmitted",
+        "output": {"modifiedPrompt": "HI"},
+        "success": True,
+    }
