@@ -19,6 +19,7 @@ the function that records events.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,9 @@ __all__ = [
     "DEFAULT_MAX_TOOL_ROUNDS",
     "NO_RESULT_TEXT",
     "SessionTools",
+    "ToolConfig",
     "ToolTurn",
+    "combine_steps",
     "replay_steps",
     "run_tool_loop",
     "step_event",
@@ -50,6 +53,34 @@ __all__ = [
 
 DEFAULT_MAX_TOOL_ROUNDS = 8
 NO_RESULT_TEXT = "The tool call has no recorded result: the turn was interrupted."
+
+
+@dataclass(frozen=True, slots=True)
+class ToolConfig:
+    """The tool arguments of ``create_session`` / ``resume_session`` / ``fork_session``, as
+    given (checked by :meth:`build` once the session id is known)."""
+
+    tools: Sequence[Tool] | None = None
+    available_tools: Sequence[str] | None = None
+    excluded_tools: Sequence[str] | None = None
+    on_permission_request: Callable[..., Any] | None = None
+    hooks: Mapping[str, Any] | None = None
+    max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS
+    tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT
+
+    def build(self, session_id: str) -> SessionTools | None:
+        """The checked :class:`SessionTools` of session ``session_id`` (None: no tools, no
+        hooks)."""
+        return SessionTools.build(
+            session_id,
+            tools=self.tools,
+            available_tools=self.available_tools,
+            excluded_tools=self.excluded_tools,
+            on_permission_request=self.on_permission_request,
+            hooks=self.hooks,
+            max_tool_rounds=self.max_tool_rounds,
+            tool_timeout=self.tool_timeout,
+        )
 
 
 @dataclass(slots=True)
@@ -145,6 +176,31 @@ class ToolTurn:
     final: StreamResult
     steps: list[StreamResult] = field(default_factory=list)
     rounds: int = 0
+
+
+def combine_steps(steps: Sequence[StreamResult]) -> StreamResult:
+    """One result for a turn of several model steps: the last step's reply, with the token
+    counts, durations and attempts of all steps added up (None when no step reported them)."""
+    last = steps[-1]
+
+    def total(name: str) -> int | None:
+        values = [getattr(s.completion, name) for s in steps]
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    completion = dataclasses.replace(
+        last.completion,
+        input_tokens=total("input_tokens"),
+        output_tokens=total("output_tokens"),
+    )
+    return StreamResult(
+        completion=completion,
+        duration_ms=sum(s.duration_ms for s in steps),
+        first_token_ms=next(
+            (s.first_token_ms for s in steps if s.first_token_ms is not None), None
+        ),
+        attempts=sum(s.attempts for s in steps),
+    )
 
 
 def tool_requests(calls: Sequence[ToolCallRequest]) -> list[dict[str, Any]]:
