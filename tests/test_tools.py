@@ -679,3 +679,25 @@ def test_session_hooks_are_recorded():
         "output": {"modifiedPrompt": "HI"},
         "success": True,
     }
+
+
+def test_a_tool_that_never_returns_does_not_keep_the_program_from_exiting():
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, time\n"
+        "from copilot.providers.base import ToolCallRequest\n"
+        "from copilot.tool_runner import ToolRunner\n"
+        "from copilot.tools import define_tool\n"
+        "tool = define_tool('stuck', description='d', handler=lambda: time.sleep(3600),\n"
+        "                   skip_permission=True)\n"
+        "runner = ToolRunner([tool], session_id='s', timeout=0.2)\n"
+        "round_ = asyncio.run(runner.run([ToolCallRequest('c', 'stuck', '{}')]))\n"
+        "print(round_.outcomes[0].result.result_type)\n"
+    )
+    # the tool sleeps an hour; 60 s is a generous bound for a loaded machine to start Python,
+    # time the tool out after 0.2 s and exit, far below what joining the thread would take
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "timeout"
