@@ -42,6 +42,7 @@ BENCHMARKS: tuple[tuple[str, str, str], ...] = (
     ("7", "bench.local_model", "the embedded model"),
     ("8", "bench.search", "full-text search"),
     ("9", "bench.postgres", "the shared store on PostgreSQL"),
+    ("10", "bench.tools", "a tool round"),
 )
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

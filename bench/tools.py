@@ -1,4 +1,4 @@
-"""8. The cost of one tool round, beyond the model's own time.
+"""10. The cost of one tool round, beyond the model's own time.
 
 Pairs of sessions on the ``echo`` model, in one client, take turns in alternation (a new
 pair every 20 turns, as in row 2, so the figure is the round's cost and not the growing
@@ -88,7 +88,7 @@ def run(quick: bool) -> list[Row]:
     plain_p50 = median(times["plain"]) * 1000
     return [
         Row(
-            id="8a",
+            id="10a",
             name="one tool round (instant tool, approve_all) beyond the model's time, echo",
             value=value,
             baseline=plain_p50,

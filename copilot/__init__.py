@@ -32,12 +32,24 @@ from .errors import (
     StorePermissionError,
     StoreSchemaError,
     StoreTimeoutError,
+    ToolRoundLimitError,
+    ToolsNotSupportedError,
     TurnAbortedError,
     TurnError,
     TurnTimeoutError,
 )
 from .events import Event, EventType
 from .session import AsyncSession, Session
+from .tools import (
+    PermissionHandler,
+    PermissionRequest,
+    PermissionRequestResult,
+    SessionHooks,
+    Tool,
+    ToolInvocation,
+    ToolResult,
+    define_tool,
+)
 
 __version__ = "0.1.0"
 
@@ -55,6 +67,9 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "ModelNotAvailableError",
+    "PermissionHandler",
+    "PermissionRequest",
+    "PermissionRequestResult",
     "ProviderConnectionError",
     "ProviderError",
     "ProviderResponseError",
@@ -65,6 +80,7 @@ __all__ = [
     "SessionClosedError",
     "SessionError",
     "SessionExistsError",
+    "SessionHooks",
     "SessionNotFoundError",
     "StoreConnectionError",
     "StoreCorruptedError",
@@ -73,8 +89,14 @@ __all__ = [
     "StorePermissionError",
     "StoreSchemaError",
     "StoreTimeoutError",
+    "Tool",
+    "ToolInvocation",
+    "ToolResult",
+    "ToolRoundLimitError",
+    "ToolsNotSupportedError",
     "TurnAbortedError",
     "TurnError",
     "TurnTimeoutError",
     "__version__",
+    "define_tool",
 ]

@@ -25,7 +25,8 @@ class SessionServices:
     """The client's services a session core uses; one instance per client, shared.
 
     ``provider(name)`` returns the provider instance named ``name`` (built on first use);
-    ``close(core, timeout)`` closes a session core and forgets it in the client.
+    ``close(core, timeout)`` closes a session core and forgets it in the client;
+    ``tool_models()`` lists the models that can call tools.
     """
 
     store: EventStore
@@ -35,3 +36,5 @@ class SessionServices:
     request_timeout: float | None
     writer_id: str
     close: Callable[[Any, float | None], Awaitable[None]]
+    #: the ids of the usable models that can call tools (blocking; for error messages)
+    tool_models: Callable[[], list[str]]

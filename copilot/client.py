@@ -31,6 +31,7 @@ from .config import (
 from .errors import (
     CopilotError,
     InvalidArgumentError,
+    ModelNotAvailableError,
     SessionNotFoundError,
     StoreCorruptedError,
 )
@@ -42,6 +43,9 @@ from .search import Progress
 from .session import AsyncSession, Session, SessionCore, interrupted_events
 from .store import EventStore
 from .stores import STORE_ENV, open_store, store_kind
+from .tool_loop import DEFAULT_MAX_TOOL_ROUNDS, SessionTools, ToolConfig
+from .tool_runner import DEFAULT_TOOL_TIMEOUT
+from .tools import Tool
 from .turn import RetryPolicy
 from .validation import (
     validate_limit,
@@ -110,6 +114,7 @@ class ClientCore:
             request_timeout=request_timeout,
             writer_id=self.writer_id,
             close=self.close_session,
+            tool_models=self.tool_models,
         )
 
     # -- providers ---------------------------------------------------------------------------
@@ -166,9 +171,36 @@ class ClientCore:
                         "usable": status.usable,
                         "reason": status.reason,
                         "contextWindow": provider.context_window(model),
+                        "tools": provider.supports_tools(model),
                     }
                 )
         return models
+
+    def tool_models(self) -> list[str]:
+        """The ids of the usable models that can call tools (for error messages; blocking)."""
+        return [m["id"] for m in self.list_models() if m["usable"] and m["tools"]]
+
+    def _tools_for(
+        self, session_id: str, model: str, config: ToolConfig | None
+    ) -> SessionTools | None:
+        """Check a session's tool arguments, and that its model can call tools if it has any."""
+        tools = config.build(session_id) if config is not None else None
+        if tools is not None and tools.has_tools:
+            try:
+                route = self.router.resolve(model)
+            except ModelNotAvailableError:
+                # resume and fork open a session whose model may be away for now: its turns
+                # report that (and check tools again) when they run
+                return tools
+            provider = self.provider(route.provider)
+            tools.check_model(provider, route.name, route.model_id, self.tool_models)
+        return tools
+
+    async def _session_started(self, core: SessionCore, source: str) -> None:
+        if core.tools is not None:
+            await core.tools.hook(
+                "on_session_start", {"source": source}, lambda e: core.record([e])
+            )
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -178,11 +210,13 @@ class ClientCore:
         model: str | None,
         system_message: str | None,
         streaming: bool,
+        tool_config: ToolConfig | None = None,
     ) -> SessionCore:
         session_id = new_id() if session_id is None else validate_session_id(session_id)
         validate_session_options(model=model, streaming=streaming)
         model = model or self.default_model
         route = self.router.resolve(model)
+        tools = self._tools_for(session_id, model, tool_config)
         now = utc_now()
         metadata = {
             "sessionId": session_id,
@@ -196,36 +230,52 @@ class ClientCore:
             "streaming": streaming,
         }
         self.store.create_session(metadata)
-        core = SessionCore(self.services, metadata)
+        core = SessionCore(self.services, metadata, tools)
         self.sessions[session_id] = core
         start = {"model": model, "resolvedModel": route.model_id, "systemMessage": system_message}
         core.record([Event(EventType.SESSION_START, start)])
+        await self._session_started(core, "new")
         return core
 
-    async def resume_session(self, session_id: str) -> SessionCore:
+    async def resume_session(
+        self, session_id: str, tool_config: ToolConfig | None = None
+    ) -> SessionCore:
         validate_session_id(session_id)
         open_core = self.sessions.get(session_id)
         metadata = self.store.get_session(session_id)
+        tools = None
+        if metadata is not None:
+            tools = self._tools_for(session_id, metadata["model"], tool_config)
         if open_core is not None and not open_core.closed:
             if metadata is not None and metadata.get("startTime") == open_core.start_time:
+                open_core.tools = tools  # tools are code: the ones given now (none if none)
+                await self._session_started(open_core, "resume")
                 return open_core
             await self.close_session(open_core, timeout=0)  # deleted elsewhere
         if metadata is None:
             raise SessionNotFoundError(session_id)
-        core = SessionCore(self.services, metadata)
+        core = SessionCore(self.services, metadata, tools)
         interrupted = core.recover_interrupted(_LIVE_WRITERS)
         data = {"model": core.model, "interruptedTurns": interrupted}
         core.record([Event(EventType.SESSION_RESUME, data)])
         self.sessions[session_id] = core
+        await self._session_started(core, "resume")
         return core
 
-    async def fork_session(self, source_id: str, new_id: str, model: str | None) -> SessionCore:
+    async def fork_session(
+        self,
+        source_id: str,
+        new_id: str,
+        model: str | None,
+        tool_config: ToolConfig | None = None,
+    ) -> SessionCore:
         source = self.store.get_session(validate_session_id(source_id))
         if source is None:
             raise SessionNotFoundError(source_id)
         validate_session_id(new_id)
         if model is not None:
             self.router.resolve(model)
+        tools = self._tools_for(new_id, model or source["model"], tool_config)
         now = utc_now()
         metadata = {
             **{k: v for k, v in source.items() if k != "lastModel"},
@@ -247,8 +297,9 @@ class ClientCore:
         # One store transaction reads, copies and writes (whole or absent after a crash); a
         # thread keeps the loop serving other sessions while a long log is copied.
         record = await asyncio.to_thread(self.store.fork_session, source_id, metadata, copy)
-        core = SessionCore(self.services, record)
+        core = SessionCore(self.services, record, tools)
         self.sessions[new_id] = core
+        await self._session_started(core, "new")
         return core
 
     async def close_session(self, core: SessionCore, timeout: float | None) -> None:
@@ -483,6 +534,27 @@ def _copy_events(events: list[Event]) -> list[Event]:
     return copies
 
 
+def _tool_config(
+    tools: list[Tool] | None,
+    available_tools: list[str] | None,
+    excluded_tools: list[str] | None,
+    on_permission_request: Callable[..., Any] | None,
+    hooks: Mapping[str, Any] | None,
+    max_tool_rounds: int,
+    tool_timeout: float | None,
+) -> ToolConfig:
+    """The tool arguments of a face's call, bundled for the core (checked there)."""
+    return ToolConfig(
+        tools,
+        available_tools,
+        excluded_tools,
+        on_permission_request,
+        hooks,
+        max_tool_rounds,
+        tool_timeout,
+    )
+
+
 def _system_text(system_message: str | Mapping[str, Any] | None) -> str | None:
     # The official SDK passes {"content": ..., "mode": ...}; a plain string is the same content.
     if isinstance(system_message, Mapping):
@@ -661,17 +733,69 @@ class CopilotClient(_ClientFace):
         model: str | None = None,
         system_message: str | Mapping[str, Any] | None = None,
         streaming: bool = True,
+        *,
+        tools: list[Tool] | None = None,
+        available_tools: list[str] | None = None,
+        excluded_tools: list[str] | None = None,
+        on_permission_request: Callable[..., Any] | None = None,
+        hooks: Mapping[str, Any] | None = None,
+        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
     ) -> Session:
-        """Create a new session and store it. Raises SessionExistsError if the id is taken."""
+        """Create a new session and store it. Raises SessionExistsError if the id is taken.
+
+        ``tools`` (see :func:`copilot.tools.define_tool`) let the model act: each call asks
+        ``on_permission_request`` (``PermissionHandler.approve_all`` approves all; without a
+        handler calls are denied, as in the Copilot SDK) unless the tool has
+        ``skip_permission``. ``available_tools`` / ``excluded_tools`` pick among them by name;
+        ``hooks`` is a :class:`copilot.tools.SessionHooks` dict; a turn runs at most
+        ``max_tool_rounds`` rounds of calls, each call at most ``tool_timeout`` seconds. Tools
+        are code, never stored: give them again to ``resume_session``. A model that cannot
+        call tools raises :class:`~copilot.errors.ToolsNotSupportedError`.
+        """
         running = self._started()
         text = _system_text(system_message)
-        core = running.runner.run(running.core.create_session(session_id, model, text, streaming))
-        return Session(core, running.runner, running.readers)
+        config = _tool_config(
+            tools,
+            available_tools,
+            excluded_tools,
+            on_permission_request,
+            hooks,
+            max_tool_rounds,
+            tool_timeout,
+        )
+        created = running.core.create_session(session_id, model, text, streaming, config)
+        return Session(running.runner.run(created), running.runner, running.readers)
 
-    def resume_session(self, session_id: str) -> Session:
-        """Open a stored session with its history. Raises SessionNotFoundError if unknown."""
+    def resume_session(
+        self,
+        session_id: str,
+        *,
+        tools: list[Tool] | None = None,
+        available_tools: list[str] | None = None,
+        excluded_tools: list[str] | None = None,
+        on_permission_request: Callable[..., Any] | None = None,
+        hooks: Mapping[str, Any] | None = None,
+        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+    ) -> Session:
+        """Open a stored session with its history. Raises SessionNotFoundError if unknown.
+
+        The tool arguments are those of :meth:`create_session`: a session is given its tools
+        each time it is opened; calls and results already in its history stay in its context
+        even if it is not given those tools again.
+        """
         running = self._started()
-        core = running.runner.run(running.core.resume_session(session_id))
+        config = _tool_config(
+            tools,
+            available_tools,
+            excluded_tools,
+            on_permission_request,
+            hooks,
+            max_tool_rounds,
+            tool_timeout,
+        )
+        core = running.runner.run(running.core.resume_session(session_id, config))
         return Session(core, running.runner, running.readers)
 
     def list_sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
@@ -720,12 +844,35 @@ class CopilotClient(_ClientFace):
         running = self._started()
         running.runner.run(running.core.delete_session(session_id))
 
-    def fork_session(self, source_id: str, new_id: str, *, model: str | None = None) -> Session:
+    def fork_session(
+        self,
+        source_id: str,
+        new_id: str,
+        *,
+        model: str | None = None,
+        tools: list[Tool] | None = None,
+        available_tools: list[str] | None = None,
+        excluded_tools: list[str] | None = None,
+        on_permission_request: Callable[..., Any] | None = None,
+        hooks: Mapping[str, Any] | None = None,
+        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+    ) -> Session:
         """Copy a stored session's history into a new session (to try another direction or
-        another ``model``); the source is unchanged."""
+        another ``model``); the source is unchanged. Tool arguments as in
+        :meth:`create_session`."""
         running = self._started()
-        core = running.runner.run(running.core.fork_session(source_id, new_id, model))
-        return Session(core, running.runner, running.readers)
+        config = _tool_config(
+            tools,
+            available_tools,
+            excluded_tools,
+            on_permission_request,
+            hooks,
+            max_tool_rounds,
+            tool_timeout,
+        )
+        forked = running.core.fork_session(source_id, new_id, model, config)
+        return Session(running.runner.run(forked), running.runner, running.readers)
 
     def delete_sessions(
         self, older_than: timedelta, *, dry_run: bool = False
@@ -818,17 +965,54 @@ class AsyncCopilotClient(_ClientFace):
         model: str | None = None,
         system_message: str | Mapping[str, Any] | None = None,
         streaming: bool = True,
+        *,
+        tools: list[Tool] | None = None,
+        available_tools: list[str] | None = None,
+        excluded_tools: list[str] | None = None,
+        on_permission_request: Callable[..., Any] | None = None,
+        hooks: Mapping[str, Any] | None = None,
+        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
     ) -> AsyncSession:
         """Create a new session; see :meth:`CopilotClient.create_session`."""
         running = await self._astarted()
         text = _system_text(system_message)
-        created = running.core.create_session(session_id, model, text, streaming)
+        config = _tool_config(
+            tools,
+            available_tools,
+            excluded_tools,
+            on_permission_request,
+            hooks,
+            max_tool_rounds,
+            tool_timeout,
+        )
+        created = running.core.create_session(session_id, model, text, streaming, config)
         return AsyncSession(await running.runner.arun(created), running.runner, running.readers)
 
-    async def resume_session(self, session_id: str) -> AsyncSession:
+    async def resume_session(
+        self,
+        session_id: str,
+        *,
+        tools: list[Tool] | None = None,
+        available_tools: list[str] | None = None,
+        excluded_tools: list[str] | None = None,
+        on_permission_request: Callable[..., Any] | None = None,
+        hooks: Mapping[str, Any] | None = None,
+        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+    ) -> AsyncSession:
         """Open a stored session; see :meth:`CopilotClient.resume_session`."""
         running = await self._astarted()
-        core = await running.runner.arun(running.core.resume_session(session_id))
+        config = _tool_config(
+            tools,
+            available_tools,
+            excluded_tools,
+            on_permission_request,
+            hooks,
+            max_tool_rounds,
+            tool_timeout,
+        )
+        core = await running.runner.arun(running.core.resume_session(session_id, config))
         return AsyncSession(core, running.runner, running.readers)
 
     async def list_sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
@@ -872,12 +1056,32 @@ class AsyncCopilotClient(_ClientFace):
         await running.runner.arun(running.core.delete_session(session_id))
 
     async def fork_session(
-        self, source_id: str, new_id: str, *, model: str | None = None
+        self,
+        source_id: str,
+        new_id: str,
+        *,
+        model: str | None = None,
+        tools: list[Tool] | None = None,
+        available_tools: list[str] | None = None,
+        excluded_tools: list[str] | None = None,
+        on_permission_request: Callable[..., Any] | None = None,
+        hooks: Mapping[str, Any] | None = None,
+        max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
+        tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
     ) -> AsyncSession:
         """Copy a session's history into a new one; see :meth:`CopilotClient.fork_session`."""
         running = await self._astarted()
-        core = await running.runner.arun(running.core.fork_session(source_id, new_id, model))
-        return AsyncSession(core, running.runner, running.readers)
+        config = _tool_config(
+            tools,
+            available_tools,
+            excluded_tools,
+            on_permission_request,
+            hooks,
+            max_tool_rounds,
+            tool_timeout,
+        )
+        forked = running.core.fork_session(source_id, new_id, model, config)
+        return AsyncSession(await running.runner.arun(forked), running.runner, running.readers)
 
     async def delete_sessions(
         self, older_than: timedelta, *, dry_run: bool = False

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from .events import Event
 from .history import Exchange, History
 from .providers.base import ChatMessage
+from .tool_loop import replay_steps
 
 __all__ = ["BuiltContext", "ConversationTail"]
 
@@ -47,6 +48,8 @@ class ConversationTail:
         self._history.system_message = system_message
         #: completed turns that exist in the log before the loaded tail (not in memory)
         self.earlier_turns = earlier_turns
+        #: message id -> the model messages of an ended exchange's tool steps (built once)
+        self._steps: dict[str, tuple[ChatMessage, ...]] = {}
 
     @property
     def last_seq(self) -> int:
@@ -68,6 +71,19 @@ class ConversationTail:
     def drop(self, message_id: str) -> None:
         """Forget the exchange of prompt ``message_id`` (a prompt about to replace it)."""
         self._history.drop(message_id)
+        self._steps.pop(message_id, None)
+
+    def _tool_steps(self, exchange: Exchange) -> tuple[ChatMessage, ...]:
+        """The calls and results of ``exchange`` as model messages (cached once it ended:
+        a long session would otherwise rebuild every kept exchange's steps each turn)."""
+        if not exchange.tool_calls:
+            return ()
+        steps = self._steps.get(exchange.message_id)
+        if steps is None:
+            steps = tuple(replay_steps(exchange.tool_calls))
+            if exchange.ended:
+                self._steps[exchange.message_id] = steps
+        return steps
 
     def build(
         self,
@@ -94,6 +110,9 @@ class ConversationTail:
             if cost is None:
                 cost = count_tokens(exchange.prompt) + count_tokens(exchange.reply)
                 cost += 2 * MESSAGE_OVERHEAD
+                for message in self._tool_steps(exchange):
+                    cost += count_tokens(message.content) + MESSAGE_OVERHEAD
+                    cost += sum(count_tokens(c.name + c.arguments) for c in message.tool_calls)
                 exchange.tokens[counter_key] = cost
             if omitted_turns or used + cost > budget:
                 omitted_turns += 1
@@ -104,6 +123,7 @@ class ConversationTail:
         messages = head
         for exchange in reversed(kept):
             messages.append(ChatMessage("user", exchange.prompt))
+            messages.extend(self._tool_steps(exchange))  # calls and results, if it acted
             messages.append(ChatMessage("assistant", exchange.reply))
         messages.append(ChatMessage("user", prompt))
         return BuiltContext(
@@ -125,6 +145,9 @@ class ConversationTail:
                 # everything before the oldest exchange that could still fit goes, whatever
                 # its status (failed prompts too: they never reach a model)
                 cutoff = exchanges.index(complete[index])
-                self._history.forget(old.message_id for old in exchanges[:cutoff])
+                gone = [old.message_id for old in exchanges[:cutoff]]
+                self._history.forget(gone)
+                for message_id in gone:
+                    self._steps.pop(message_id, None)
                 self.earlier_turns += index
                 return

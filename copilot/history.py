@@ -19,6 +19,9 @@ Rules, written once here:
 - ``assistant.turn_start`` marks it started and records the model asked;
   ``assistant.message_delta`` (ephemeral) grows :attr:`Exchange.live`; a new ``attempt`` (a
   retry) starts it over.
+- an ``assistant.message`` with ``toolRequests`` is a step that called tools: it joins
+  :attr:`Exchange.tool_calls` with the ``tool.*``, ``permission.*`` and ``hook.*`` events of
+  the turn (in log order; :func:`copilot.tool_loop.replay_steps` makes model messages of them).
 - ``assistant.message`` completes it (status ``ok``); ``abort`` makes it ``aborted`` with
   the partial reply; ``session.error`` makes it ``error``. ``assistant.usage`` adds usage.
 - ``assistant.turn_end`` ends it; an ``abort`` of a turn that never started ends it too
@@ -284,6 +287,10 @@ class History:
                 exchange.attempt = attempt
                 exchange.live_parts.clear()
             exchange.live_parts.append(str(data.get("deltaContent", "")))
+        elif kind == EventType.ASSISTANT_MESSAGE and data.get("toolRequests"):
+            # a step that called tools: kept with the calls, the turn goes on
+            exchange.tool_calls.append({"type": kind, **data})
+            exchange.live_parts.clear()
         elif kind == EventType.ASSISTANT_MESSAGE:
             exchange.status = ExchangeStatus.OK
             exchange.reply = str(data.get("content", ""))
@@ -309,7 +316,7 @@ class History:
             exchange.live_parts.clear()
         elif kind == EventType.SESSION_WARNING or kind == EventType.SESSION_TRUNCATION:
             return self._note(event)
-        elif kind.startswith(("tool.", "permission.")):
+        elif kind.startswith(("tool.", "permission.", "hook.")):
             exchange.tool_calls.append({"type": kind, **data})
         else:
             return None

@@ -19,7 +19,7 @@ import os
 import socket
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .context import ConversationTail
@@ -30,12 +30,14 @@ from .errors import (
     SessionClosedError,
     SessionNotFoundError,
     StoreError,
+    ToolRoundLimitError,
     TurnAbortedError,
     TurnTimeoutError,
 )
 from .events import Event, EventType, new_id
-from .providers.base import ModelRequest, estimate_tokens
+from .providers.base import ChatMessage, ModelRequest, estimate_tokens
 from .routing import Route
+from .tool_loop import SessionTools, combine_steps, run_tool_loop
 from .turn import StreamResult, stream_reply
 from .validation import (
     validate_metadata,
@@ -71,10 +73,14 @@ class _Turn:
     metadata: dict[str, Any] | None
     options: dict[str, Any]
     future: asyncio.Future[Event]
+    #: the prompt as sent, when ``on_user_prompt_submitted`` changed it
+    original_prompt: str | None = None
 
     def user_data(self) -> dict[str, Any]:
         """The ``data`` of this turn's ``user.message`` event."""
         data: dict[str, Any] = {"content": self.prompt}
+        if self.original_prompt is not None:
+            data["originalContent"] = self.original_prompt
         if self.replaces:
             data["replaces"] = self.replaces
         if self.metadata:
@@ -139,8 +145,16 @@ def interrupted_events(message_id: str) -> list[Event]:
 class SessionCore:
     """A session on the client's event loop: the queue, the worker, the handlers, the tail."""
 
-    def __init__(self, services: SessionServices, metadata: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        services: SessionServices,
+        metadata: Mapping[str, Any],
+        tools: SessionTools | None = None,
+    ) -> None:
         self.services = services
+        #: the tools, permission handler and hooks this session object was given (code: never
+        #: stored; a resumed session is given them again)
+        self.tools = tools
         self.session_id: str = metadata["sessionId"]
         self.model: str = metadata["model"]
         self.streaming: bool = bool(metadata.get("streaming", True))
@@ -309,6 +323,13 @@ class SessionCore:
                 await asyncio.wait([self._turn_task])
         self._worker.cancel()
         await asyncio.wait([self._worker])
+        if self.tools is not None:
+            try:
+                await self.tools.hook(
+                    "on_session_end", {"reason": "user_exit"}, lambda e: self.record([e])
+                )
+            except CopilotError:  # the session was deleted meanwhile: nothing to record into
+                log.debug("session %s: on_session_end not recorded", self.session_id)
         self.closed = True
 
     def _abort_unstarted(self, turn: _Turn, reason: str) -> None:
@@ -361,12 +382,24 @@ class SessionCore:
     async def _run(self, turn: _Turn) -> None:
         """One turn, in three steps: begin (route, context, prompt stored), stream (the model
         call under the retry policy), record (the outcome). Each step's failure is recorded."""
+        if self.tools is not None:
+            await self._prompt_hook(turn)
         begun = self._begin(turn)
         if isinstance(begun, CopilotError):
             self._fail(turn, begun)
             return
         outcome = await self._stream(turn, begun)
         self._record(turn, begun, outcome)
+
+    async def _prompt_hook(self, turn: _Turn) -> None:
+        """``on_user_prompt_submitted``: may change the prompt before it is stored and sent."""
+        assert self.tools is not None
+        output = await self.tools.hook(
+            "on_user_prompt_submitted", {"prompt": turn.prompt}, lambda e: self.record([e])
+        )
+        modified = output.get("modifiedPrompt") if output else None
+        if isinstance(modified, str) and modified.strip() and modified != turn.prompt:
+            turn.original_prompt, turn.prompt = turn.prompt, modified
 
     def _begin(self, turn: _Turn) -> _Begun | CopilotError:
         """Resolve the route, build the request and store the prompt and the turn's start.
@@ -380,6 +413,11 @@ class SessionCore:
         user = Event(EventType.USER_MESSAGE, turn.user_data(), id=turn.message_id)
         try:
             route = self.services.router.resolve(self.model)
+            if self.tools is not None:
+                provider = self.services.provider(route.provider)
+                self.tools.check_model(
+                    provider, route.name, route.model_id, self.services.tool_models
+                )
         except CopilotError as error:
             self.record([user], update=_count_prompt(turn.prompt))
             return error
@@ -418,23 +456,55 @@ class SessionCore:
         round adding to the outcome that :meth:`_record` writes.
         """
         route = begun.route
-        try:
+        provider = self.services.provider(route.provider)
+
+        async def step(messages: tuple[ChatMessage, ...]) -> StreamResult:
             result = await stream_reply(
-                self.services.provider(route.provider),
-                begun.request,
+                provider,
+                replace(begun.request, messages=messages),
                 self.services.retry_policy,
                 on_delta=lambda text, attempt: self._on_delta(turn, text, attempt),
                 on_retry=lambda error, attempt, delay: self._on_retry(turn, error, attempt, delay),
                 partial=self._partial,
             )
+            if result.completion.tool_calls:
+                self._partial.clear()  # that text is recorded with the step, not as a reply
+            return result
+
+        try:
+            if self.tools is not None and self.tools.has_tools:
+                looped = await run_tool_loop(
+                    step,
+                    begun.request.messages,
+                    self.tools.runner,
+                    max_rounds=self.tools.max_rounds,
+                    message_id=turn.message_id,
+                    model_id=route.model_id,
+                    record=lambda event: self.record([event]),
+                )
+                result = combine_steps(looped.steps)
+            else:
+                result = await step(begun.request.messages)
         except asyncio.CancelledError:
             return _Outcome(aborted="aborted")
         except CopilotError as error:
+            if self.tools is not None and not isinstance(error, ToolRoundLimitError):
+                await self._error_hook(error)
             return _Outcome(error=error)
         except Exception as exc:  # a provider bug: report it like any failure
             message = f"{route.provider} failed unexpectedly: {type(exc).__name__}: {exc}"
             return _Outcome(error=ProviderError(message))
         return _Outcome(result=result)
+
+    async def _error_hook(self, error: CopilotError) -> None:
+        """``on_error_occurred`` for a failed model call (tool errors are the runner's)."""
+        assert self.tools is not None
+        data = {
+            "error": f"{type(error).__name__}: {error}",
+            "errorContext": "model_call",
+            "recoverable": bool(getattr(error, "retryable", False)),
+        }
+        await self.tools.hook("on_error_occurred", data, lambda e: self.record([e]))
 
     def _record(self, turn: _Turn, begun: _Begun, outcome: _Outcome) -> None:
         """Store the outcome of a turn that began, and settle its future."""
@@ -511,7 +581,8 @@ class SessionCore:
             truncation = Event(EventType.SESSION_TRUNCATION, data)
         options = {k: v for k, v in turn.options.items() if k != "timeout"}
         timeout = turn.options.get("timeout", self.services.request_timeout)
-        return ModelRequest(route.name, built.messages, options, timeout), truncation
+        tools = self.tools.schemas() if self.tools is not None else ()
+        return ModelRequest(route.name, built.messages, options, timeout, tools), truncation
 
     def _refresh_tail(self, window: int) -> ConversationTail:
         """The conversation tail, topped up with the events stored since it was last read."""

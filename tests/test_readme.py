@@ -24,3 +24,14 @@ def test_the_api_example_runs(monkeypatch, tmp_path):
     assert "[user.message] {'content': 'And how do I activate it?'}" in lines
     assert sum(line.startswith("[assistant.message]") for line in lines) == 2
     ns["client"].stop()
+
+
+def test_the_tools_example_runs(monkeypatch, tmp_path):
+    monkeypatch.setenv("COPILOT_JUPYTER_HOME", str(tmp_path))
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Tools") : text.index("## In Jupyter")]
+    (block,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(block, "README.md#tools", "exec"), {})
+    assert out.getvalue().splitlines() == ["calling get_weather", "sunny in Paris"]

@@ -1,0 +1,460 @@
+"""Sessions that act: tools, permission and hooks through create_session / resume_session,
+against real servers on 127.0.0.1 (ScriptedOpenAIServer and ScriptedAnthropicServer, through
+the official SDKs), on both faces."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from copilot import AsyncCopilotClient, CopilotClient
+from copilot.errors import (
+    InvalidArgumentError,
+    ToolRoundLimitError,
+    ToolsNotSupportedError,
+    TurnAbortedError,
+)
+from copilot.events import EventType
+from copilot.testing import Reply, ScriptedAnthropicServer, ScriptedOpenAIServer, ToolCall
+from copilot.tool_runner import ERROR_TEXT
+from copilot.tools import PermissionHandler, PermissionRequestResult, define_tool
+
+REPO = Path(__file__).resolve().parents[1]
+APPROVE = PermissionHandler.approve_all
+TOOL_TYPES = {
+    EventType.TOOL_EXECUTION_START,
+    EventType.TOOL_EXECUTION_COMPLETE,
+    EventType.PERMISSION_REQUESTED,
+    EventType.PERMISSION_COMPLETED,
+    EventType.HOOK_START,
+    EventType.HOOK_END,
+}
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@define_tool(description="Today's weather in a city")
+def get_weather(city: str) -> str:
+    return f"sunny in {city}"
+
+
+@define_tool(description="The local time in a city")
+async def get_time(city: str) -> str:
+    return f"12:00 in {city}"
+
+
+class Family:
+    """A provider family: its server, the client settings that reach it, how to read requests."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        if kind == "openai":
+            self.server = ScriptedOpenAIServer().start()
+            self.model = "openai:gpt-4o"
+            self.env = {"OPENAI_API_KEY": "sk-test"}
+        else:
+            self.server = ScriptedAnthropicServer().start()
+            self.model = "anthropic:claude-sonnet-4-6"
+            self.env = {"ANTHROPIC_API_KEY": "sk-ant-test"}
+        self.providers = {kind: {"base_url": self.server.base_url}}
+
+    def bodies(self) -> list[dict]:
+        return [r.json for r in self.server.requests if r.method == "POST"]
+
+    def results_in(self, body: dict) -> dict[str, str]:
+        if self.kind == "openai":
+            return {
+                m["tool_call_id"]: m["content"] for m in body["messages"] if m["role"] == "tool"
+            }
+        return {
+            b["tool_use_id"]: b.get("content", "")
+            for m in body["messages"]
+            if isinstance(m["content"], list)
+            for b in m["content"]
+            if b["type"] == "tool_result"
+        }
+
+    def calls_in(self, body: dict) -> list[str]:
+        if self.kind == "openai":
+            return [c["id"] for m in body["messages"] for c in m.get("tool_calls") or ()]
+        return [
+            b["id"]
+            for m in body["messages"]
+            if isinstance(m["content"], list)
+            for b in m["content"]
+            if b["type"] == "tool_use"
+        ]
+
+
+@pytest.fixture(params=["openai", "anthropic"])
+def family(request, monkeypatch):
+    fam = Family(request.param)
+    for name, value in fam.env.items():
+        monkeypatch.setenv(name, value)
+    yield fam
+    fam.server.stop()
+
+
+@pytest.fixture
+def make_client(home, family):
+    clients = []
+
+    def make(**kwargs):
+        client = CopilotClient(
+            base_directory=home, providers=family.providers, max_retries=0, **kwargs
+        )
+        client.start()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.stop(timeout=10)
+
+
+def tool_events(session):
+    return [e for e in session.get_messages() if e.type in TOOL_TYPES]
+
+
+def two_calls(family, answer="Sunny and noon in Paris."):
+    family.server.enqueue(
+        Reply(
+            "Let me look.",
+            tool_calls=[
+                ToolCall("get_weather", {"city": "Paris"}, id="id_w"),
+                ToolCall("get_time", {"city": "Paris"}, id="id_t"),
+            ],
+        ),
+        Reply(answer),
+    )
+
+
+# -- the main path ------------------------------------------------------------------------------
+
+
+def test_a_turn_that_calls_two_tools_then_answers(family, make_client):
+    client = make_client()
+    session = client.create_session(
+        model=family.model, tools=[get_weather, get_time], on_permission_request=APPROVE
+    )
+    two_calls(family)
+    reply = session.send_and_wait("Weather and time in Paris?", timeout=60)
+    assert reply.data.content == "Sunny and noon in Paris."
+    types = [e.type for e in session.get_messages()]
+    turn = types[types.index(EventType.USER_MESSAGE) :]
+    assert turn[:3] == [
+        EventType.USER_MESSAGE,
+        EventType.ASSISTANT_TURN_START,
+        EventType.ASSISTANT_MESSAGE,  # the step with the calls
+    ]
+    assert turn[-3:] == [
+        EventType.ASSISTANT_MESSAGE,  # the answer
+        EventType.ASSISTANT_USAGE,
+        EventType.ASSISTANT_TURN_END,
+    ]
+    assert set(turn[3:-3]) == TOOL_TYPES - {EventType.HOOK_START, EventType.HOOK_END}
+    events = session.get_messages()
+    step = next(e for e in events if e.type == EventType.ASSISTANT_MESSAGE)
+    assert [r["toolCallId"] for r in step.data["toolRequests"]] == ["id_w", "id_t"]
+    for call_id in ("id_w", "id_t"):
+        mine = [e.type for e in events if e.data.get("toolCallId") == call_id]
+        assert mine == [
+            EventType.TOOL_EXECUTION_START,
+            EventType.PERMISSION_REQUESTED,
+            EventType.PERMISSION_COMPLETED,
+            EventType.TOOL_EXECUTION_COMPLETE,
+        ]
+    first, second = family.bodies()
+    assert family.calls_in(first) == [] and family.results_in(first) == {}
+    assert family.calls_in(second) == ["id_w", "id_t"]
+    assert family.results_in(second) == {"id_w": "sunny in Paris", "id_t": "12:00 in Paris"}
+    usage = next(e for e in events if e.type == EventType.ASSISTANT_USAGE)
+    assert usage.data["attempts"] == 2  # two model steps, one attempt each
+
+    # the next turn replays the calls and results in the provider's wire format
+    family.server.enqueue(Reply("You are welcome."))
+    session.send_and_wait("Thanks!", timeout=60)
+    third = family.bodies()[-1]
+    assert family.calls_in(third) == ["id_w", "id_t"]
+    assert family.results_in(third) == {"id_w": "sunny in Paris", "id_t": "12:00 in Paris"}
+
+
+def test_the_async_face_runs_the_same_turn(family, home):
+    async def go():
+        async with AsyncCopilotClient(
+            base_directory=home, providers=family.providers, max_retries=0
+        ) as client:
+            session = await client.create_session(
+                model=family.model, tools=[get_weather, get_time], on_permission_request=APPROVE
+            )
+            two_calls(family, "async answer")
+            reply = await session.send_and_wait("Weather and time?", timeout=60)
+            return reply, await session.get_messages()
+
+    reply, events = asyncio.run(go())
+    assert reply.data.content == "async answer"
+    completes = [e for e in events if e.type == EventType.TOOL_EXECUTION_COMPLETE]
+    assert {e.data["toolCallId"]: e.data["result"]["content"] for e in completes} == {
+        "id_w": "sunny in Paris",
+        "id_t": "12:00 in Paris",
+    }
+    assert family.results_in(family.bodies()[-1]) == {
+        "id_w": "sunny in Paris",
+        "id_t": "12:00 in Paris",
+    }
+
+
+# -- permission, hooks, failures ----------------------------------------------------------------
+
+
+def test_a_denied_call_reaches_the_model_as_denied_and_the_turn_goes_on(family, make_client):
+    asked = []
+
+    def deny(request, invocation):
+        asked.append((request.tool_name, request.args))
+        return PermissionRequestResult("denied-interactively-by-user")
+
+    session = make_client().create_session(
+        model=family.model, tools=[get_weather], on_permission_request=deny
+    )
+    family.server.enqueue(
+        Reply(tool_calls=[ToolCall("get_weather", {"city": "Oslo"}, id="d1")]),
+        Reply("I was not allowed to look."),
+    )
+    reply = session.send_and_wait("Weather in Oslo?", timeout=60)
+    assert reply.data.content == "I was not allowed to look."
+    assert asked == [("get_weather", {"city": "Oslo"})]
+    assert family.results_in(family.bodies()[-1]) == {
+        "d1": "The user denied permission to run 'get_weather'."
+    }
+    complete = [e for e in tool_events(session) if e.type == EventType.TOOL_EXECUTION_COMPLETE]
+    assert complete[0].data["resultType"] == "denied"
+    assert EventType.TOOL_EXECUTION_START in [e.type for e in tool_events(session)]
+
+
+def test_hooks_change_the_arguments_and_the_result(family, make_client):
+    ran_with = []
+
+    @define_tool(description="Look a city up")
+    def lookup(city: str) -> str:
+        ran_with.append(city)
+        return f"found {city}"
+
+    hooks = {
+        "on_pre_tool_use": lambda data, ctx: {
+            "modifiedArgs": {"city": data["toolArgs"]["city"] + "!"}
+        },
+        "on_post_tool_use": lambda data, ctx: {
+            "modifiedResult": data["toolResult"].text_result_for_llm.upper()
+        },
+    }
+    session = make_client().create_session(
+        model=family.model, tools=[lookup], on_permission_request=APPROVE, hooks=hooks
+    )
+    family.server.enqueue(
+        Reply(tool_calls=[ToolCall("lookup", {"city": "Rome"}, id="h1")]), Reply("ok")
+    )
+    session.send_and_wait("Find Rome", timeout=60)
+    assert ran_with == ["Rome!"]
+    assert family.results_in(family.bodies()[-1]) == {"h1": "FOUND ROME!"}
+    hook_types = [e.data["hookType"] for e in tool_events(session) if e.type == EventType.HOOK_END]
+    assert hook_types == ["preToolUse", "postToolUse"]
+
+
+def test_a_tool_that_raises_tells_the_model_it_failed_and_the_log_why(family, make_client):
+    @define_tool(description="Read a secret file")
+    def read_file(path: str) -> str:
+        raise FileNotFoundError(f"/home/me/.ssh/{path}")
+
+    session = make_client().create_session(
+        model=family.model, tools=[read_file], on_permission_request=APPROVE
+    )
+    family.server.enqueue(
+        Reply(tool_calls=[ToolCall("read_file", {"path": "id_rsa"}, id="e1")]),
+        Reply("The tool failed."),
+    )
+    assert session.send_and_wait("read it", timeout=60).data.content == "The tool failed."
+    assert family.results_in(family.bodies()[-1]) == {"e1": ERROR_TEXT}
+    assert ".ssh" not in json.dumps(family.bodies()[-1])
+    complete = [e for e in tool_events(session) if e.type == EventType.TOOL_EXECUTION_COMPLETE][0]
+    assert complete.data["error"] == {"message": "FileNotFoundError: /home/me/.ssh/id_rsa"}
+
+
+def test_a_tool_hanging_past_its_timeout_is_a_timeout_result(family, make_client):
+    release = threading.Event()
+
+    @define_tool(description="Never answers in time")
+    def slow() -> str:
+        release.wait(20)
+        return "late"
+
+    session = make_client().create_session(
+        model=family.model, tools=[slow], on_permission_request=APPROVE, tool_timeout=0.3
+    )
+    family.server.enqueue(Reply(tool_calls=[ToolCall("slow", {}, id="t1")]), Reply("gave up"))
+    try:
+        assert session.send_and_wait("go", timeout=60).data.content == "gave up"
+    finally:
+        release.set()
+    assert family.results_in(family.bodies()[-1]) == {
+        "t1": "The tool did not finish within 0.3 s and was abandoned."
+    }
+    complete = [e for e in tool_events(session) if e.type == EventType.TOOL_EXECUTION_COMPLETE][0]
+    assert complete.data["resultType"] == "timeout"
+
+
+def test_max_rounds_ends_the_turn_with_a_typed_error_and_the_session_goes_on(family, make_client):
+    session = make_client().create_session(
+        model=family.model,
+        tools=[get_weather],
+        on_permission_request=APPROVE,
+        max_tool_rounds=1,
+    )
+    family.server.enqueue(
+        Reply(tool_calls=[ToolCall("get_weather", {"city": "A"}, id="m1")]),
+        Reply(tool_calls=[ToolCall("get_weather", {"city": "B"}, id="m2")]),
+    )
+    with pytest.raises(ToolRoundLimitError, match="after 1 rounds"):
+        session.send_and_wait("loop", timeout=60)
+    assert len(family.bodies()) == 2
+    events = session.get_messages()
+    assert events[-2].type == EventType.SESSION_ERROR
+    assert events[-2].data["errorType"] == "ToolRoundLimitError"
+    rejected = [e for e in events if e.data.get("toolCallId") == "m2"]
+    assert [e.data["resultType"] for e in rejected] == ["rejected"]
+    # the session is usable, and the failed exchange stays out of the next context
+    family.server.enqueue(Reply("fresh start"))
+    assert session.send_and_wait("again", timeout=60).data.content == "fresh start"
+    assert family.calls_in(family.bodies()[-1]) == []
+
+
+def test_abort_during_a_tool_cancels_it_and_leaves_a_usable_session(family, make_client):
+    started, cancelled = threading.Event(), threading.Event()
+
+    @define_tool(description="Takes its time")
+    async def wait_long() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "never"
+
+    session = make_client().create_session(
+        model=family.model, tools=[wait_long], on_permission_request=APPROVE
+    )
+    family.server.enqueue(Reply(tool_calls=[ToolCall("wait_long", {}, id="a1")]))
+    message_id = session.send("go")
+    assert started.wait(30)
+    assert session.abort() is True
+    with pytest.raises(TurnAbortedError):
+        session.wait(message_id, timeout=30)
+    assert cancelled.wait(10)
+    events = session.get_messages()
+    complete = [e for e in events if e.type == EventType.TOOL_EXECUTION_COMPLETE]
+    assert [e.data["error"] for e in complete] == [{"message": "aborted"}]
+    assert EventType.ABORT in [e.type for e in events]
+    family.server.enqueue(Reply("still here"))
+    assert session.send_and_wait("hello?", timeout=60).data.content == "still here"
+    assert family.calls_in(family.bodies()[-1]) == []  # no half-answered call is replayed
+
+
+# -- resume, fork, models -----------------------------------------------------------------------
+
+
+def test_resume_in_a_fresh_process_sends_the_earlier_calls_and_results(family, make_client, home):
+    session = make_client().create_session(
+        session_id="acts",
+        model=family.model,
+        tools=[get_weather, get_time],
+        on_permission_request=APPROVE,
+    )
+    two_calls(family)
+    session.send_and_wait("Weather and time in Paris?", timeout=60)
+    family.server.enqueue(Reply("resumed answer"))
+    code = (
+        "from copilot import CopilotClient\n"
+        f"client = CopilotClient(base_directory={str(home)!r}, "
+        f"providers={family.providers!r}, max_retries=0)\n"
+        "session = client.resume_session('acts')  # no tools given: they are code\n"
+        "print(session.send_and_wait('and tomorrow?', timeout=60).data.content)\n"
+        "client.stop()\n"
+    )
+    env = {**os.environ, **family.env, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=90
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "resumed answer"
+    last = family.bodies()[-1]
+    assert family.calls_in(last) == ["id_w", "id_t"]
+    assert family.results_in(last) == {"id_w": "sunny in Paris", "id_t": "12:00 in Paris"}
+
+
+def test_a_fork_replays_the_calls_too(family, make_client):
+    client = make_client()
+    session = client.create_session(
+        session_id="src",
+        model=family.model,
+        tools=[get_weather, get_time],
+        on_permission_request=APPROVE,
+    )
+    two_calls(family)
+    session.send_and_wait("Weather and time in Paris?", timeout=60)
+    fork = client.fork_session("src", "dst")
+    family.server.enqueue(Reply("forked"))
+    assert fork.send_and_wait("next", timeout=60).data.content == "forked"
+    assert family.calls_in(family.bodies()[-1]) == ["id_w", "id_t"]
+
+
+def test_list_models_says_which_can_call_tools(client):
+    models = {m["id"]: m for m in client.list_models()}
+    assert models["echo"]["tools"] is True
+    assert all(not m["tools"] for m in models.values() if m["provider"] == "local")
+
+
+def test_tools_on_a_model_that_cannot_call_them_is_a_typed_error_naming_ones_that_can(client):
+    with pytest.raises(ToolsNotSupportedError) as caught:
+        client.create_session(session_id="no", model="local:smollm2", tools=[get_weather])
+    assert "'local:smollm2' cannot call tools" in str(caught.value)
+    assert "echo" in str(caught.value)
+    assert client.get_session_metadata("no") is None  # nothing stored
+
+
+def test_bad_tool_arguments_are_refused_before_anything_is_stored(client):
+    with pytest.raises(InvalidArgumentError, match="available_tools names tools"):
+        client.create_session(
+            session_id="bad", model="echo", tools=[get_weather], available_tools=["nope"]
+        )
+    assert client.get_session_metadata("bad") is None
+
+
+# -- the echo model and the session hooks -------------------------------------------------------
+
+
+def test_echo_calls_a_tool_a_prompt_names(client):
+    events = []
+    hooks = {
+        "on_user_prompt_submitted": lambda data, ctx: {"modifiedPrompt": data["prompt"].strip()},
+        "on_session_start": lambda data, ctx: events.append(data["source"]),
+    }
+    session = client.create_session(
+        model="echo", tools=[get_weather], on_permission_request=APPROVE, hooks=hooks
+    )
+    reply = session.send_and_wait('  call get_weather {"city": "Lyon"}  ', timeout=30)
+    assert reply.data.content == "sunny in Lyon"
+    assert events == ["new"]
+    prompt = next(e for e in session.get_messages() if e.type == EventType.USER_MESSAGE)
+    assert prompt.data["content"] == 'call get_weather {"city": "Lyon"}'
+    assert prompt.data["originalContent"] == '  call get_weather {"city": "Lyon"}  '
+    resumed = client.resume_session(session.session_id, tools=[get_weather], hooks=hooks)
+    assert events == ["new", "resume"]
+    assert resumed.session_id == session.session_id
