@@ -701,3 +701,18 @@ def test_a_tool_that_never_returns_does_not_keep_the_program_from_exiting():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "timeout"
+
+
+@pytest.mark.parametrize("module", ["tools.py", "tool_runner.py", "tool_loop.py"])
+def test_the_tool_modules_import_no_face(module):
+    """Imports run one way: the faces use the tool modules, never the reverse."""
+    import ast
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "copilot" / module
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"client", "session", "_services"}
+    assert imported  # the scan saw the module's relative imports
