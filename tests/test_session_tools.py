@@ -458,3 +458,41 @@ def test_echo_calls_a_tool_a_prompt_names(client):
     resumed = client.resume_session(session.session_id, tools=[get_weather], hooks=hooks)
     assert events == ["new", "resume"]
     assert resumed.session_id == session.session_id
+
+
+def test_a_process_killed_mid_tool_leaves_a_session_that_resumes_cleanly(home):
+    """SIGKILL while a tool runs: the next process marks the turn interrupted, and its next
+    context holds no call without a result (both APIs would refuse one)."""
+    code = (
+        "import sys, time\n"
+        "from copilot import CopilotClient, PermissionHandler, define_tool\n"
+        "@define_tool(description='hangs')\n"
+        "def hang() -> str:\n"
+        "    print('TOOL RUNNING', flush=True)\n"
+        "    time.sleep(3600)\n"
+        f"client = CopilotClient(base_directory={str(home)!r})\n"
+        "s = client.create_session(session_id='killed', model='echo', tools=[hang],\n"
+        "                          on_permission_request=PermissionHandler.approve_all)\n"
+        "s.send_and_wait('call hang', timeout=3600)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "TOOL RUNNING"
+    finally:
+        child.kill()  # SIGKILL
+        child.wait(30)
+    client = CopilotClient(base_directory=home, fallback_model="echo")
+    try:
+        session = client.resume_session("killed")
+        resumed = [e for e in session.get_messages() if e.type == EventType.SESSION_RESUME]
+        assert resumed[-1].data["interruptedTurns"] == 1
+        starts = [e for e in session.get_messages() if e.type == EventType.TOOL_EXECUTION_START]
+        assert [e.data["toolName"] for e in starts] == ["hang"]  # it was recorded live
+        assert session.send_and_wait("hello", timeout=30).data.content == "echo: hello"
+        sent = client.get_provider("echo").requests[-1].messages
+        assert [(m.role, m.content) for m in sent] == [("user", "hello")]
+    finally:
+        client.stop()
