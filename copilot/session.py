@@ -27,6 +27,7 @@ from .errors import (
     CopilotError,
     InvalidArgumentError,
     ProviderError,
+    ProviderTimeoutError,
     SessionClosedError,
     SessionNotFoundError,
     StoreError,
@@ -452,16 +453,34 @@ class SessionCore:
     async def _stream(self, turn: _Turn, begun: _Begun) -> _Outcome:
         """Call the model under the retry policy; never raises, the outcome says how it ended.
 
-        This is where a tool-call loop goes: model -> tool calls -> results -> model, each
-        round adding to the outcome that :meth:`_record` writes.
+        A session with tools runs the tool loop here: model -> tool calls -> results -> model,
+        all within the turn's ``timeout`` (each model step and each round of calls gets what
+        is left of it).
         """
         route = begun.route
         provider = self.services.provider(route.provider)
+        loop = asyncio.get_running_loop()
+        total = begun.request.timeout
+        deadline = None if total is None else loop.time() + float(total)
+
+        def remaining() -> float | None:
+            return None if deadline is None else deadline - loop.time()
 
         async def step(messages: tuple[ChatMessage, ...]) -> StreamResult:
+            request = replace(begun.request, messages=messages)
+            left = remaining()
+            if left is not None and messages is not begun.request.messages:
+                if left <= 0:
+                    raise ProviderTimeoutError(
+                        f"{route.provider} model {route.name!r}: the turn's {total:g} s ran "
+                        "out during its tool calls, before the model could answer",
+                        provider=route.provider,
+                        model=route.name,
+                    )
+                request = replace(request, timeout=left)
             result = await stream_reply(
                 provider,
-                replace(begun.request, messages=messages),
+                request,
                 self.services.retry_policy,
                 on_delta=lambda text, attempt: self._on_delta(turn, text, attempt),
                 on_retry=lambda error, attempt, delay: self._on_retry(turn, error, attempt, delay),
@@ -481,6 +500,7 @@ class SessionCore:
                     message_id=turn.message_id,
                     model_id=route.model_id,
                     record=lambda event: self.record([event]),
+                    remaining=remaining,
                 )
                 result = combine_steps(looped.steps)
             else:

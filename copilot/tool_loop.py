@@ -283,6 +283,7 @@ async def run_tool_loop(
     message_id: str,
     model_id: str,
     record: Callable[[Event], None],
+    remaining: Callable[[], float | None] = lambda: None,
 ) -> ToolTurn:
     """Run model steps and tool rounds until a reply without tool calls; return it.
 
@@ -290,7 +291,8 @@ async def run_tool_loop(
     ``record(event)`` stores and announces one event. Raises
     :class:`~copilot.errors.ToolRoundLimitError` when the model still calls tools after
     ``max_rounds`` rounds (its calls recorded as rejected first). Cancelling the loop (an
-    abort) cancels a running tool; the runner records it as aborted.
+    abort) cancels a running tool; the runner records it as aborted. ``remaining()`` gives the
+    seconds left of the turn's time (None: unbounded): each round's calls get at most that.
     """
     steps: list[StreamResult] = []
     rounds = 0
@@ -310,7 +312,9 @@ async def run_tool_loop(
                 message_id,
             )
         rounds += 1
-        round_ = await runner.run(completion.tool_calls, message_id=message_id, on_event=record)
+        round_ = await runner.run(
+            completion.tool_calls, message_id=message_id, on_event=record, timeout=remaining()
+        )
         messages = (
             *messages,
             ChatMessage("assistant", completion.content, tool_calls=completion.tool_calls),

@@ -144,12 +144,17 @@ class ToolRunner:
         *,
         message_id: str | None = None,
         on_event: Callable[[Event], None] | None = None,
+        timeout: float | None = None,
     ) -> ToolRound:
         """Run ``calls`` concurrently; return their outcomes in the calls' order.
 
         ``on_event`` is called with each event as it happens (to record and show it at once);
-        the same events are in the returned round, in that order.
+        the same events are in the returned round, in that order. ``timeout`` lowers the
+        per-call limit for this round (what is left of a turn's time).
         """
+        limit = self.timeout
+        if timeout is not None:
+            limit = timeout if limit is None else min(limit, timeout)
         round_ = ToolRound()
 
         def emit(kind: EventType, data: dict[str, Any]) -> None:
@@ -160,11 +165,13 @@ class ToolRunner:
             if on_event is not None:
                 on_event(event)
 
-        outcomes = await asyncio.gather(*(self._one(call, emit) for call in calls))
+        outcomes = await asyncio.gather(*(self._one(call, emit, limit) for call in calls))
         round_.outcomes = list(outcomes)
         return round_
 
-    async def _one(self, call: ToolCallRequest, emit: Callable[..., None]) -> ToolOutcome:
+    async def _one(
+        self, call: ToolCallRequest, emit: Callable[..., None], limit: float | None
+    ) -> ToolOutcome:
         started = time.perf_counter()
         emit(
             EventType.TOOL_EXECUTION_START,
@@ -179,7 +186,7 @@ class ToolRunner:
                 raise _Failed(f"Tool '{call.name}' does not exist. Available tools: {known}.")
             arguments = _parse_arguments(call)
             arguments, modified, context = await self._pre_hook(tool, call, arguments, emit)
-            result = await self._execute(tool, call, arguments, emit)
+            result = await self._execute(tool, call, arguments, emit, limit)
             result = await self._post_hook(tool, call, arguments, result, emit)
             if context:
                 result = dataclasses.replace(
@@ -304,22 +311,27 @@ class ToolRunner:
             raise _Denied(text)
 
     async def _execute(
-        self, tool: Tool, call: ToolCallRequest, arguments: Any, emit: Callable[..., None]
+        self,
+        tool: Tool,
+        call: ToolCallRequest,
+        arguments: Any,
+        emit: Callable[..., None],
+        limit: float | None,
     ) -> ToolResult:
         if tool.handler is None:
             raise _Failed(f"Tool '{tool.name}' has no handler in this session.")
         invocation = ToolInvocation(self.session_id, call.id, tool.name, arguments)
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(limit):
                 value = await _call_user(tool.handler, invocation)
             return normalize_result(value)
         except TimeoutError:
-            limit = f"{self.timeout:g} s"
-            await self._report_error(f"tool '{tool.name}' timed out after {limit}", emit)
+            seconds = f"{limit:.3g} s"
+            await self._report_error(f"tool '{tool.name}' timed out after {seconds}", emit)
             return ToolResult(
-                f"The tool did not finish within {limit} and was abandoned.",
+                f"The tool did not finish within {seconds} and was abandoned.",
                 "timeout",
-                error=f"timed out after {limit}",
+                error=f"timed out after {seconds}",
             )
         except asyncio.CancelledError:
             raise

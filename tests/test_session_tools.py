@@ -17,6 +17,7 @@ import pytest
 from copilot import AsyncCopilotClient, CopilotClient
 from copilot.errors import (
     InvalidArgumentError,
+    ProviderTimeoutError,
     ToolRoundLimitError,
     ToolsNotSupportedError,
     TurnAbortedError,
@@ -496,3 +497,27 @@ def test_a_process_killed_mid_tool_leaves_a_session_that_resumes_cleanly(home):
         assert [(m.role, m.content) for m in sent] == [("user", "hello")]
     finally:
         client.stop()
+
+
+def test_the_turns_timeout_bounds_its_tool_rounds_too(client):
+    """A turn's ``timeout`` option bounds the whole turn: a tool still running when it runs
+    out gets a timeout result, and the turn fails instead of asking the model again."""
+
+    @define_tool(description="Slower than the turn")
+    async def slow() -> str:
+        await asyncio.sleep(30)
+        return "late"
+
+    session = client.create_session(
+        model="echo", tools=[slow], on_permission_request=APPROVE, tool_timeout=60
+    )
+    message_id = session.send("call slow", timeout=1.0)
+    with pytest.raises(ProviderTimeoutError, match="the turn's 1 s ran out during its tool calls"):
+        session.wait(message_id, timeout=30)  # far below the tool's 30 s: the turn was cut
+    events = session.get_messages()
+    complete = [e for e in events if e.type == EventType.TOOL_EXECUTION_COMPLETE]
+    assert [e.data["resultType"] for e in complete] == ["timeout"]
+    assert events[-2].type == EventType.SESSION_ERROR
+    assert events[-2].data["errorType"] == "ProviderTimeoutError"
+    assert len(client.get_provider("echo").requests) == 1  # the model was not asked again
+    assert session.send_and_wait("still usable?", timeout=30).data.content == "echo: still usable?"
