@@ -446,6 +446,7 @@ def test_echo_calls_a_tool_a_prompt_names(client):
     hooks = {
         "on_user_prompt_submitted": lambda data, ctx: {"modifiedPrompt": data["prompt"].strip()},
         "on_session_start": lambda data, ctx: events.append(data["source"]),
+        "on_session_end": lambda data, ctx: events.append(data["reason"]),
     }
     session = client.create_session(
         model="echo", tools=[get_weather], on_permission_request=APPROVE, hooks=hooks
@@ -459,6 +460,14 @@ def test_echo_calls_a_tool_a_prompt_names(client):
     resumed = client.resume_session(session.session_id, tools=[get_weather], hooks=hooks)
     assert events == ["new", "resume"]
     assert resumed.session_id == session.session_id
+    resumed.destroy()
+    assert events == ["new", "resume", "user_exit"]
+    hook_types = [
+        e.data["hookType"]
+        for e in client.get_messages(session.session_id)
+        if e.type == EventType.HOOK_END
+    ]
+    assert hook_types == ["sessionStart", "userPromptSubmitted", "sessionStart", "sessionEnd"]
 
 
 def test_a_process_killed_mid_tool_leaves_a_session_that_resumes_cleanly(home):
