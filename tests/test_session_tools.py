@@ -530,3 +530,41 @@ def test_the_turns_timeout_bounds_its_tool_rounds_too(client):
     assert events[-2].data["errorType"] == "ProviderTimeoutError"
     assert len(client.get_provider("echo").requests) == 1  # the model was not asked again
     assert session.send_and_wait("still usable?", timeout=30).data.content == "echo: still usable?"
+
+
+def test_the_async_face_aborts_a_running_tool_and_resumes_with_tools(home):
+    started = threading.Event()  # set on the client's loop, read on this test's loop
+
+    @define_tool(description="Waits")
+    async def wait_long() -> str:
+        started.set()
+        await asyncio.sleep(30)
+        return "never"
+
+    async def go():
+        async with AsyncCopilotClient(base_directory=home) as client:
+            session = await client.create_session(
+                session_id="async-abort",
+                model="echo",
+                tools=[wait_long],
+                on_permission_request=APPROVE,
+            )
+            message_id = await session.send("call wait_long")
+            for _ in range(3000):
+                if started.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            assert await session.abort() is True
+            with pytest.raises(TurnAbortedError):
+                await session.wait(message_id, timeout=30)
+            again = await client.resume_session(
+                "async-abort", tools=[get_weather], on_permission_request=APPROVE
+            )
+            reply = await again.send_and_wait('call get_weather {"city": "Nice"}', timeout=30)
+            return reply, await again.get_messages()
+
+    reply, events = asyncio.run(go())
+    assert reply.data.content == "sunny in Nice"
+    completes = [e.data for e in events if e.type == EventType.TOOL_EXECUTION_COMPLETE]
+    assert [c["toolName"] for c in completes] == ["wait_long", "get_weather"]
+    assert completes[0]["error"] == {"message": "aborted"}
