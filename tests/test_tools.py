@@ -716,3 +716,22 @@ def test_the_tool_modules_import_no_face(module):
             imported.add(node.module.split(".")[0])
     assert not imported & {"client", "session", "_services"}
     assert imported  # the scan saw the module's relative imports
+
+
+def test_a_plain_tool_handler_gets_the_invocation_as_in_the_sdk():
+    seen = []
+
+    def handler(invocation: ToolInvocation) -> ToolResult:
+        seen.append(invocation)
+        return ToolResult(f"{invocation.arguments['n'] * 2}")
+
+    tool = Tool(
+        "double",
+        "Double n",
+        handler=handler,
+        parameters={"type": "object", "properties": {"n": {"type": "integer"}}},
+        skip_permission=True,
+    )
+    round_ = run(ToolRunner([tool], session_id="s9"), call("double", {"n": 21}, "c7"))
+    assert round_.outcomes[0].result == ToolResult("42")
+    assert seen == [ToolInvocation("s9", "c7", "double", {"n": 21})]
