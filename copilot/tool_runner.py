@@ -450,7 +450,7 @@ async def _in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
     Not ``asyncio.to_thread``: the default executor's threads are joined at interpreter exit,
     so one tool that never returns (abandoned after its timeout or an abort) would keep the
     program from exiting. A daemon thread is left behind instead. Starting a thread costs
-    tens of microseconds, small beside a tool round (see bench row 8a).
+    tens of microseconds, small beside a tool round (see bench row 10a).
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()

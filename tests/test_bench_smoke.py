@@ -5,8 +5,8 @@ target is a result, a crash is a bug."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
