@@ -709,17 +709,19 @@ class CopilotMagics(Magics):
 # -- notebook context: %copilot fix and %copilot explain ----------------------------------------
 
 
-def _cell_number(text: str) -> int:
-    """``explain N``: a cell number, 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a cell number: {text!r} (%copilot explain [N] [NAME]: the number first)"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"cell numbers start at 1 (got {value})")
-    return value
+def _explain_target(first: str | None, second: str | None) -> tuple[int | None, str | None]:
+    """``explain [N] [NAME]``: a first word of digits is the cell number, else the session."""
+    if first is None or not re.fullmatch(r"[+-]?\d+", first):
+        if second is not None:
+            raise UsageError(
+                f"%copilot explain: not a cell number: {first!r}; the cell number comes "
+                "first: %copilot explain [N] [NAME]"
+            )
+        return None, first
+    cell = int(first)
+    if cell < 1:
+        raise UsageError(f"%copilot explain: cell numbers start at 1 (got {cell})")
+    return cell, second
 
 
 def _context_args(name: str | None, model: str | None) -> argparse.Namespace:
@@ -751,7 +753,7 @@ def _cmd_fix(magics: CopilotMagics, args: argparse.Namespace) -> None:
 @_command(
     "explain",
     "explain a cell's code and its result or error (default: the last cell)",
-    _arg("cell", nargs="?", type=_cell_number, metavar="N", help="the cell number, as in In[N]"),
+    _arg("cell", nargs="?", metavar="N", help="the cell number, as in In[N] (default: the last)"),
     _arg("name", nargs="?", help="the session (default: the current one, as for %%copilot)"),
     _MODEL,
 )
@@ -760,8 +762,12 @@ def _cmd_explain(magics: CopilotMagics, args: argparse.Namespace) -> None:
     history = shell.history_manager
     inputs = history.input_hist_raw if history else []
     outputs = history.output_hist if history else {}
-    current = shell.execution_count  # the number of the cell running %copilot explain
-    cell = args.cell if args.cell is not None else current - 1
+    # the number of the cell running %copilot explain (IPython 9 counts up before a cell
+    # runs, IPython 8 after: the running cell's result knows); without history, none
+    running = getattr(shell.displayhook, "exec_result", None)
+    current = getattr(running, "execution_count", None) or len(inputs)
+    cell, given = _explain_target(args.cell, args.name)
+    cell = cell if cell is not None else current - 1
     if not 0 < cell < min(current, len(inputs)):
         last = min(current, len(inputs)) - 1
         raise _Failure(
@@ -770,8 +776,8 @@ def _cmd_explain(magics: CopilotMagics, args: argparse.Namespace) -> None:
         )
     result = summarize(outputs[cell]) if cell in outputs else None
     prompt = explain_prompt(cell, inputs[cell], result, magics.errors.get(cell))
-    name = magics._prompt_target(args.name, "%copilot explain")
-    session = magics._pick_session(name, _context_args(args.name, args.model))
+    name = magics._prompt_target(given, "%copilot explain")
+    session = magics._pick_session(name, _context_args(given, args.model))
     magics._send_from_cell(session, prompt, "markdown", args)
 
 
