@@ -126,7 +126,10 @@ class CellErrors:
         code = getattr(info, "raw_cell", None) or ""
         if _COPILOT_CELL.match(code):
             return
-        self.record(error, code, getattr(result, "execution_count", None))
+        # a cell run without history (nbval, run_cell(store_history=False)) has no number of
+        # its own (IPython gives it the next stored cell's): it is only the last error
+        stored = getattr(info, "store_history", True)
+        self.record(error, code, getattr(result, "execution_count", None) if stored else None)
 
     def record(self, error: BaseException, code: str, cell: int | None) -> CellError:
         """Record ``error``, raised by cell number ``cell`` whose source is ``code``."""
@@ -185,10 +188,9 @@ def _fence(text: str, language: str = "") -> str:
 
 def fix_prompt(error: CellError) -> str:
     """The prompt of ``%copilot fix``: the failed cell's code, its traceback, the instruction."""
-    where = f"cell In[{error.cell}]" if error.cell is not None else "a notebook cell"
     code = _cut_head(error.code, CODE_LIMIT, "code")
     return (
-        f"The code of {where} raised {error.type}. Fix it. Reply with the whole corrected "
+        f"This notebook cell raised {error.type}. Fix it. Reply with the whole corrected "
         "cell in a single ```python block, then say in one or two sentences what was wrong.\n\n"
         f"The cell:\n{_fence(code, 'python')}\n\n"
         f"The error:\n{_fence(error.traceback)}"

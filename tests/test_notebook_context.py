@@ -194,6 +194,17 @@ def test_tracebacks_and_messages_are_capped(ip: InteractiveShell) -> None:
     )
 
 
+def test_a_cell_run_without_history_is_only_the_last_error(ip: InteractiveShell) -> None:
+    """nbval runs cells with store_history=False: IPython gives them no number of their own."""
+    stored, _ = run(ip, "raise KeyError('stored')")
+    with capture_output():
+        ip.run_cell("raise KeyError('unstored')", store_history=False)
+    errors = magics(ip).errors
+    assert errors.last.message == "'unstored'" and errors.last.cell is None
+    assert errors.get(stored.execution_count).message == "'stored'"
+    assert list(errors.texts()) == [stored.execution_count]
+
+
 def test_only_the_most_recent_errors_are_kept() -> None:
     errors = CellErrors()
     for cell in range(1, KEPT_ERRORS + 2):
@@ -362,7 +373,7 @@ def test_fix_sends_code_and_traceback_and_puts_the_reply_code_in_a_new_cell(
     assert request["model"] == "gpt-4.1"
     sent = last_user_text(request)
     error = magics(ip).errors.get(n)
-    assert sent.startswith(f"The code of cell In[{n}] raised ZeroDivisionError. Fix it.")
+    assert sent.startswith("This notebook cell raised ZeroDivisionError. Fix it.")
     assert f"The cell:\n```python\n{code}\n```" in sent
     assert f"The error:\n```\n{error.traceback}\n```" in sent
     assert "ZeroDivisionError: division by zero" in sent and "return a / b" in sent
