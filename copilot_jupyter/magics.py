@@ -32,6 +32,14 @@ updates show a bounded tail, and the notebook keeps a bounded output
 ``%copilot SUBCOMMAND`` manages sessions: ``list``, ``history``, ``use``, ``new``, ``delete``,
 ``fork``, ``model``, ``export``, ``prune``, ``models``, ``panel``, ``help``.
 
+Notebook context (:mod:`copilot_jupyter.context`): from the moment the extension loads, a
+``post_run_cell`` observer records each cell's error (it replaces nothing: tracebacks show as
+before). ``{Err}`` / ``{Err[n]}`` put an error in a prompt and ``{@name}`` a summary of a
+variable (:mod:`copilot_jupyter.interpolate`); ``%copilot fix [NAME]`` sends the last failed
+cell's code and traceback and puts the reply's code in a new cell below, not run;
+``%copilot explain [N] [NAME]`` explains cell N (default: the last). Both choose the session
+as ``%%copilot`` does and stream the same way.
+
 Expected failures (an unknown session, a model without its API key, a provider that is down)
 print one line saying what to do, in the magics' terms (``%copilot list``, not the API's
 ``client.list_sessions()``); argument errors raise IPython's ``UsageError`` with the
