@@ -24,8 +24,11 @@ needs), with a line saying how much was left out; the :data:`KEPT_ERRORS` most r
 are kept. Errors of ``%copilot`` / ``%%copilot`` cells themselves are not recorded, so a
 mistyped ``%copilot fix`` does not become the error to fix.
 
->>> errors = CellErrors(shell)
->>> shell.events.register("post_run_cell", errors.observe)
+Registering it (``load_ipython_extension`` does)::
+
+    errors = CellErrors(shell)
+    shell.events.register("post_run_cell", errors.observe)
+    errors.last.traceback  # after a cell raised
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from IPython.testing import globalipapp
 from IPython.utils.capture import CapturedIO, capture_output
 
 from copilot import CopilotClient, EventType
-from copilot.testing import Reply, ScriptedOpenAIServer, message_text
+from copilot.testing import Fault, Reply, ScriptedOpenAIServer, message_text
 from copilot_jupyter import CopilotMagics
 from copilot_jupyter.context import (
     KEPT_ERRORS,
@@ -388,6 +388,32 @@ def test_fix_sends_code_and_traceback_and_puts_the_reply_code_in_a_new_cell(
     server.enqueue(Reply("```python\npass\n```"))
     run(ip, "%copilot fix")
     assert len(prompts("repair")) == 2
+
+
+def test_a_failed_fix_fills_no_cell_and_the_session_goes_on(
+    ip: InteractiveShell, server: ScriptedOpenAIServer, monkeypatch
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(ip, "set_next_input", lambda s, replace=False: calls.append(s))
+    run(ip, "undefined_name + 1")
+    server.enqueue(Fault.status(400), Reply("```python\ndefined = 1\n```"))
+    result, captured = run(ip, "%copilot fix repair -m gpt-4.1")
+    assert result.error_in_exec is None  # one line on stderr, no traceback
+    assert captured.stderr.startswith("copilot: ") and "Traceback" not in captured.stderr
+    assert "(session 'repair' is still usable)" in captured.stderr
+    assert calls == []
+    run(ip, "%copilot fix")
+    assert calls == ["defined = 1"]
+    assert "NameError: name 'undefined_name' is not defined" in sent_of(server, 1)
+
+
+def test_summaries_doctest_runs() -> None:
+    import doctest
+
+    import copilot_jupyter.summaries
+
+    result = doctest.testmod(copilot_jupyter.summaries)
+    assert result.attempted == 1 and result.failed == 0
 
 
 def test_fix_without_a_failed_cell_says_so(ip: InteractiveShell, monkeypatch) -> None:
