@@ -745,6 +745,7 @@ def _context_args(name: str | None, model: str | None) -> argparse.Namespace:
     _MODEL,
 )
 def _cmd_fix(magics: CopilotMagics, args: argparse.Namespace) -> None:
+    """``%copilot fix``: the last failed cell's code and traceback, the reply's code below."""
     error = magics.errors.last
     if error is None:
         raise _Failure(
@@ -766,6 +767,7 @@ def _cmd_fix(magics: CopilotMagics, args: argparse.Namespace) -> None:
     _MODEL,
 )
 def _cmd_explain(magics: CopilotMagics, args: argparse.Namespace) -> None:
+    """``%copilot explain``: cell N's code with its result and error, explained."""
     shell = magics.shell
     history = shell.history_manager
     inputs = history.input_hist_raw if history else []
