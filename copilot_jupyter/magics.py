@@ -32,6 +32,14 @@ updates show a bounded tail, and the notebook keeps a bounded output
 ``%copilot SUBCOMMAND`` manages sessions: ``list``, ``history``, ``use``, ``new``, ``delete``,
 ``fork``, ``model``, ``export``, ``prune``, ``models``, ``panel``, ``help``.
 
+Notebook context (:mod:`copilot_jupyter.context`): from the moment the extension loads, a
+``post_run_cell`` observer records each cell's error (it replaces nothing: tracebacks show as
+before). ``{Err}`` / ``{Err[n]}`` put an error in a prompt and ``{@name}`` a summary of a
+variable (:mod:`copilot_jupyter.interpolate`); ``%copilot fix [NAME]`` sends the last failed
+cell's code and traceback and puts the reply's code in a new cell below, not run;
+``%copilot explain [N] [NAME]`` explains cell N (default: the last). Both choose the session
+as ``%%copilot`` does and stream the same way.
+
 Expected failures (an unknown session, a model without its API key, a provider that is down)
 print one line saying what to do, in the magics' terms (``%copilot list``, not the API's
 ``client.list_sessions()``); argument errors raise IPython's ``UsageError`` with the
@@ -68,11 +76,13 @@ from copilot import (
 from copilot.history import History, exchanges_of
 from copilot.routing import UnroutableModelError
 
+from .context import CellErrors, explain_prompt, fix_prompt
 from .display import (
     FORMATS,
     LARGE_PROMPT,
     LIVE_LIMIT,
     OUTPUT_LIMIT,
+    TurnOutcome,
     extract_code,
     show_error,
     show_note,
@@ -82,6 +92,7 @@ from .export import EXPORT_FORMATS, export_session, to_markdown
 from .formatting import time_ago
 from .interpolate import interpolate
 from .state import CopilotState, get_state, reset_state
+from .summaries import summarize
 
 __all__ = ["CopilotMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -195,7 +206,7 @@ def _cell_parser() -> _Parser:
 
 def _generation_options(args: argparse.Namespace) -> dict[str, Any]:
     """The generation options given on the %%copilot line (only those given)."""
-    values = {keyword: getattr(args, keyword) for _, keyword, _ in _GENERATION}
+    values = {keyword: getattr(args, keyword, None) for _, keyword, _ in _GENERATION}
     return {keyword: value for keyword, value in values.items() if value is not None}
 
 
@@ -329,6 +340,9 @@ class CopilotMagics(Magics):
         super().__init__(shell=shell, **kwargs)
         #: session id -> cell id -> message id of that cell's latest prompt (this kernel only)
         self.cell_messages: dict[str, dict[str, str]] = {}
+        #: the errors of this kernel's cells, recorded by a post_run_cell observer (see
+        #: load_ipython_extension) for {Err}, {Err[n]}, %copilot fix and %copilot explain
+        self.errors = CellErrors(shell)
         self._cell_parser = _cell_parser()
         self._parser = _command_parser()
 
@@ -376,16 +390,28 @@ class CopilotMagics(Magics):
         args = self._cell_parser.parse_args(words)
         if not cell.strip():
             raise UsageError(_EMPTY_BODY)
-        state = self.state
-        name = args.name or state.current_session or self.default_session
-        if not name:
-            raise UsageError(
-                "%%copilot: no current session; name one (%%copilot NAME) or pick one with "
-                "%copilot use NAME"
-            )
+        name = self._prompt_target(args.name, "%%copilot")
         cell = _NBVAL_MARKER.sub("", cell)
         if not cell.strip():
             raise UsageError(_EMPTY_BODY)
+        session = self._pick_session(name, args)
+        # surrounding blank lines are not part of the prompt; indentation of its first line is
+        prompt = self._interpolate(cell.lstrip("\n").rstrip())
+        self._send_from_cell(session, prompt, args.format or self.default_format, args)
+
+    def _prompt_target(self, name: str | None, magic: str) -> str:
+        """The session a prompt goes to: ``name``, else the current one, else the default."""
+        name = name or self.state.current_session or self.default_session
+        if not name:
+            raise UsageError(
+                f"{magic}: no current session; name one ({magic} NAME) or pick one with "
+                "%copilot use NAME"
+            )
+        return name
+
+    def _pick_session(self, name: str, args: argparse.Namespace) -> Session:
+        """Open (or create) session ``name`` for a prompt, make it current, say which it is."""
+        state = self.state
         where = None
         if not args.name and state.restored == name:
             where = (
@@ -402,9 +428,13 @@ class CopilotMagics(Magics):
         state.restored = None
         if where:
             show_note([where])
-        # surrounding blank lines are not part of the prompt; indentation of its first line is
-        prompt = self._interpolate(cell.lstrip("\n").rstrip())
-        fmt = args.format or self.default_format
+        return session
+
+    def _send_from_cell(
+        self, session: Session, prompt: str, fmt: str, args: argparse.Namespace
+    ) -> TurnOutcome:
+        """Stream ``prompt``'s reply into this cell; a re-run cell replaces its exchange."""
+        name = session.session_id
         cell_id = self._cell_id()
         cells = self._cell_map(name)
 
@@ -429,6 +459,7 @@ class CopilotMagics(Magics):
         )
         if outcome.status == "ok" and fmt == "code":
             self.shell.set_next_input(extract_code(outcome.content), replace=False)
+        return outcome
 
     def _session_for_prompt(self, name: str, args: argparse.Namespace) -> Session:
         client = self.state.client
@@ -468,11 +499,14 @@ class CopilotMagics(Magics):
 
     def _interpolate(self, cell: str) -> str:
         history = self.shell.history_manager
+        last = self.errors.last
         return interpolate(
             cell,
             self.shell.user_ns,
             inputs=history.input_hist_raw if history else (),
             outputs=history.output_hist if history else {},
+            errors=self.errors.texts(),
+            last_error=last.text if last is not None else None,
         )
 
     def _cell_id(self) -> str | None:
@@ -680,6 +714,83 @@ class CopilotMagics(Magics):
         print(self._parser.format_help())
 
 
+# -- notebook context: %copilot fix and %copilot explain ----------------------------------------
+
+
+def _explain_target(first: str | None, second: str | None) -> tuple[int | None, str | None]:
+    """``explain [N] [NAME]``: a first word of digits is the cell number, else the session."""
+    if first is None or not re.fullmatch(r"[+-]?\d+", first):
+        if second is not None:
+            raise UsageError(
+                f"%copilot explain: not a cell number: {first!r}; the cell number comes "
+                "first: %copilot explain [N] [NAME]"
+            )
+        return None, first
+    cell = int(first)
+    if cell < 1:
+        raise UsageError(f"%copilot explain: cell numbers start at 1 (got {cell})")
+    return cell, second
+
+
+def _context_args(name: str | None, model: str | None) -> argparse.Namespace:
+    """The arguments %%copilot would have for ``%%copilot NAME -m MODEL``."""
+    return argparse.Namespace(name=name, model=model, system=None, new=False, format=None)
+
+
+@_command(
+    "fix",
+    "send the last failed cell's code and traceback for a fix; the fixed code goes into a "
+    "new cell below (not run)",
+    _arg("name", nargs="?", help="the session (default: the current one, as for %%copilot)"),
+    _MODEL,
+)
+def _cmd_fix(magics: CopilotMagics, args: argparse.Namespace) -> None:
+    """``%copilot fix``: the last failed cell's code and traceback, the reply's code below."""
+    error = magics.errors.last
+    if error is None:
+        raise _Failure(
+            "no failed cell to fix: no cell has raised an error since %load_ext copilot_jupyter "
+            "(%copilot fix works on the last cell that did)"
+        )
+    name = magics._prompt_target(args.name, "%copilot fix")
+    session = magics._pick_session(name, _context_args(args.name, args.model))
+    outcome = magics._send_from_cell(session, fix_prompt(error), "markdown", args)
+    if outcome.status == "ok":
+        magics.shell.set_next_input(extract_code(outcome.content), replace=False)
+
+
+@_command(
+    "explain",
+    "explain a cell's code and its result or error (default: the last cell)",
+    _arg("cell", nargs="?", metavar="N", help="the cell number, as in In[N] (default: the last)"),
+    _arg("name", nargs="?", help="the session (default: the current one, as for %%copilot)"),
+    _MODEL,
+)
+def _cmd_explain(magics: CopilotMagics, args: argparse.Namespace) -> None:
+    """``%copilot explain``: cell N's code with its result and error, explained."""
+    shell = magics.shell
+    history = shell.history_manager
+    inputs = history.input_hist_raw if history else []
+    outputs = history.output_hist if history else {}
+    # the number of the cell running %copilot explain (IPython 9 counts up before a cell
+    # runs, IPython 8 after: the running cell's result knows); without history, none
+    running = getattr(shell.displayhook, "exec_result", None)
+    current = getattr(running, "execution_count", None) or len(inputs)
+    cell, given = _explain_target(args.cell, args.name)
+    cell = cell if cell is not None else current - 1
+    if not 0 < cell < min(current, len(inputs)):
+        last = min(current, len(inputs)) - 1
+        raise _Failure(
+            f"no cell In[{cell}] to explain: "
+            + (f"the cells run so far are In[1] to In[{last}]" if last > 0 else "no cell ran yet")
+        )
+    result = summarize(outputs[cell]) if cell in outputs else None
+    prompt = explain_prompt(cell, inputs[cell], result, magics.errors.get(cell))
+    name = magics._prompt_target(given, "%copilot explain")
+    session = magics._pick_session(name, _context_args(given, args.model))
+    magics._send_from_cell(session, prompt, "markdown", args)
+
+
 # -- hints in the magics' terms ----------------------------------------------------------------
 
 
@@ -730,9 +841,12 @@ def _keep_empty_body(lines: list[str]) -> list[str]:
 
 def load_ipython_extension(ipython: InteractiveShell) -> None:
     """Register the magics (``%load_ext copilot_jupyter``). The client starts on first use."""
-    ipython.register_magics(CopilotMagics)
+    magics = CopilotMagics(shell=ipython)
+    ipython.register_magics(magics)
     if _keep_empty_body not in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.append(_keep_empty_body)
+    # observe (never replace) how cells end: {Err}, {Err[n]}, %copilot fix and explain
+    ipython.events.register("post_run_cell", magics.errors.observe)
 
 
 def unload_ipython_extension(ipython: InteractiveShell) -> None:
@@ -741,6 +855,10 @@ def unload_ipython_extension(ipython: InteractiveShell) -> None:
     if _keep_empty_body in ipython.input_transformers_cleanup:
         ipython.input_transformers_cleanup.remove(_keep_empty_body)
     instance = manager.registry.pop(CopilotMagics.__name__, None)
+    if instance is not None:
+        observe = instance.errors.observe
+        if observe in ipython.events.callbacks["post_run_cell"]:
+            ipython.events.unregister("post_run_cell", observe)
     for kind in ("line", "cell"):
         manager.magics[kind].pop("copilot", None)
     if instance is not None and instance in ipython.configurables:

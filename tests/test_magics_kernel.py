@@ -343,3 +343,48 @@ def test_a_huge_reply_sends_bounded_display_messages(k: Kernel) -> None:
     )
     assert stored == [reply_size]  # the session log keeps the whole reply
     print(f"5 MB reply: {len(displays)} display messages, {sum(sizes):,} bytes in all")
+
+
+def test_fix_in_a_kernel_sends_the_traceback_and_fills_the_next_cell(k: Kernel) -> None:
+    """A failing cell, then %copilot fix: the request holds the cell's code and traceback, and
+    the execute reply carries a set_next_input payload with the reply's code (not run)."""
+    from copilot.testing import Reply, ScriptedOpenAIServer, message_text
+
+    fixed = "def mean(xs):\n    return sum(xs) / len(xs) if xs else 0.0\n\nmean([])"
+    with ScriptedOpenAIServer() as server:
+        server.enqueue(Reply(f"```python\n{fixed}\n```\n\nAn empty list has no mean."))
+        k.run(
+            "from copilot import CopilotClient\n"
+            "from copilot_jupyter.state import CopilotState, reset_state\n"
+            "_before = reset_state(CopilotState(CopilotClient(providers={'openai': "
+            f"{{'base_url': {server.base_url!r}}}}})))"
+        )
+        try:
+            code = "def mean(xs):\n    return sum(xs) / len(xs)\n\nmean([])"
+            failed = k.collect(k.send(code))
+            assert failed.reply["status"] == "error"
+            assert failed.reply["ename"] == "ZeroDivisionError"
+            n = failed.reply["execution_count"]
+            fix = k.run("%copilot fix kernel-fix -m gpt-4.1")
+            # {Err[n]} and a DataFrame summary in a %%copilot prompt, in the same kernel
+            k.run("import pandas as pd\nframe = pd.DataFrame({'x': [1.0, 2.0, 4.0]})")
+            k.run(f"%%copilot kernel-fix\nWhy {{Err[{n}]}} with\n{{@frame}}")
+        finally:
+            k.run("_now = reset_state(_before)\n_now.client.stop(timeout=5)")
+    request, follow_up = [r.json for r in server.requests if r.path.endswith("/chat/completions")]
+    sent = message_text([m for m in request["messages"] if m["role"] == "user"][-1])
+    assert f"The cell:\n```python\n{code}\n```" in sent
+    assert f'File "Cell In[{n}]", line 4, in <module>\n    mean([])' in sent
+    assert f'File "Cell In[{n}]", line 2, in mean\n    return sum(xs) / len(xs)' in sent
+    assert "ZeroDivisionError: division by zero\n```" in sent
+    assert "\x1b" not in sent  # the kernel colours its tracebacks; the prompt has none
+    assert "\x1b" in "\n".join(failed.reply["traceback"])  # ... and what the user saw is coloured
+    payloads = [p for p in fix.reply["payload"] if p["source"] == "set_next_input"]
+    assert payloads == [{"source": "set_next_input", "text": fixed, "replace": False}]
+    assert "An empty list has no mean." in final_reply(fix)["text/markdown"]
+    asked = message_text(follow_up["messages"][-1])
+    assert asked.startswith("Why Traceback (most recent call last):\n")
+    assert (
+        "ZeroDivisionError: division by zero with\npandas.DataFrame: 3 rows x 1 columns\n" in asked
+    )
+    assert "describe():\n              x\ncount  3.000000\nmean   2.333333" in asked
