@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from envvars import scrubbed_environ
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
@@ -26,13 +27,6 @@ from copilot import EventType
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(60)]
 
 ROOT = Path(__file__).resolve().parent.parent
-_SECRET_ENV = (
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "ANTHROPIC_API_KEY",
-    "GITHUB_TOKEN",
-    "OLLAMA_HOST",
-)
 _TIMEOUT = 30
 NOTEBOOK = "work/analysis.ipynb"
 
@@ -139,9 +133,8 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     spec = {"argv": argv, "display_name": "copilot test", "language": "python"}
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    env = {
-        k: v for k, v in os.environ.items() if k not in _SECRET_ENV and not k.startswith("COPILOT_")
-    }
+    # module-scoped: built before the autouse fixture clears the test's environment
+    env = {k: v for k, v in scrubbed_environ().items() if not k.startswith("COPILOT_")}
     env.update(
         # what Jupyter Server sets for a notebook's kernel: the notebook's path
         JPY_SESSION_NAME=NOTEBOOK,

@@ -42,8 +42,6 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    for name in ("COPILOT_JUPYTER_FALLBACK_MODEL", "COPILOT_JUPYTER_MODEL"):
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("COPILOT_JUPYTER_HOME", str(tmp_path / "home"))
     previous = reset_state(None)
     yield

@@ -42,8 +42,8 @@ def test_retry_after_is_honoured(client):
     assert time.perf_counter() - started >= 0.3
 
 
-def test_retries_are_bounded_then_the_error_is_stored_and_raised(home):
-    client = CopilotClient(base_directory=home, max_retries=2)
+def test_retries_are_bounded_then_the_error_is_stored_and_raised(make_client):
+    client = make_client(max_retries=2)
     echo = client.get_provider("echo")
     echo.enqueue(*[ProviderConnectionError("refused") for _ in range(3)])
     session = client.create_session(model="echo")
@@ -58,7 +58,6 @@ def test_retries_are_bounded_then_the_error_is_stored_and_raised(home):
     assert session.send_and_wait(prompt="next").data.content == "echo: next"
     sent = [m.content for m in echo.requests[-1].messages]
     assert sent == ["next"]  # the failed prompt had no answer: not in the context
-    client.stop()
 
 
 def test_non_retryable_errors_fail_at_once(client):

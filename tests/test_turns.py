@@ -63,9 +63,9 @@ class _Interleaving(EchoProvider):
         return super().count_tokens(model, text)
 
 
-def test_another_writer_cannot_slip_between_context_and_prompt(home):
-    b_client = CopilotClient(base_directory=home)
-    a_client = CopilotClient(base_directory=home)
+def test_another_writer_cannot_slip_between_context_and_prompt(make_client):
+    b_client = make_client()
+    a_client = make_client()
     a_session = a_client.create_session(session_id="shared", model="echo")
     a_session.send_and_wait(prompt="first")
     b_session = b_client.resume_session("shared")
@@ -80,5 +80,3 @@ def test_another_writer_cannot_slip_between_context_and_prompt(home):
     assert prompts == ["first", "from a", "from b", "after"]
     # what A's model saw is exactly the log before A's prompt
     assert [m.content for m in provider.requests[0].messages] == ["first", "echo: first", "from a"]
-    a_client.stop()
-    b_client.stop()
