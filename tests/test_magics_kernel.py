@@ -281,7 +281,9 @@ def test_interrupt_aborts_the_turn_and_keeps_the_session_usable(k: Kernel) -> No
             k.manager.interrupt_kernel()
 
     execution = k.collect(msg_id, interrupt_once_streaming)
-    assert interrupted and time.monotonic() - interrupted[0] < 8
+    # No wall-time bound: the reply takes 10 s when not interrupted, and the checks below
+    # (one abort, its partial shorter than the whole) show the interrupt cut it.
+    assert interrupted
     assert execution.reply["status"] == "ok"  # no error, no traceback
     assert not execution.of_type("error")
     assert "aborted" in execution.text and "KeyboardInterrupt" not in execution.text

@@ -211,7 +211,9 @@ def test_delete_in_one_process_while_another_appends(home: str) -> None:
         assert outcome["failure"]["error"] == "SessionNotFoundError", outcome["failure"]
         again = worker.request(op="send", prompt="again", timeout=30)
         assert not again["ok"] and again["error"] == "SessionNotFoundError", again
-        assert worker.request(op="quit")["stopSeconds"] < 5
+        # Below the drain bound stop(timeout=10) of tests/procs.py: a stop that found a turn
+        # still hanging waits all of it. Not a speed claim, so generous for a loaded machine.
+        assert worker.request(op="quit")["stopSeconds"] < 10
         worker.finish()
     finally:
         _stop([worker])

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_until
 
 from copilot import CopilotClient, Event, Session
 from copilot.events import EventType
@@ -28,16 +29,6 @@ from copilot_jupyter.throttle import Throttle
 from copilot_jupyter.transcript import SHOWN_CHARS, Transcript
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
 
 
 @pytest.fixture(autouse=True)
@@ -343,10 +334,10 @@ def test_stop_aborts_the_turn(slow_client: CopilotClient) -> None:
         words = " ".join(f"word{i}" for i in range(60))  # ~3 s of streaming
         send(p, words)
         wait_until(lambda: "word1" in c.live.get("text", ""), 5, "some streamed text")
-        started = time.monotonic()
         p.stop_button.click()
         wait_idle(c, timeout=5)
-        assert time.monotonic() - started < 2
+        # No wall-time bound: the reply would end by itself within the 5 s of wait_idle
+        # (60 words at 50 ms), so an abort and no assistant.message show that Stop cut it.
         types = [e.type for e in c.events]
         assert EventType.ABORT in types and EventType.ASSISTANT_MESSAGE not in types
         assert "Stopped" in p.chat.value
