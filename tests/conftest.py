@@ -10,6 +10,7 @@ import pytest
 from envvars import CLEARED_ENV
 
 from copilot import CopilotClient
+from copilot.testing import ScriptedOpenAIServer
 
 
 @pytest.fixture(autouse=True)
@@ -63,6 +64,13 @@ def slow_client(make_client: Callable[..., CopilotClient]) -> CopilotClient:
     c = make_client(fallback_model="echo", providers={"echo": {"chunk_delay": 0.05}})
     c.start()
     return c
+
+
+@pytest.fixture
+def openai_server() -> Iterator[ScriptedOpenAIServer]:
+    """A scripted OpenAI-compatible server on 127.0.0.1 (``copilot.testing``), closed after."""
+    with ScriptedOpenAIServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

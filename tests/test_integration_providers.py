@@ -24,23 +24,17 @@ from copilot import (
     ProviderStatusError,
     ProviderTimeoutError,
 )
-from copilot.testing import Fault, Reply, ScriptedOpenAIServer, unused_port
+from copilot.testing import Fault, Reply, unused_port
 
 SEED = Path(__file__).parent / "seed" / "session-management.md"
 SECRET = "sk-test-SECRET-4f1c9a7d2e"
 
 
 @pytest.fixture
-def server():
-    with ScriptedOpenAIServer() as s:
-        yield s
-
-
-@pytest.fixture
-def openai_env(monkeypatch, server):
+def openai_env(monkeypatch, openai_server):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    return server
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    return openai_server
 
 
 @pytest.fixture
