@@ -85,6 +85,16 @@ def wait_idle(controller: PanelController, timeout: float = 10.0) -> None:
     wait_until(lambda: not controller.busy, timeout, "the panel to be idle")
 
 
+def new_chat(panel: SessionPanel, name: str, prompt: str | None = None) -> None:
+    """Create session ``name`` with the New button; with ``prompt``, send it and wait for the
+    reply."""
+    panel.name.value = name
+    panel.new_button.click()
+    if prompt is not None:
+        send(panel, prompt)
+        wait_idle(panel.controller)
+
+
 def picker_ids(panel: SessionPanel) -> list[str]:
     return panel.picker.ids
 
@@ -199,10 +209,7 @@ def test_delete_asks_for_confirmation(panel: SessionPanel) -> None:
 
 def test_fork_copies_history(panel: SessionPanel) -> None:
     c = panel.controller
-    panel.name.value = "origin"
-    panel.new_button.click()
-    send(panel, "remember me")
-    wait_idle(c)
+    new_chat(panel, "origin", "remember me")
     panel.name.value = "copy"
     panel.fork_button.click()
     assert c.status_level != "error", c.status
@@ -217,10 +224,7 @@ def test_fork_copies_history(panel: SessionPanel) -> None:
 
 def test_rename_is_fork_then_delete(panel: SessionPanel) -> None:
     c = panel.controller
-    panel.name.value = "old-name"
-    panel.new_button.click()
-    send(panel, "keep this")
-    wait_idle(c)
+    new_chat(panel, "old-name", "keep this")
     panel.name.value = "new-name"
     panel.rename_button.click()
     assert c.status_level != "error", c.status
@@ -245,10 +249,7 @@ def test_model_selector_marks_usable_models(panel: SessionPanel) -> None:
 
 def test_model_change_keeps_the_context(panel: SessionPanel) -> None:
     c = panel.controller
-    panel.name.value = "switch"
-    panel.new_button.click()
-    send(panel, "my name is Ada")
-    wait_idle(c)
+    new_chat(panel, "switch", "my name is Ada")
     panel.model.value = "echo-b"
     assert c.status_level != "error", c.status
     session = c.state.sessions["switch"]
@@ -265,8 +266,7 @@ def test_model_change_keeps_the_context(panel: SessionPanel) -> None:
 
 def test_unavailable_model_is_an_error_in_plain_words(panel: SessionPanel) -> None:
     c = panel.controller
-    panel.name.value = "plain"
-    panel.new_button.click()
+    new_chat(panel, "plain")
     unusable = next((m["id"] for m in c.models if not m["usable"]), None)
     if unusable is None:
         pytest.skip("every provider is usable here")
@@ -355,8 +355,7 @@ def test_a_failed_turn_shows_the_error(panel: SessionPanel) -> None:
     from copilot import ProviderError
 
     c = panel.controller
-    panel.name.value = "fails"
-    panel.new_button.click()
+    new_chat(panel, "fails")
     echo = c.client.get_provider("echo")
     echo.enqueue(ProviderError("the model server is down", retryable=False))
     send(panel, "hello?")
@@ -368,8 +367,7 @@ def test_a_failed_turn_shows_the_error(panel: SessionPanel) -> None:
 
 def test_compare_two_models_side_by_side(panel: SessionPanel) -> None:
     c = panel.controller
-    panel.name.value = "ab"
-    panel.new_button.click()
+    new_chat(panel, "ab")
     panel.compare_toggle.value = True
     assert c.compare_mode
     assert panel.chat.layout.display == "none" and panel.compare.layout.display == "flex"
