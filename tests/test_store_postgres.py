@@ -79,6 +79,17 @@ def _assert_usable_and_whole(session: Any, prompt: str) -> None:
     assert seqs == list(range(1, len(seqs) + 1))
 
 
+def _append_elsewhere(**args: Any) -> None:
+    """Run one ``append`` worker (another process) to its end: READY, GO, DONE."""
+    worker = Worker("append", **args)
+    try:
+        worker.expect("READY")
+        worker.send("GO")
+        worker.expect("DONE")
+    finally:
+        worker.close()
+
+
 # -- the contract, on both stores --------------------------------------------------------------
 
 
@@ -599,13 +610,7 @@ def test_notify_reaches_a_subscriber_from_another_process(pg_url: str) -> None:
             assert subscription.ready.wait(30)
             other_owner.append("s", _events(3))  # another owner's channel: not heard
             spec = {"kind": "postgres", "url": pg_url, "owner": "tester"}
-            worker = Worker("append", store=spec, session="s", worker=0, n=1)
-            try:
-                worker.expect("READY")
-                worker.send("GO")
-                worker.expect("DONE")
-            finally:
-                worker.close()
+            _append_elsewhere(store=spec, session="s", worker=0, n=1)
             assert got.wait(30)
         assert heard == [("s", 2)]
         # wait_for_change wakes on a commit by another process, and returns at once if the
@@ -618,13 +623,7 @@ def test_notify_reaches_a_subscriber_from_another_process(pg_url: str) -> None:
         thread.start()
         time.sleep(0.3)
         assert waiter == []
-        worker = Worker("append", store=spec, session="s", worker=1, n=1)
-        try:
-            worker.expect("READY")
-            worker.send("GO")
-            worker.expect("DONE")
-        finally:
-            worker.close()
+        _append_elsewhere(store=spec, session="s", worker=1, n=1)
         thread.join(30)
         assert waiter == [4]
         assert store.wait_for_change("s", after=4, timeout=0.2) == 4  # timeout: no change
