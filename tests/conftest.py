@@ -3,30 +3,24 @@ for models that have no provider here (no API keys in tests)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from envvars import CLEARED_ENV
 
 from copilot import CopilotClient
-
-# Provider credentials of the developer's shell must never leak into tests.
-_SECRET_ENV = (
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "ANTHROPIC_API_KEY",
-    "GITHUB_TOKEN",
-    "OLLAMA_HOST",
-)
+from copilot.testing import ScriptedOpenAIServer
 
 
 @pytest.fixture(autouse=True)
 def _isolated_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    for name in _SECRET_ENV:
+    """Provider credentials and copilot settings of the developer's shell never reach a test
+    (the one list: ``tests/envvars.py``); each test gets its own default store directory."""
+    for name in CLEARED_ENV:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("COPILOT_JUPYTER_MODEL", raising=False)
-    monkeypatch.delenv("COPILOT_JUPYTER_FALLBACK_MODEL", raising=False)
     monkeypatch.setenv("COPILOT_JUPYTER_HOME", str(tmp_path_factory.mktemp("home")))
 
 
@@ -37,23 +31,46 @@ def home(tmp_path) -> str:
 
 
 @pytest.fixture
-def client(home: str) -> Iterator[CopilotClient]:
-    """A started client on a fresh store, with echo as the fallback model."""
-    c = CopilotClient(base_directory=home, fallback_model="echo")
-    c.start()
-    yield c
-    c.stop(timeout=5)
+def make_client(home: str) -> Iterator[Callable[..., CopilotClient]]:
+    """A factory of clients (``CopilotClient(**kwargs)``, on ``home`` unless ``base_directory``
+    is given) that stops every client it made at teardown, whether the test passed or not.
+
+    The clients are not started: the first call starts one, as for a user. ``stop`` is
+    idempotent, so a test may stop one itself (to check what stopping does).
+    """
+    made: list[CopilotClient] = []
+
+    def make(**kwargs: Any) -> CopilotClient:
+        kwargs.setdefault("base_directory", home)
+        made.append(CopilotClient(**kwargs))
+        return made[-1]
+
+    yield make
+    for c in reversed(made):
+        c.stop(timeout=5)
 
 
 @pytest.fixture
-def slow_client(home: str) -> Iterator[CopilotClient]:
-    """A client whose echo model streams one word every 50 ms."""
-    c = CopilotClient(
-        base_directory=home, fallback_model="echo", providers={"echo": {"chunk_delay": 0.05}}
-    )
+def client(make_client: Callable[..., CopilotClient]) -> CopilotClient:
+    """A started client on a fresh store, with echo as the fallback model."""
+    c = make_client(fallback_model="echo")
     c.start()
-    yield c
-    c.stop(timeout=5)
+    return c
+
+
+@pytest.fixture
+def slow_client(make_client: Callable[..., CopilotClient]) -> CopilotClient:
+    """A client whose echo model streams one word every 50 ms."""
+    c = make_client(fallback_model="echo", providers={"echo": {"chunk_delay": 0.05}})
+    c.start()
+    return c
+
+
+@pytest.fixture
+def openai_server() -> Iterator[ScriptedOpenAIServer]:
+    """A scripted OpenAI-compatible server on 127.0.0.1 (``copilot.testing``), closed after."""
+    with ScriptedOpenAIServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

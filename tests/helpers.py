@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from copilot.providers.base import ModelRequest, StreamItem
+from copilot.providers.echo import EchoProvider
 
 
 def wait_until(
-    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01
+    predicate: Callable[[], object], timeout: float = 10.0, what: str = "", interval: float = 0.01
 ) -> object:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout``
+    seconds, naming ``what`` was awaited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = predicate()
         if result:
             return result
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
 
 
 def types_of(events) -> list[str]:
@@ -26,9 +33,6 @@ def types_of(events) -> list[str]:
 
 def stream_once(provider, model, messages, options=None, timeout=None):
     """Stream one request through ``provider``; return (items, error). Closes the provider."""
-    import asyncio
-
-    from copilot.providers.base import ModelRequest
 
     async def go():
         items, error = [], None
@@ -51,3 +55,81 @@ def stream_fails(items, error, error_type):
 
     assert type(error) is error_type, (error, items)
     assert not any(isinstance(item, Completion) for item in items)
+
+
+class StreamCalls:
+    """The ``run`` / ``ok`` / ``fail`` helpers of the provider tests, bound to their default
+    model and messages: ``run, ok, fail = StreamCalls("gpt-4o", HELLO)``.
+
+    Each call streams one request through a provider and closes it (:func:`stream_once`);
+    keyword arguments ``model``, ``messages``, ``options`` and ``timeout`` override the defaults.
+    """
+
+    def __init__(self, model: str, messages: Any) -> None:
+        self.model = model
+        self.messages = messages
+
+    def __iter__(self):
+        return iter((self.run, self.ok, self.fail))
+
+    def run(self, provider, model=None, messages=None, options=None, timeout=None):
+        """Stream one request; return (items, error)."""
+        model = self.model if model is None else model
+        messages = self.messages if messages is None else messages
+        return stream_once(provider, model, messages, options, timeout)
+
+    def ok(self, provider, **kwargs):
+        """Stream one request that must succeed; return its items."""
+        items, error = self.run(provider, **kwargs)
+        assert error is None, error
+        return items
+
+    def fail(self, provider, error_type, **kwargs):
+        """Stream one request that must fail with exactly ``error_type``; return (error, items)."""
+        items, error = self.run(provider, **kwargs)
+        stream_fails(items, error, error_type)
+        return error, items
+
+
+class HeldEcho(EchoProvider):
+    """An echo model whose replies wait until released, so tests can pin what happens while a
+    turn is in the model without timing it.
+
+    ``release()`` lets every held and later reply through; with ``until_in_flight=n`` they are
+    released as soon as ``n`` replies are in the model at once (a rendezvous: it proves the turns
+    overlap, where a wall-time bound would only suggest it). A reply held longer than
+    ``timeout`` seconds goes on anyway, so a test that fails does not hang; ``max_in_flight``
+    then tells the story.
+    """
+
+    def __init__(
+        self,
+        settings: dict[str, Any] | None = None,
+        *,
+        until_in_flight: int | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        super().__init__(settings)
+        self.released = threading.Event()
+        self.until_in_flight = until_in_flight
+        self.timeout = timeout
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def release(self) -> None:
+        """Let every held reply, and every later one, through."""
+        self.released.set()
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+        self.in_flight += 1  # the client's loop runs every stream: no lock needed
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if self.until_in_flight is not None and self.in_flight >= self.until_in_flight:
+            self.release()
+        try:
+            deadline = time.monotonic() + self.timeout
+            while not self.released.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            async for item in super().stream(request):
+                yield item
+        finally:
+            self.in_flight -= 1

@@ -49,16 +49,24 @@ def _code_root() -> str:
 
 
 class Worker:
-    """A worker process started by a test; ``expect`` reads its tagged lines with a timeout."""
+    """A worker process started by a test; ``expect`` reads its tagged lines with a timeout.
+
+    Subclasses run another worker script (``script``) with other settings (``extra_env``,
+    ``expect_timeout``): ``store_workers.Worker``.
+    """
+
+    script: Path = Path(__file__).resolve()
+    extra_env: dict[str, str] = {"COPILOT_JUPYTER_FALLBACK_MODEL": "echo"}
+    expect_timeout: float = 30.0
 
     def __init__(self, command: str, **args: Any) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_code_root(), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
-        env["COPILOT_JUPYTER_FALLBACK_MODEL"] = "echo"
+        env.update(self.extra_env)
         self.command = command
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), command, json.dumps(args)],
+            [sys.executable, str(self.script), command, json.dumps(args)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -87,8 +95,9 @@ class Worker:
     def stderr(self) -> str:
         return "".join(self._stderr)
 
-    def expect(self, tag: str, timeout: float = 30.0) -> Any:
+    def expect(self, tag: str, timeout: float | None = None) -> Any:
         """Wait for the next line tagged ``tag`` and return its JSON payload (None if bare)."""
+        timeout = self.expect_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -112,6 +121,7 @@ class Worker:
                 return json.loads(payload) if payload else None
 
     def write(self, line: str) -> None:
+        """Write one line to the worker's stdin."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
@@ -141,6 +151,9 @@ class Worker:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+
+    send = write
+    close = kill  # end the worker if it still runs: no cleanup runs in it
 
 
 def context_of(request: Any) -> list[list[str]]:

@@ -17,14 +17,13 @@ Commands:
 from __future__ import annotations
 
 import json
-import os
-import queue
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from procs import Worker as ProcsWorker
 
 
 def open_store(spec: dict[str, Any]) -> Any:
@@ -103,68 +102,13 @@ def _node(args: dict[str, Any]) -> None:
     _say("BYE")
 
 
-class Worker:
-    """A worker process; ``expect(tag)`` waits for its next line with that tag."""
+class Worker(ProcsWorker):
+    """A worker process of this script; ``expect(tag)`` waits for its next line with that tag
+    (the machinery is ``procs.Worker``'s: one implementation of the line protocol)."""
 
-    def __init__(self, command: str, **args: Any) -> None:
-        import copilot
-
-        root = str(Path(copilot.__file__).resolve().parents[1])
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), command, json.dumps(args)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.command = command
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._stderr: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-        threading.Thread(target=lambda: self._stderr.extend(self.proc.stderr), daemon=True).start()
-
-    def _pump(self) -> None:
-        for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def expect(self, tag: str, timeout: float = 60.0) -> Any:
-        """The payload of the next line tagged ``tag`` (None if bare); AssertionError if none."""
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self._lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is None:
-                self.proc.wait(10)
-                raise AssertionError(
-                    f"worker {self.command} exited ({self.proc.returncode}) before {tag}:\n"
-                    + "".join(self._stderr)
-                )
-            head, _, payload = line.partition(" ")
-            if head == tag:
-                return json.loads(payload) if payload else None
-        raise AssertionError(f"worker {self.command}: no {tag} line:\n" + "".join(self._stderr))
-
-    def send(self, line: str) -> None:
-        """Write one line to the worker's stdin."""
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def kill(self) -> None:
-        """SIGKILL the worker (no cleanup runs in it) and reap it."""
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def close(self) -> None:
-        """End the worker if it still runs."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
+    script = Path(__file__).resolve()
+    extra_env: dict[str, str] = {}
+    expect_timeout = 60.0
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from envvars import scrubbed_environ
 from packaging.specifiers import SpecifierSet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,20 +54,9 @@ _NOT_COPIED = shutil.ignore_patterns(
     "dist",
     ".ipynb_checkpoints",
 )
-#: provider credentials and model settings of the developer's shell (a Binder has none)
-_SCRUBBED_ENV = (
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "VIRTUAL_ENV",
-    "COPILOT_JUPYTER_HOME",
-    "COPILOT_JUPYTER_MODEL",
-    "COPILOT_JUPYTER_FALLBACK_MODEL",
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "ANTHROPIC_API_KEY",
-    "GITHUB_TOKEN",
-    "OLLAMA_HOST",
-)
+#: the developer's Python setup; provider credentials and copilot settings: envvars.CLEARED_ENV
+#: (a Binder has none of them)
+_PYTHON_ENV = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
 
 
 def _runtime_version() -> str:
@@ -179,7 +169,7 @@ def test_binder_environment_runs_the_notebooks(tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(ROOT, repo, ignore=_NOT_COPIED)
     prefix = tmp_path / "env"
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+    env = scrubbed_environ(extra=_PYTHON_ENV)
     env.update(VIRTUAL_ENV=str(prefix), PATH=f"{prefix / 'bin'}{os.pathsep}{env.get('PATH', '')}")
     python = str(prefix / "bin" / "python")
     times = {}

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-import time
 from datetime import timedelta
 
 import pytest
-from helpers import types_of, wait_until
+from helpers import HeldEcho, types_of, wait_until
 
 from copilot import (
     ClientState,
@@ -160,14 +159,13 @@ def test_fork_copies_history_and_leaves_the_source_alone(client):
 # -- models ---------------------------------------------------------------------------------
 
 
-def test_unavailable_model_without_fallback_names_the_fix(home):
-    client = CopilotClient(base_directory=home)
+def test_unavailable_model_without_fallback_names_the_fix(make_client):
+    client = make_client()
     with pytest.raises(ModelNotAvailableError) as info:
         client.create_session(model="gpt-4.1")
     message = str(info.value)
     assert "OPENAI_API_KEY" in message and "COPILOT_JUPYTER_FALLBACK_MODEL" in message
     assert client.list_sessions() == []
-    client.stop()
 
 
 def test_fallback_is_announced_and_recorded(client):
@@ -188,8 +186,8 @@ def test_list_models_marks_usable_ones(client):
     assert "OPENAI_API_KEY" in openai_models[0]["reason"]
 
 
-def test_set_model_keeps_context(home):
-    client = CopilotClient(base_directory=home, routes={"echo-b": "echo"})
+def test_set_model_keeps_context(make_client):
+    client = make_client(routes={"echo-b": "echo"})
     session = client.create_session(model="echo")
     session.send_and_wait(prompt="remember me")
     session.set_model("echo-b")
@@ -202,17 +200,21 @@ def test_set_model_keeps_context(home):
     assert client.get_session_metadata(session.session_id)["model"] == "echo-b"
     with pytest.raises(ModelNotAvailableError):
         session.set_model("claude-sonnet-4.5")
-    client.stop()
 
 
 # -- turns and events -----------------------------------------------------------------------
 
 
-def test_send_returns_the_message_id_at_once(slow_client):
-    session = slow_client.create_session(model="echo")
-    started = time.perf_counter()
+def test_send_returns_the_message_id_at_once(client):
+    # The model holds the reply until released: send returning while it is held shows it
+    # does not wait for the reply (a wall-time bound would flake on a loaded machine).
+    held = HeldEcho()
+    client.register_provider("held", held)
+    session = client.create_session(model="held:echo")
     message_id = session.send(prompt="a b c d e f g h")
-    assert time.perf_counter() - started < 0.2
+    wait_until(lambda: held.in_flight == 1, what="the turn to reach the model")
+    assert "assistant.message" not in types_of(session.get_messages())
+    held.release()
     reply = session.send_and_wait(prompt="next")  # turns run in order
     assert reply.data.content == "echo: next"
     user = [e for e in session.get_messages() if e.type == EventType.USER_MESSAGE]
@@ -285,15 +287,16 @@ def test_turns_of_one_session_run_in_order(slow_client):
     assert [r.data.content for r in replies] == [f"echo: turn {i}" for i in range(5)]
 
 
-def test_sessions_run_concurrently(home):
-    client = CopilotClient(base_directory=home, providers={"echo": {"latency": 0.4}})
-    sessions = [client.create_session(model="echo") for _ in range(4)]
-    started = time.perf_counter()
-    ids = [s.send(prompt="hi") for s in sessions]
-    for session, message_id in zip(sessions, ids, strict=True):
-        session.wait(message_id, 10)
-    assert time.perf_counter() - started < 1.2  # 4 x 0.4 s if they ran one after another
-    client.stop()
+def test_sessions_run_concurrently(client):
+    # A rendezvous, not a stopwatch: the replies are held until all four turns are in the
+    # model at once, which cannot happen if sessions ran one after another.
+    held = HeldEcho(until_in_flight=4)
+    client.register_provider("held", held)
+    sessions = [client.create_session(model="held:echo") for _ in range(4)]
+    ids = [s.send(prompt=f"hi {i}") for i, s in enumerate(sessions)]
+    for i, (session, message_id) in enumerate(zip(sessions, ids, strict=True)):
+        assert session.wait(message_id, 30).data.content == f"echo: hi {i}"
+    assert held.max_in_flight == 4
 
 
 def test_empty_and_non_string_prompts(client):
@@ -321,8 +324,8 @@ def test_system_message_leads_every_context(client):
     assert [m.content for m in sent[1:]] == ["a", "echo: a", "b"]
 
 
-def test_history_is_trimmed_to_the_context_window_and_recorded(home):
-    client = CopilotClient(base_directory=home, providers={"echo": {"context_window": 400}})
+def test_history_is_trimmed_to_the_context_window_and_recorded(make_client):
+    client = make_client(providers={"echo": {"context_window": 400}})
     session = client.create_session(model="echo", system_message="SYSTEM")
     for i in range(30):
         session.send_and_wait(prompt=f"question number {i} " + "x" * 40)
@@ -333,7 +336,6 @@ def test_history_is_trimmed_to_the_context_window_and_recorded(home):
     assert sum(len(m.content) / 4 + 4 for m in sent) <= budget + 4 * len(sent)
     truncations = [e for e in session.get_messages() if e.type == EventType.SESSION_TRUNCATION]
     assert truncations and truncations[-1].data.turnsOmitted == 29 - truncations[-1].data.turnsSent
-    client.stop()
 
 
 # -- abort, destroy, timeouts ---------------------------------------------------------------
@@ -391,8 +393,8 @@ def test_send_and_wait_timeout_leaves_the_turn_running(slow_client):
     wait_until(lambda: "assistant.message" in types_of(session.get_messages()))
 
 
-def test_stop_drains_sessions_and_the_client_restarts_on_use(home):
-    client = CopilotClient(base_directory=home, providers={"echo": {"chunk_delay": 0.02}})
+def test_stop_drains_sessions_and_the_client_restarts_on_use(make_client):
+    client = make_client(providers={"echo": {"chunk_delay": 0.02}})
     session = client.create_session(session_id="s", model="echo")
     session.send(prompt="a b c d e")
     client.stop()
@@ -401,7 +403,6 @@ def test_stop_drains_sessions_and_the_client_restarts_on_use(home):
     resumed = client.resume_session("s")  # the next call starts the client again
     assert client.state is ClientState.STARTED
     assert resumed.send_and_wait(prompt="again").data.content == "echo: again"
-    client.stop()
 
 
 def test_context_manager(home):
@@ -441,9 +442,9 @@ def test_blocking_call_from_a_handler_is_refused_but_send_works(client):
     assert "event thread" in str(outcome["error"])
 
 
-def test_two_clients_on_one_session_see_each_others_turns(home):
-    first = CopilotClient(base_directory=home)
-    second = CopilotClient(base_directory=home)
+def test_two_clients_on_one_session_see_each_others_turns(make_client):
+    first = make_client()
+    second = make_client()
     a = first.create_session(session_id="shared", model="echo")
     b = second.resume_session("shared")
     a.send_and_wait(prompt="from a")
@@ -451,8 +452,6 @@ def test_two_clients_on_one_session_see_each_others_turns(home):
     a.send_and_wait(prompt="from a again")
     sent = [m.content for m in first.get_provider("echo").requests[-1].messages]
     assert sent == ["from a", "echo: from a", "from b", "echo: from b", "from a again"]
-    first.stop()
-    second.stop()
 
 
 def test_many_threads_send_to_many_sessions(client):
@@ -520,8 +519,8 @@ def test_client_get_messages_reads_without_opening(client):
         client.get_messages("missing")
 
 
-def test_public_settings(home):
-    client = CopilotClient(base_directory=home, fallback_model="echo", routes={"fast": "echo"})
+def test_public_settings(make_client):
+    client = make_client(fallback_model="echo", routes={"fast": "echo"})
     assert client.default_model == "local:smollm2" and client.fallback_model == "echo"
     assert client.routes == {"fast": "echo"}
     client.routes["x"] = "y"  # a copy: the client's table is unchanged

@@ -48,11 +48,11 @@ context_window = 1234
     client.stop()
 
 
-def test_arguments_override_the_environment_and_the_file(monkeypatch, tmp_path):
+def test_arguments_override_the_environment_and_the_file(make_client, monkeypatch, tmp_path):
     home = tmp_path / "home"
     write_config(home, 'fallback_model = "from-file"\n[routes]\nhouse = "missing:x"\n')
     monkeypatch.setenv("COPILOT_JUPYTER_FALLBACK_MODEL", "echo")
-    client = CopilotClient(base_directory=home, routes={"house": "echo"})
+    client = make_client(base_directory=home, routes={"house": "echo"})
     assert client.fallback_model == "echo" and client.routes["house"] == "echo"
     assert client.create_session(model="house").send_and_wait(prompt="x").data.model == "echo"
     client.stop()
@@ -77,12 +77,11 @@ def test_malformed_or_secret_config_is_refused_by_name(tmp_path, text, problem):
         CopilotClient(base_directory=home)
 
 
-def test_key_names_that_are_not_secrets_are_accepted(tmp_path):
+def test_key_names_that_are_not_secrets_are_accepted(make_client, tmp_path):
     home = tmp_path / "home"
     write_config(home, "[providers.anthropic]\nmax_tokens = 100\napi_key_env = 'MY_KEY'\n")
-    client = CopilotClient(base_directory=home)
+    client = make_client(base_directory=home)
     assert client.get_provider("anthropic").settings["max_tokens"] == 100
-    client.stop()
 
 
 def test_routes_that_loop_are_a_config_error(tmp_path):

@@ -34,6 +34,18 @@ def _store(home: str) -> EventStore:
     return EventStore(Path(home) / "sessions")
 
 
+def _assert_log_corrupted(home: str, session_id: str) -> None:
+    """Both ways of reading the session's log refuse it with StoreCorruptedError."""
+    store = _store(home)
+    try:
+        with pytest.raises(StoreCorruptedError):
+            store.read_events(session_id)
+        with pytest.raises(StoreCorruptedError):
+            list(store.iter_events_backwards(session_id))
+    finally:
+        store.close()
+
+
 def _context(client: CopilotClient) -> list[list[str]]:
     return [[m.role, m.content] for m in client.get_provider("echo").requests[-1].messages]
 
@@ -348,12 +360,7 @@ def test_pickled_record_is_never_unpickled(home: str, tmp_path: Path, where: str
                 client.get_session_metadata("target")
             assert client.list_sessions() == []  # skipped with a warning, not unpickled
         else:
-            store = _store(home)
-            with pytest.raises(StoreCorruptedError):
-                store.read_events("target")
-            with pytest.raises(StoreCorruptedError):
-                list(store.iter_events_backwards("target"))
-            store.close()
+            _assert_log_corrupted(home, "target")
         with pytest.raises(StoreCorruptedError):
             client.resume_session("target").get_messages()
     finally:
@@ -394,12 +401,7 @@ def test_malformed_event_raises_store_corrupted(home: str, value: object) -> Non
     try:
         client.create_session("target", model="echo").send_and_wait("hello")
         _plant(home, "e/target/000000000003", value)
-        store = _store(home)
-        with pytest.raises(StoreCorruptedError):
-            store.read_events("target")
-        with pytest.raises(StoreCorruptedError):
-            list(store.iter_events_backwards("target"))
-        store.close()
+        _assert_log_corrupted(home, "target")
     finally:
         client.stop()
 

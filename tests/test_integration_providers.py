@@ -24,23 +24,17 @@ from copilot import (
     ProviderStatusError,
     ProviderTimeoutError,
 )
-from copilot.testing import Fault, Reply, ScriptedOpenAIServer, unused_port
+from copilot.testing import Fault, Reply, unused_port
 
 SEED = Path(__file__).parent / "seed" / "session-management.md"
 SECRET = "sk-test-SECRET-4f1c9a7d2e"
 
 
 @pytest.fixture
-def server():
-    with ScriptedOpenAIServer() as s:
-        yield s
-
-
-@pytest.fixture
-def openai_env(monkeypatch, server):
+def openai_env(monkeypatch, openai_server):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    return server
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    return openai_server
 
 
 @pytest.fixture
@@ -120,8 +114,8 @@ def test_429_with_retry_after_is_retried_once(fast_client, openai_env):
     assert len(chat_requests(openai_env)) == 2
 
 
-def test_5xx_until_retries_run_out(home, openai_env):
-    client = CopilotClient(base_directory=home, max_retries=1)
+def test_5xx_until_retries_run_out(make_client, openai_env):
+    client = make_client(max_retries=1)
     openai_env.enqueue(Fault.status(503), Fault.status(503))
     session = client.create_session(model="gpt-4.1")
     with pytest.raises(ProviderStatusError) as info:
@@ -130,7 +124,6 @@ def test_5xx_until_retries_run_out(home, openai_env):
     error = [e for e in session.get_messages() if e.type == EventType.SESSION_ERROR][0]
     assert error.data.statusCode == 503
     assert session.send_and_wait(prompt="again").data.content == "echo: again"
-    client.stop()
 
 
 @pytest.mark.parametrize(
@@ -142,8 +135,8 @@ def test_5xx_until_retries_run_out(home, openai_env):
     ],
     ids=["disconnect", "truncate", "malformed"],
 )
-def test_a_broken_stream_is_never_stored_as_an_answer(home, openai_env, fault):
-    client = CopilotClient(base_directory=home, max_retries=0)
+def test_a_broken_stream_is_never_stored_as_an_answer(make_client, openai_env, fault):
+    client = make_client(max_retries=0)
     openai_env.enqueue(fault)
     session = client.create_session(model="gpt-4.1")
     with pytest.raises(ProviderResponseError):
@@ -151,18 +144,18 @@ def test_a_broken_stream_is_never_stored_as_an_answer(home, openai_env, fault):
     assert "assistant.message" not in types_of(session.get_messages())
     assert session.send_and_wait(prompt="next").data.content == "echo: next"
     assert [m["content"] for m in chat_requests(openai_env)[-1].json["messages"]] == ["next"]
-    client.stop()
 
 
-def test_a_hanging_server_times_out(home, openai_env):
-    client = CopilotClient(base_directory=home, max_retries=0, request_timeout=0.5)
-    openai_env.enqueue(Fault.hang(5))
+def test_a_hanging_server_times_out(make_client, openai_env):
+    client = make_client(max_retries=0, request_timeout=0.5)
+    openai_env.enqueue(Fault.hang(20))
     session = client.create_session(model="gpt-4.1")
     started = time.perf_counter()
     with pytest.raises(ProviderTimeoutError):
         session.send_and_wait(prompt="hi")
-    assert time.perf_counter() - started < 3
-    client.stop()
+    # Half the hang: a timeout that did not fire waits all 20 s; 20 x the 0.5 s timeout leaves
+    # room for a loaded machine.
+    assert time.perf_counter() - started < 10
 
 
 def test_connection_refused_is_reported_within_seconds(home, monkeypatch):
@@ -172,14 +165,18 @@ def test_connection_refused_is_reported_within_seconds(home, monkeypatch):
     started = time.perf_counter()
     with pytest.raises(ProviderConnectionError):
         session.send_and_wait(prompt="hi")
-    assert time.perf_counter() - started < 5
+    # Two retries after 0.5 s + 1 s of backoff; generous (15 s) for a loaded machine, still far
+    # below what a connection timeout or the SDK's own retries would add.
+    assert time.perf_counter() - started < 15
     assert types_of(session.get_messages()).count("session.warning") == 2
     client.stop()
 
 
-def test_the_api_key_never_reaches_the_store_events_reprs_or_logs(home, openai_env, caplog):
+def test_the_api_key_never_reaches_the_store_events_reprs_or_logs(
+    make_client, home, openai_env, caplog
+):
     caplog.set_level(logging.DEBUG)
-    client = CopilotClient(base_directory=home, max_retries=0)
+    client = make_client(max_retries=0)
     session = client.create_session(session_id="secret-check", model="gpt-4.1")
     openai_env.enqueue(
         Reply(content="fine"),
@@ -211,9 +208,9 @@ def test_the_api_key_never_reaches_the_store_events_reprs_or_logs(home, openai_e
 
 @pytest.mark.local_model
 @pytest.mark.timeout(120)
-def test_the_embedded_model_through_the_client_is_deterministic(home):
+def test_the_embedded_model_through_the_client_is_deterministic(make_client):
     pytest.importorskip("llama_cpp", reason="the [local] extra (llama-cpp-python) is not installed")
-    client = CopilotClient(base_directory=home)
+    client = make_client()
     answers = []
     for name in ("first", "second"):
         session = client.create_session(session_id=name)  # the default model: local:smollm2

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from envvars import scrubbed_environ
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
@@ -26,13 +27,6 @@ from copilot import EventType
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(60)]
 
 ROOT = Path(__file__).resolve().parent.parent
-_SECRET_ENV = (
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "ANTHROPIC_API_KEY",
-    "GITHUB_TOKEN",
-    "OLLAMA_HOST",
-)
 _TIMEOUT = 30
 NOTEBOOK = "work/analysis.ipynb"
 
@@ -139,9 +133,8 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     spec = {"argv": argv, "display_name": "copilot test", "language": "python"}
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    env = {
-        k: v for k, v in os.environ.items() if k not in _SECRET_ENV and not k.startswith("COPILOT_")
-    }
+    # module-scoped: built before the autouse fixture clears the test's environment
+    env = {k: v for k, v in scrubbed_environ().items() if not k.startswith("COPILOT_")}
     env.update(
         # what Jupyter Server sets for a notebook's kernel: the notebook's path
         JPY_SESSION_NAME=NOTEBOOK,
@@ -288,7 +281,9 @@ def test_interrupt_aborts_the_turn_and_keeps_the_session_usable(k: Kernel) -> No
             k.manager.interrupt_kernel()
 
     execution = k.collect(msg_id, interrupt_once_streaming)
-    assert interrupted and time.monotonic() - interrupted[0] < 8
+    # No wall-time bound: the reply takes 10 s when not interrupted, and the checks below
+    # (one abort, its partial shorter than the whole) show the interrupt cut it.
+    assert interrupted
     assert execution.reply["status"] == "ok"  # no error, no traceback
     assert not execution.of_type("error")
     assert "aborted" in execution.text and "KeyboardInterrupt" not in execution.text

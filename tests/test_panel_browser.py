@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from envvars import scrubbed_environ
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[1]
@@ -137,7 +138,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
     _notebook(root / "panel_demo.ipynb")
     port, token = _free_port(), secrets.token_hex(16)
     env = {
-        **os.environ,
+        **scrubbed_environ(),
         "COPILOT_JUPYTER_HOME": str(home),
         "COPILOT_JUPYTER_FALLBACK_MODEL": "echo",
         "COPILOT_JUPYTER_MODEL": "echo",
@@ -146,8 +147,6 @@ def lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
         "IPYTHONDIR": str(tmp_path / "ipython"),
     }
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GITHUB_TOKEN"):
-        env.pop(name, None)
     settings = tmp_path / "lab-settings"
     notification = settings / "@jupyterlab" / "apputils-extension"
     notification.mkdir(parents=True)

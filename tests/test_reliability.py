@@ -405,15 +405,14 @@ KEY = "sk-reliability-SECRET-4f1c9e"
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("status", [401, 403, 400, 429, 500])
 def test_no_chained_exception_of_a_provider_error_holds_the_key(
-    monkeypatch: pytest.MonkeyPatch, status: int
+    monkeypatch: pytest.MonkeyPatch, openai_server: ScriptedOpenAIServer, status: int
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    with ScriptedOpenAIServer() as server:
-        body = {"error": {"message": f"Incorrect API key provided: {KEY}", "type": "x"}}
-        server.enqueue(Fault.status(status, body=body))
-        provider = OpenAIProvider({"base_url": server.base_url})
-        hello = (ChatMessage("user", "hello"),)
-        _, error = stream_once(provider, "gpt-4o", hello, None, None)
+    body = {"error": {"message": f"Incorrect API key provided: {KEY}", "type": "x"}}
+    openai_server.enqueue(Fault.status(status, body=body))
+    provider = OpenAIProvider({"base_url": openai_server.base_url})
+    hello = (ChatMessage("user", "hello"),)
+    _, error = stream_once(provider, "gpt-4o", hello, None, None)
     assert isinstance(error, ProviderError)
     seen, chain = 0, [error]
     while chain and seen < 20:

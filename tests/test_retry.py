@@ -11,7 +11,6 @@ from helpers import types_of
 
 from copilot import (
     AuthenticationError,
-    CopilotClient,
     EventType,
     ProviderConnectionError,
     ProviderError,
@@ -42,8 +41,8 @@ def test_retry_after_is_honoured(client):
     assert time.perf_counter() - started >= 0.3
 
 
-def test_retries_are_bounded_then_the_error_is_stored_and_raised(home):
-    client = CopilotClient(base_directory=home, max_retries=2)
+def test_retries_are_bounded_then_the_error_is_stored_and_raised(make_client):
+    client = make_client(max_retries=2)
     echo = client.get_provider("echo")
     echo.enqueue(*[ProviderConnectionError("refused") for _ in range(3)])
     session = client.create_session(model="echo")
@@ -58,7 +57,6 @@ def test_retries_are_bounded_then_the_error_is_stored_and_raised(home):
     assert session.send_and_wait(prompt="next").data.content == "echo: next"
     sent = [m.content for m in echo.requests[-1].messages]
     assert sent == ["next"]  # the failed prompt had no answer: not in the context
-    client.stop()
 
 
 def test_non_retryable_errors_fail_at_once(client):
@@ -152,21 +150,20 @@ def test_retry_after_is_the_servers_word_within_max_wait():
     assert policy.delay(RateLimitError("slow", status_code=429, retry_after=1.0), 4) is None
 
 
-def test_a_retry_after_longer_than_the_backoff_is_waited_for_end_to_end(home, monkeypatch):
+def test_a_retry_after_longer_than_the_backoff_is_waited_for_end_to_end(
+    make_client, openai_server, monkeypatch
+):
     # The real OpenAI provider against a local server answering 429 with Retry-After 1.5 s,
     # three times the first backoff (0.5 s): the retry comes no sooner than the server asked.
-    from copilot.testing import Fault, Reply, ScriptedOpenAIServer
+    from copilot.testing import Fault, Reply
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-retry")
-    with ScriptedOpenAIServer() as server:
-        server.enqueue(Fault.status(429, retry_after=1.5), Reply("after the wait"))
-        client = CopilotClient(
-            base_directory=home, providers={"openai": {"base_url": server.base_url}}
-        )
-        session = client.create_session(model="openai:gpt-4o")
-        assert session.send_and_wait(prompt="hi", timeout=30).data.content == "after the wait"
-        first, second = server.chat_requests
-        client.stop()
+    server = openai_server
+    server.enqueue(Fault.status(429, retry_after=1.5), Reply("after the wait"))
+    client = make_client(providers={"openai": {"base_url": server.base_url}})
+    session = client.create_session(model="openai:gpt-4o")
+    assert session.send_and_wait(prompt="hi", timeout=30).data.content == "after the wait"
+    first, second = server.chat_requests
     assert second.time - first.time >= 1.5
     warning = [e for e in session.get_messages() if e.type == EventType.SESSION_WARNING][0]
     assert (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from copilot import CopilotClient, EventType
+from copilot import EventType
 from copilot.errors import ModelNotAvailableError
 from copilot.providers.base import Availability
 from copilot.routing import Router, candidates_for
@@ -71,12 +71,11 @@ def test_unknown_bare_names_go_to_ollama_only():
         ({"OPENAI_API_KEY": "sk-a"}, "openai:gpt-4.1"),
     ],
 )
-def test_bare_gpt_follows_the_credentials_that_are_set(home, monkeypatch, env, resolved):
+def test_bare_gpt_follows_the_credentials_that_are_set(make_client, monkeypatch, env, resolved):
     # the real providers' availability (a key in the environment), through the public API
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    client = CopilotClient(base_directory=home)
+    client = make_client()
     session = client.create_session(model="gpt-4.1")
     start = [e for e in session.get_messages() if e.type == EventType.SESSION_START][0]
     assert start.data.resolvedModel == resolved
-    client.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+from collections.abc import Callable
 
 import pytest
 
@@ -31,13 +32,10 @@ def test_every_known_model_is_its_own_match() -> None:
     assert all(suggest_models(name) == [] for name in KNOWN_MODELS)
 
 
-def test_the_error_suggests_first_then_gives_the_routing_advice(home: str) -> None:
-    client = CopilotClient(base_directory=home)
-    try:
-        with pytest.raises(ModelNotAvailableError) as info:
-            client.create_session(model="gpt4.1")
-    finally:
-        client.stop()
+def test_the_error_suggests_first_then_gives_the_routing_advice(make_client: Callable) -> None:
+    client = make_client()
+    with pytest.raises(ModelNotAvailableError) as info:
+        client.create_session(model="gpt4.1")
     error = info.value
     assert isinstance(error, UnroutableModelError)
     assert error.suggestions == ["gpt-4.1"]
@@ -47,13 +45,10 @@ def test_the_error_suggests_first_then_gives_the_routing_advice(home: str) -> No
     assert error.reasons and error.reasons[0].startswith("ollama: ")
 
 
-def test_a_route_name_is_suggested_too(home: str) -> None:
-    client = CopilotClient(base_directory=home, routes={"team-model": "echo"})
-    try:
-        with pytest.raises(UnroutableModelError, match="did you mean 'team-model'"):
-            client.create_session(model="team-modle")
-    finally:
-        client.stop()
+def test_a_route_name_is_suggested_too(make_client: Callable) -> None:
+    client = make_client(routes={"team-model": "echo"})
+    with pytest.raises(UnroutableModelError, match="did you mean 'team-model'"):
+        client.create_session(model="team-modle")
 
 
 def test_the_fallback_warning_carries_the_suggestion(client: CopilotClient) -> None:

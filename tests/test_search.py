@@ -273,19 +273,16 @@ def test_a_replaced_exchange_stays_findable_and_says_so(store):
 # -- filters ---------------------------------------------------------------------------------
 
 
-def test_filter_by_session_and_unknown_session_in_the_client(tmp_path):
-    client = CopilotClient(base_directory=tmp_path, fallback_model="echo")
-    try:
-        for name in ("one", "two"):
-            client.create_session(session_id=name, model="echo").send_and_wait(f"topic {name}")
-        assert {h["sessionId"] for h in client.search("topic")} == {"one", "two"}
-        assert {h["sessionId"] for h in client.search("topic", session_id="two")} == {"two"}
-        with pytest.raises(SessionNotFoundError):
-            client.search("topic", session_id="three")
-        with pytest.raises(InvalidArgumentError):
-            client.search("topic", session_id="a/b")
-    finally:
-        client.stop()
+def test_filter_by_session_and_unknown_session_in_the_client(make_client):
+    client = make_client(fallback_model="echo")
+    for name in ("one", "two"):
+        client.create_session(session_id=name, model="echo").send_and_wait(f"topic {name}")
+    assert {h["sessionId"] for h in client.search("topic")} == {"one", "two"}
+    assert {h["sessionId"] for h in client.search("topic", session_id="two")} == {"two"}
+    with pytest.raises(SessionNotFoundError):
+        client.search("topic", session_id="three")
+    with pytest.raises(InvalidArgumentError):
+        client.search("topic", session_id="a/b")
 
 
 def test_filter_by_model_full_id_or_name(store):
@@ -369,26 +366,23 @@ def test_limit_is_validated_and_applied(store):
 # -- in step with the log --------------------------------------------------------------------
 
 
-def test_deleted_and_pruned_sessions_are_gone(tmp_path):
-    client = CopilotClient(base_directory=tmp_path, fallback_model="echo")
-    try:
-        for name in ("keep", "drop", "old1", "old2"):
-            client.create_session(session_id=name, model="echo").send_and_wait(f"secret {name}")
-        client.delete_session("drop")
-        assert {h["sessionId"] for h in client.search("secret")} == {"keep", "old1", "old2"}
-        time.sleep(0.05)
-        client.resume_session("keep").send_and_wait("secret keep again")
-        cutoff = datetime.now(UTC) - datetime.fromisoformat(
-            client.get_session_metadata("keep")["modifiedTime"]
-        )
-        pruned = client.delete_sessions(older_than=cutoff + timedelta(milliseconds=20))
-        assert {s["sessionId"] for s in pruned} == {"old1", "old2"}
-        assert {h["sessionId"] for h in client.search("secret")} == {"keep"}
-        # a new session under a deleted name inherits nothing
-        client.create_session(session_id="drop", model="echo").send_and_wait("fresh start")
-        assert [h["sessionId"] for h in client.search("secret", session_id="drop")] == []
-    finally:
-        client.stop()
+def test_deleted_and_pruned_sessions_are_gone(make_client):
+    client = make_client(fallback_model="echo")
+    for name in ("keep", "drop", "old1", "old2"):
+        client.create_session(session_id=name, model="echo").send_and_wait(f"secret {name}")
+    client.delete_session("drop")
+    assert {h["sessionId"] for h in client.search("secret")} == {"keep", "old1", "old2"}
+    time.sleep(0.05)
+    client.resume_session("keep").send_and_wait("secret keep again")
+    cutoff = datetime.now(UTC) - datetime.fromisoformat(
+        client.get_session_metadata("keep")["modifiedTime"]
+    )
+    pruned = client.delete_sessions(older_than=cutoff + timedelta(milliseconds=20))
+    assert {s["sessionId"] for s in pruned} == {"old1", "old2"}
+    assert {h["sessionId"] for h in client.search("secret")} == {"keep"}
+    # a new session under a deleted name inherits nothing
+    client.create_session(session_id="drop", model="echo").send_and_wait("fresh start")
+    assert [h["sessionId"] for h in client.search("secret", session_id="drop")] == []
 
 
 def test_docs_deleted_before_and_after_fts5_caught_up(store):

@@ -71,6 +71,25 @@ def _events(n: int, prefix: str = "e") -> list[Event]:
     return [Event(EventType.USER_MESSAGE, {"content": f"{prefix}{i}"}) for i in range(n)]
 
 
+def _assert_usable_and_whole(session: Any, prompt: str) -> None:
+    """The session answers a new turn, and its log has no gap (seq 1, 2, ... n)."""
+    reply = session.send_and_wait(prompt=prompt, timeout=60)
+    assert reply.data.content == f"echo: {prompt}"
+    seqs = [e.seq for e in session.get_messages()]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def _append_elsewhere(**args: Any) -> None:
+    """Run one ``append`` worker (another process) to its end: READY, GO, DONE."""
+    worker = Worker("append", **args)
+    try:
+        worker.expect("READY")
+        worker.send("GO")
+        worker.expect("DONE")
+    finally:
+        worker.close()
+
+
 # -- the contract, on both stores --------------------------------------------------------------
 
 
@@ -303,10 +322,7 @@ def test_kill_9_mid_turn_then_resume_marks_the_turn_and_goes_on(
             EventType.ASSISTANT_TURN_END,
             EventType.SESSION_RESUME,
         ]
-        reply = session.send_and_wait(prompt="after the crash", timeout=60)
-        assert reply.data.content == "echo: after the crash"
-        seqs = [e.seq for e in session.get_messages()]
-        assert seqs == list(range(1, len(seqs) + 1))
+        _assert_usable_and_whole(session, "after the crash")
     finally:
         client.stop(timeout=10)
 
@@ -594,13 +610,7 @@ def test_notify_reaches_a_subscriber_from_another_process(pg_url: str) -> None:
             assert subscription.ready.wait(30)
             other_owner.append("s", _events(3))  # another owner's channel: not heard
             spec = {"kind": "postgres", "url": pg_url, "owner": "tester"}
-            worker = Worker("append", store=spec, session="s", worker=0, n=1)
-            try:
-                worker.expect("READY")
-                worker.send("GO")
-                worker.expect("DONE")
-            finally:
-                worker.close()
+            _append_elsewhere(store=spec, session="s", worker=0, n=1)
             assert got.wait(30)
         assert heard == [("s", 2)]
         # wait_for_change wakes on a commit by another process, and returns at once if the
@@ -613,13 +623,7 @@ def test_notify_reaches_a_subscriber_from_another_process(pg_url: str) -> None:
         thread.start()
         time.sleep(0.3)
         assert waiter == []
-        worker = Worker("append", store=spec, session="s", worker=1, n=1)
-        try:
-            worker.expect("READY")
-            worker.send("GO")
-            worker.expect("DONE")
-        finally:
-            worker.close()
+        _append_elsewhere(store=spec, session="s", worker=1, n=1)
         thread.join(30)
         assert waiter == [4]
         assert store.wait_for_change("s", after=4, timeout=0.2) == 4  # timeout: no change
@@ -711,10 +715,7 @@ def test_server_restart_between_turns_and_the_next_turn_works(
             time.sleep(0.2)
         replies = [e.data["content"] for e in events if e.type == EventType.ASSISTANT_MESSAGE]
         assert replies[-1] == "echo: during the restart of the server"
-        reply = session.send_and_wait(prompt="after", timeout=60)
-        assert reply.data.content == "echo: after"
-        seqs = [e.seq for e in session.get_messages()]
-        assert seqs == list(range(1, len(seqs) + 1))
+        _assert_usable_and_whole(session, "after")
     finally:
         client.stop(timeout=10)
 
@@ -810,10 +811,7 @@ def test_server_down_mid_turn_fails_the_turn_typed_and_the_next_turn_works(
             EventType.USER_MESSAGE,
             EventType.ASSISTANT_TURN_START,
         ]
-        reply = session.send_and_wait(prompt="back again", timeout=60)
-        assert reply.data.content == "echo: back again"
-        seqs = [e.seq for e in session.get_messages()]
-        assert seqs == list(range(1, len(seqs) + 1))
+        _assert_usable_and_whole(session, "back again")
     finally:
         client.stop(timeout=10)
 

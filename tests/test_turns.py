@@ -5,42 +5,38 @@ from __future__ import annotations
 
 import threading
 
-from copilot import CopilotClient, EventType
+from copilot import EventType
 from copilot.providers.echo import EchoProvider
-from copilot.testing import ScriptedOpenAIServer
 
 
 def _sent(request) -> list[tuple[str, str]]:
     return [(m["role"], m["content"]) for m in request.json["messages"]]
 
 
-def test_repeated_re_runs_of_a_cell_leave_one_exchange(home, monkeypatch):
+def test_repeated_re_runs_of_a_cell_leave_one_exchange(make_client, openai_server, monkeypatch):
     # The context the model server receives, over the real OpenAI provider: a cell re-run
     # four times (each run replacing the one before) is in it once, its newest run.
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-reruns")
-    with ScriptedOpenAIServer() as server:
-        client = CopilotClient(
-            base_directory=home, providers={"openai": {"base_url": server.base_url}}
-        )
-        session = client.create_session(model="openai:gpt-4o")
-        cell = session.send_and_wait(prompt="cell run 1").data.messageId
-        session.send_and_wait(prompt="other cell")
-        for run in (2, 3, 4):
-            cell = session.send_and_wait(prompt=f"cell run {run}", replaces=cell).data.messageId
-            assert _sent(server.chat_requests[-1]) == [
-                ("user", "other cell"),
-                ("assistant", "echo: other cell"),
-                ("user", f"cell run {run}"),
-            ]
-        session.send_and_wait(prompt="next")
+    server = openai_server
+    client = make_client(providers={"openai": {"base_url": server.base_url}})
+    session = client.create_session(model="openai:gpt-4o")
+    cell = session.send_and_wait(prompt="cell run 1").data.messageId
+    session.send_and_wait(prompt="other cell")
+    for run in (2, 3, 4):
+        cell = session.send_and_wait(prompt=f"cell run {run}", replaces=cell).data.messageId
         assert _sent(server.chat_requests[-1]) == [
             ("user", "other cell"),
             ("assistant", "echo: other cell"),
-            ("user", "cell run 4"),
-            ("assistant", "echo: cell run 4"),
-            ("user", "next"),
+            ("user", f"cell run {run}"),
         ]
-        client.stop()
+    session.send_and_wait(prompt="next")
+    assert _sent(server.chat_requests[-1]) == [
+        ("user", "other cell"),
+        ("assistant", "echo: other cell"),
+        ("user", "cell run 4"),
+        ("assistant", "echo: cell run 4"),
+        ("user", "next"),
+    ]
 
 
 class _Interleaving(EchoProvider):
@@ -63,9 +59,9 @@ class _Interleaving(EchoProvider):
         return super().count_tokens(model, text)
 
 
-def test_another_writer_cannot_slip_between_context_and_prompt(home):
-    b_client = CopilotClient(base_directory=home)
-    a_client = CopilotClient(base_directory=home)
+def test_another_writer_cannot_slip_between_context_and_prompt(make_client):
+    b_client = make_client()
+    a_client = make_client()
     a_session = a_client.create_session(session_id="shared", model="echo")
     a_session.send_and_wait(prompt="first")
     b_session = b_client.resume_session("shared")
@@ -80,5 +76,3 @@ def test_another_writer_cannot_slip_between_context_and_prompt(home):
     assert prompts == ["first", "from a", "from b", "after"]
     # what A's model saw is exactly the log before A's prompt
     assert [m.content for m in provider.requests[0].messages] == ["first", "echo: first", "from a"]
-    a_client.stop()
-    b_client.stop()
