@@ -56,6 +56,9 @@ log = logging.getLogger("copilot_jupyter.panel")
 _NO_SESSION = "No session selected. Pick one on the left, or type a prompt and press Send."
 _MAX_COMPARE = 3
 
+#: the search box shows at most this many hits
+SEARCH_LIMIT = 20
+
 #: prompts longer than this (characters) are sent only when Send is pressed a second time
 LARGE_PROMPT = 1_000_000
 
@@ -80,6 +83,13 @@ def plain_error(error: BaseException) -> str:
     """An exception as one sentence for the status line (capitalised, no type name)."""
     text = str(error) or type(error).__name__
     return text[0].upper() + text[1:] if text else text
+
+
+def _search_summary(query: str, count: int) -> str:
+    if not count:
+        return f"No matches for {query}"
+    shown = " (the best shown)" if count == SEARCH_LIMIT else ""
+    return f"{count} match{'es' if count != 1 else ''}{shown}"
 
 
 class PanelController(HasTraits):
@@ -118,6 +128,11 @@ class PanelController(HasTraits):
     compare_models = List(Unicode())
     #: one dict per compared model: model, session, html, live (as ``live``), busy, status, level
     columns = List(Dict())
+    #: the search box: the last query searched, its hits (``client.search``'s dicts, best
+    #: first) and a one-line summary ("3 matches", "No matches for ...")
+    search_query = Unicode("")
+    search_hits = List(Dict())
+    search_summary = Unicode("")
 
     state = Instance(CopilotState)
 
@@ -543,6 +558,40 @@ class PanelController(HasTraits):
                 with self._lock:
                     self.columns = []
                     self._update_busy()
+
+    # -- searching ---------------------------------------------------------------------------
+
+    def search(self, query: str) -> list[dict[str, Any]]:
+        """Search every session's prompts and replies; the hits go to ``search_hits``.
+
+        A blank query clears the results. Bad syntax raises :class:`InvalidArgumentError`
+        (the view puts it in the status line) and clears the results.
+        """
+        query = query.strip()
+        hits: list[dict[str, Any]] = []
+        summary = ""
+        try:
+            if query and not any(char.isalnum() for char in query):
+                raise InvalidArgumentError(
+                    f"type at least one word (letters or digits) to search, not {query!r}; "
+                    'e.g. "pivot table" NOT excel'
+                )
+            if query:
+                hits = self.client.search(query, limit=SEARCH_LIMIT)
+                summary = _search_summary(query, len(hits))
+        finally:  # a failed search leaves no stale hits listed
+            with self._lock:
+                self.search_query = query
+                self.search_hits = hits
+                self.search_summary = summary
+        return hits
+
+    def open_hit(self, index: int) -> None:
+        """Show the session of ``search_hits[index]`` (the hits stay listed)."""
+        hits = self.search_hits
+        if not 0 <= index < len(hits):
+            raise InvalidArgumentError(f"there is no search hit {index}; search again")
+        self.select(hits[index]["sessionId"])
 
     # -- rendering (any thread) --------------------------------------------------------------
 

@@ -869,3 +869,125 @@ def test_the_feed_ignores_a_late_delta_of_a_finished_turn(client: CopilotClient)
         assert exchange.live == "" and feed.live() == {} and changes == []
     finally:
         feed.close()
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+def seed_search(client: CopilotClient) -> None:
+    client.create_session("tables", model="echo").send_and_wait("the pivot table is great")
+    client.create_session("other", model="echo").send_and_wait("a pivot of tables")
+
+
+def test_controller_search_lists_hits_and_opens_their_session(client: CopilotClient) -> None:
+    from copilot.errors import InvalidArgumentError
+
+    seed_search(client)
+    controller = PanelController(CopilotState(client), poll_interval=None)
+    try:
+        hits = controller.search('  "pivot table"  ')
+        assert controller.search_query == '"pivot table"'
+        assert controller.search_hits == hits
+        assert sorted((h["sessionId"], h["type"]) for h in hits) == [
+            ("tables", EventType.ASSISTANT_MESSAGE),
+            ("tables", EventType.USER_MESSAGE),
+        ]
+        assert controller.search_summary == "2 matches"
+        assert controller.search("of") and controller.search_summary == "2 matches"
+        assert [h["sessionId"] for h in controller.search("pivot NOT table")] == [
+            "other",
+            "other",
+        ]
+        assert controller.selected is None
+        controller.open_hit(1)
+        assert controller.selected == "other" and controller.state.current_session == "other"
+        assert "a pivot of tables" in controller.transcript_html
+        hits = controller.search("pivot")
+        assert {h["sessionId"] for h in hits} == {"tables", "other"}
+        for index, hit in enumerate(hits):  # each hit opens its own session
+            controller.open_hit(index)
+            assert controller.selected == hit["sessionId"]
+        with pytest.raises(InvalidArgumentError, match="no search hit 2"):
+            controller.open_hit(2)
+        assert controller.search("excel") == []
+        assert controller.search_summary == "No matches for excel"
+        with pytest.raises(InvalidArgumentError, match="the quote at position 0"):
+            controller.search('"pivot')
+        assert controller.search_hits == [] and controller.search_summary == ""
+        with pytest.raises(InvalidArgumentError, match="at least one word"):
+            controller.search(" -- ")
+        controller.search("pivot")
+        assert controller.search("   ") == [] and controller.search_hits == []
+        assert controller.search_summary == ""
+    finally:
+        controller.close()
+
+
+def test_controller_search_says_when_only_the_best_are_shown(client: CopilotClient) -> None:
+    session = client.create_session("many", model="echo")
+    for i in range(controller_module.SEARCH_LIMIT // 2):
+        session.send_and_wait(f"needle {i}")  # a prompt and its echo: two hits each
+    controller = PanelController(CopilotState(client), poll_interval=None)
+    try:
+        assert len(controller.search("needle")) == controller_module.SEARCH_LIMIT
+        assert (
+            controller.search_summary
+            == f"{controller_module.SEARCH_LIMIT} matches (the best shown)"
+        )
+        assert len(controller.search("needle NOT 0")) == controller_module.SEARCH_LIMIT - 2
+        assert controller.search_summary == f"{controller_module.SEARCH_LIMIT - 2} matches"
+        assert len(controller.search("needle AND 3")) == 2
+    finally:
+        controller.close()
+
+
+def test_the_search_box_lists_hits_and_a_click_opens_the_session(client: CopilotClient) -> None:
+    seed_search(client)
+    p = open_panel(client)
+    try:
+        assert p.search_box.continuous_update is False  # one search per query, not per key
+        assert p.search_results.children == ()
+        p.search_box.value = '"pivot table"'
+        labels = sorted(b.description for b in p.search_results.children)
+        assert labels == [
+            "tables · assistant: echo: the «pivot table» is great",
+            "tables · you: the «pivot table» is great",
+        ]
+        assert "2 matches" in p.search_summary.value
+        p.search_box.value = "tables"
+        first = p.search_results.children[0]
+        assert first.description == "other · you: a pivot of «tables»"
+        assert p.search_buttons == list(p.search_results.children)
+        first.click()
+        assert p.controller.selected == "other" and p.picker.value == "other"
+        assert "a pivot of tables" in p.chat.value
+        p.search_box.value = "excel"
+        assert p.search_results.children == ()
+        assert "No matches for excel" in p.search_summary.value
+        p.search_box.value = "pivot OR"
+        assert p.controller.status_level == "error"
+        assert "OR needs a word after it" in p.controller.status
+        assert p.search_results.children == () and p.search_summary.value.count(">") == 2
+        p.search_box.value = ""
+        assert p.search_results.children == ()
+    finally:
+        p.close()
+
+
+def test_a_search_hit_of_a_deleted_session_says_so(client: CopilotClient) -> None:
+    seed_search(client)
+    p = open_panel(client, poll_interval=None)
+    try:
+        p.search_box.value = "great"
+        button = p.search_results.children[0]
+        other = make_client(client.home)  # another process's client, same store
+        try:
+            other.delete_session("tables")
+        finally:
+            other.stop(timeout=5)
+        button.click()
+        assert p.controller.status_level == "error" and "tables" in p.controller.status
+        assert p.controller.selected is None
+        assert button.disabled is False
+    finally:
+        p.close()
