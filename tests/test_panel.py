@@ -907,8 +907,9 @@ def test_controller_search_lists_hits_and_opens_their_session(client: CopilotCli
         for index, hit in enumerate(hits):  # each hit opens its own session
             controller.open_hit(index)
             assert controller.selected == hit["sessionId"]
-        with pytest.raises(InvalidArgumentError, match="no search hit 2"):
-            controller.open_hit(2)
+        for index in (len(hits), -1):
+            with pytest.raises(InvalidArgumentError, match=f"no search hit {index}"):
+                controller.open_hit(index)
         assert controller.search("excel") == []
         assert controller.search_summary == "No matches for excel"
         with pytest.raises(InvalidArgumentError, match="the quote at position 0"):
