@@ -50,6 +50,31 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (owner, session_id, seq)
     );
     """,
+    # 2: full-text search (copilot._pg_search). One row per indexed prompt or reply, keyed like
+    # its event; ``doc`` is built by the package (words folded in Python: no unaccent needed).
+    # Sessions stored before this migration are marked ``unindexed`` and indexed by the first
+    # search of their owner.
+    """
+    CREATE TABLE copilot_search (
+        owner       text     NOT NULL,
+        session_id  text     NOT NULL,
+        seq         bigint   NOT NULL,
+        event_id    text     NOT NULL,
+        message_id  text,
+        type        text     NOT NULL,
+        ts          text     NOT NULL,     -- ISO 8601 UTC, microseconds: compares as text
+        model       text,
+        replaced    boolean  NOT NULL DEFAULT false,
+        body        text     NOT NULL,
+        doc         tsvector NOT NULL,
+        PRIMARY KEY (owner, session_id, seq)
+    );
+    CREATE INDEX copilot_search_doc ON copilot_search USING gin (doc);
+    CREATE INDEX copilot_search_message ON copilot_search (owner, session_id, message_id);
+    ALTER TABLE copilot_sessions ADD COLUMN unindexed boolean NOT NULL DEFAULT false;
+    UPDATE copilot_sessions SET unindexed = true WHERE seq > 0;
+    CREATE INDEX copilot_sessions_unindexed ON copilot_sessions (owner) WHERE unindexed;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

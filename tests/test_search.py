@@ -36,10 +36,20 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = EventStore(tmp_path / "store")
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    """The diskcache store; tests marked ``@both_stores`` run on PostgreSQL too (the contract)."""
+    if getattr(request, "param", "diskcache") == "postgres":
+        from copilot.store_postgres import PostgresStore
+
+        s = PostgresStore(request.getfixturevalue("postgres_server").new_database(), owner="t")
+    else:
+        s = EventStore(tmp_path / "store")
     yield s
     s.close()
+
+
+#: the search contract, on both stores: the same queries find the same hits
+both_stores = pytest.mark.parametrize("store", ["diskcache", "postgres"], indirect=True)
 
 
 def new_session(store: EventStore, session_id: str, model: str = "gpt-4.1") -> None:
@@ -171,6 +181,7 @@ def test_any_input_is_refused_cleanly_or_valid_fts5(query):
 # -- matching and ranking --------------------------------------------------------------------
 
 
+@both_stores
 def test_closer_and_repeated_words_rank_first(store):
     new_session(store, "s")
     filler = " ".join(f"word{i}" for i in range(40))
@@ -182,6 +193,7 @@ def test_closer_and_repeated_words_rank_first(store):
     assert hits[0]["rank"] < hits[1]["rank"]  # bm25: lower is better
 
 
+@both_stores
 def test_phrases_prefixes_and_boolean_operators(store):
     new_session(store, "s")
     for text in ("pivot table", "table pivot", "pivoting the table", "pandas merge", "pivot"):
@@ -202,6 +214,7 @@ def test_phrases_prefixes_and_boolean_operators(store):
     assert texts(store, "table NOT pivot*") == set()
 
 
+@both_stores
 def test_case_and_accents_do_not_matter(store):
     new_session(store, "s")
     turn(store, "s", "Un café crème à Zürich")
@@ -214,6 +227,7 @@ def test_case_and_accents_do_not_matter(store):
     assert found(store, "zurich")[0][1] == "Un café crème à «Zürich»"
 
 
+@both_stores
 def test_code_identifiers_are_found_whole_and_by_their_parts(store):
     new_session(store, "s")
     turn(store, "s", "call df.pivot_table(values='x')")
@@ -232,6 +246,7 @@ def test_code_identifiers_are_found_whole_and_by_their_parts(store):
     assert texts(store, "snake_ca*") == {"use snake_case names"}
 
 
+@both_stores
 def test_prompts_replies_and_partial_replies_are_indexed_and_nothing_else(store):
     new_session(store, "s")
     prompt_id = turn(store, "s", "a question about alpha", "an answer about alpha")
@@ -257,6 +272,7 @@ def test_prompts_replies_and_partial_replies_are_indexed_and_nothing_else(store)
         assert events[hit["eventId"]].type == hit["type"]
 
 
+@both_stores
 def test_a_replaced_exchange_stays_findable_and_says_so(store):
     new_session(store, "s")
     old = turn(store, "s", "plot the sales", "here is a plot of sales")
@@ -288,6 +304,7 @@ def test_filter_by_session_and_unknown_session_in_the_client(tmp_path):
         client.stop()
 
 
+@both_stores
 def test_filter_by_model_full_id_or_name(store):
     new_session(store, "s")
     turn(store, "s", "hello from gpt", "reply from gpt", model="openai:gpt-4.1")
@@ -305,12 +322,14 @@ def test_filter_by_model_full_id_or_name(store):
         store.search("hello", model=" ")
 
 
+@both_stores
 def test_a_prompt_whose_turn_never_started_has_the_sessions_model(store):
     new_session(store, "s", model="gpt-4.1")
     store.append("s", [Event(EventType.USER_MESSAGE, {"content": "unrouted prompt"})])
     assert store.search("unrouted")[0]["model"] == "gpt-4.1"
 
 
+@both_stores
 def test_filter_by_time_with_datetimes_dates_deltas_and_iso_strings(store):
     new_session(store, "s")
     turn(store, "s", "note january", when="2026-01-15T10:00:00.000000+00:00")
@@ -351,6 +370,7 @@ def test_naive_times_are_local_time(store, monkeypatch):
         time.tzset()
 
 
+@both_stores
 def test_limit_is_validated_and_applied(store):
     new_session(store, "s")
     for i in range(30):
@@ -570,6 +590,53 @@ def test_a_failed_append_leaves_no_index_entry(store):
         store.append("s", [Event(EventType.USER_MESSAGE, {"content": "rolled back"})], update=fail)
     assert store.search("rolled") == []
     assert store._search.count() == 0
+
+
+@both_stores
+def test_an_append_rolled_back_with_its_transaction_leaves_no_index_entry(store):
+    new_session(store, "s")
+    with pytest.raises(RuntimeError), store.transaction():
+        turn(store, "s", "rolled back prompt", "rolled back reply")
+        raise RuntimeError("the turn failed")
+    assert store.search("rolled") == [] and store.last_seq("s") == 1
+    turn(store, "s", "kept prompt")
+    assert texts(store, "kept OR rolled") == {"kept prompt"}
+
+
+@both_stores
+def test_deleted_sessions_are_gone_and_a_new_one_inherits_nothing(store):
+    for name in ("keep", "drop"):
+        new_session(store, name)
+        turn(store, name, f"secret {name}", f"secret reply {name}")
+    assert {h["sessionId"] for h in store.search("secret")} == {"keep", "drop"}
+    assert {h["sessionId"] for h in store.search("secret", session_id="drop")} == {"drop"}
+    store.delete_session("drop")
+    assert {h["sessionId"] for h in store.search("secret")} == {"keep"}
+    assert store.search("secret", session_id="drop") == []
+    new_session(store, "drop")
+    turn(store, "drop", "fresh start")
+    assert texts(store, "secret OR fresh", session_id="drop") == {"fresh start"}
+
+
+@both_stores
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ('"pivot table', "never closed"),
+        ("NOT numpy", "NOT needs a word before it"),
+        ("a () b", "'()' holds nothing"),
+        ("- ...", "at least one word"),
+    ],
+)
+def test_bad_syntax_is_typed_on_the_store_too(store, query, words):
+    new_session(store, "s")
+    turn(store, "s", "numpy pivot table")
+    with pytest.raises(InvalidArgumentError, match="search") as info:
+        store.search(query)
+    assert words in str(info.value)
+    with pytest.raises(InvalidArgumentTypeError):
+        store.search(b"pivot")
+    assert texts(store, "numpy") == {"numpy pivot table"}  # nothing stored was touched
 
 
 def _writers(directory: Path, prefixes: str, delay: float) -> None:
