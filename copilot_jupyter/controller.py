@@ -8,8 +8,13 @@ Threads. Nothing here blocks the kernel while a reply streams: prompts go out wi
 ``session.send()``, which returns at once; the session's events arrive on the client's event
 thread and update the traits from there (ipykernel sends widget changes made on any thread).
 Streaming deltas are coalesced: ``live`` (the reply being written, its tail only) changes at
-most every ``throttle`` seconds, and ``transcript_html`` only when a stored event changes it. A daemon thread polls the store every ``poll_interval`` seconds for what
-other processes wrote (new sessions, new turns in the shown session) and stops on :meth:`close`.
+most every ``throttle`` seconds, and ``transcript_html`` only when a stored event changes it.
+A daemon thread reads what other processes wrote (new sessions, new turns in the shown
+session) and stops on :meth:`close`: every ``poll_interval`` seconds on the diskcache store;
+on a store that announces commits (:class:`~copilot.store_base.ChangeFeed`: PostgreSQL's
+LISTEN/NOTIFY) as soon as a notification arrives, with a poll every
+:data:`NOTIFIED_POLL_INTERVAL` seconds only as a safety net (a listener reconnecting after a
+lost connection misses what was committed meanwhile).
 
 Locks, always taken in this order: the action lock (one user action at a time), then the
 controller's render lock, then a feed's lock. Client calls that wait on the event thread
@@ -36,6 +41,7 @@ from traitlets import Bool, Dict, Enum, HasTraits, Instance, List, Tuple, Unicod
 
 from copilot import ClientState, CopilotClient, CopilotError, Session
 from copilot.errors import InvalidArgumentError, SessionError
+from copilot.store_base import ChangeFeed
 from copilot.validation import validate_session_id
 
 from .feed import SessionFeed
@@ -55,6 +61,9 @@ log = logging.getLogger("copilot_jupyter.panel")
 
 _NO_SESSION = "No session selected. Pick one on the left, or type a prompt and press Send."
 _MAX_COMPARE = 3
+
+#: seconds between the safety-net polls of a panel whose store announces writes (PostgreSQL)
+NOTIFIED_POLL_INTERVAL = 60.0
 
 #: the search box shows at most this many hits
 SEARCH_LIMIT = 20
@@ -97,7 +106,9 @@ class PanelController(HasTraits):
 
     Parameters: ``state`` (the :class:`CopilotState` shared with the magics; default the
     kernel's), ``poll_interval`` (seconds between reads of the store for other processes'
-    writes; 0 or None: no polling thread, call :meth:`poll` yourself), ``throttle`` (seconds
+    writes; on PostgreSQL notifications wake the reads and this is at least
+    :data:`NOTIFIED_POLL_INTERVAL`; 0 or None: no polling thread, call :meth:`poll`
+    yourself), ``throttle`` (seconds
     between re-renders of a streaming reply).
     """
 
@@ -166,8 +177,15 @@ class PanelController(HasTraits):
         else:
             self._render_main()
         self._poller: threading.Thread | None = None
+        self._subscription: Any = None
         if poll_interval:
             self._poll_interval = float(poll_interval)
+            store = getattr(self.client._core, "store", None)
+            if isinstance(store, ChangeFeed):
+                # PostgreSQL announces every commit (LISTEN/NOTIFY): wake on that, and poll
+                # only as a safety net for what a reconnecting listener may miss.
+                self._subscription = store.subscribe(self._on_store_change)
+                self._poll_interval = max(self._poll_interval, NOTIFIED_POLL_INTERVAL)
             self._poller = threading.Thread(
                 target=self._poll_loop, name="copilot-panel-poll", daemon=True
             )
@@ -192,6 +210,8 @@ class PanelController(HasTraits):
             return
         self._closed = True
         self._wake.set()
+        if self._subscription is not None:
+            self._subscription.close()
         self.state.unobserve(self._on_current_session, "current_session")
         self.state.unobserve(self._on_revision, "revision")
         self._render_live_throttled.close()
@@ -249,6 +269,11 @@ class PanelController(HasTraits):
         for feed in [self._feed, *self._compare]:
             if feed is not None:
                 feed.poll()
+
+    def _on_store_change(self, session_id: str, last_seq: int) -> None:
+        # Another process or machine committed to this owner's sessions (a NOTIFY): poll now.
+        # This runs on the store's listener thread, so it only wakes the poller.
+        self._wake.set()
 
     def _on_revision(self, change: Any) -> None:
         # The state says sessions changed (a turn ended, a session was opened): poll now.

@@ -992,3 +992,74 @@ def test_a_search_hit_of_a_deleted_session_says_so(client: CopilotClient) -> Non
         assert button.disabled is False
     finally:
         p.close()
+
+
+# -- live across machines (LISTEN/NOTIFY) ----------------------------------------------------
+
+
+def test_a_write_by_another_process_reaches_the_panel_by_notify_not_by_polling(
+    postgres_server: Any, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    url = postgres_server.new_database()
+    client = CopilotClient(tmp_path / "home", store=url, owner="ann", default_model="echo")
+    try:
+        client.create_session("shared", model="echo").send_and_wait("hello here")
+        # an hour between polls: only a notification can bring the other process's writes
+        controller = PanelController(CopilotState(client), poll_interval=3600)
+        try:
+            assert controller._subscription is not None
+            assert controller._poll_interval == 3600
+            controller.select("shared")
+            polls: list[float] = []
+            real_poll = controller.poll
+            controller.poll = lambda: (polls.append(time.monotonic()), real_poll())[1]  # type: ignore[method-assign]
+            elsewhere = {**os.environ, "COPILOT_JUPYTER_STORE": url, "JUPYTERHUB_USER": "ann"}
+            for args in (("send", "shared", "from elsewhere"), ("send", "born", "new one")):
+                ran = subprocess.run(
+                    [sys.executable, "-m", "copilot", *args, "-m", "echo"],
+                    env=elsewhere,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert ran.returncode == 0, ran.stderr
+            wait_until(
+                lambda: "echo: from elsewhere" in controller.transcript_html,
+                30,
+                "the other process's turn in the shown session",
+            )
+            wait_until(
+                lambda: "born" in {s["sessionId"] for s in controller.sessions},
+                30,
+                "the other process's new session in the list",
+            )
+            assert polls  # woken by the notifications (the timer would wait an hour)
+            # another owner's writes are not announced on ann's channel
+            count = len(polls)
+            subprocess.run(
+                [sys.executable, "-m", "copilot", "send", "x", "hi", "-m", "echo"],
+                env={**elsewhere, "JUPYTERHUB_USER": "bob"},
+                capture_output=True,
+                timeout=60,
+                check=True,
+            )
+            time.sleep(1.0)  # generous: a notification arrives in milliseconds
+            assert len(polls) == count
+        finally:
+            controller.close()
+        assert controller._subscription is not None
+        assert client._core.store._listener._subscribers == []  # unsubscribed on close
+    finally:
+        client.stop(timeout=5)
+
+
+def test_a_diskcache_panel_keeps_polling(client: CopilotClient) -> None:
+    controller = PanelController(CopilotState(client), poll_interval=0.25)
+    try:
+        assert controller._subscription is None and controller._poll_interval == 0.25
+    finally:
+        controller.close()
