@@ -91,17 +91,23 @@ _SESSION = "owner = %s AND session_id = %s"
 #: one append in one statement: move the head if it is still at ``rev`` (EvalPlanQual re-checks
 #: ``rev`` on the newest row version if another writer got there first), insert the events only
 #: if it moved, and announce them; no row back means another writer won: read again, retry
-_APPEND = (
+_APPEND_HEAD = (
     "WITH head AS (UPDATE copilot_sessions SET meta = %(meta)s, seq = %(seq)s, "
     "last_id = %(last)s, open_turns = %(open)s, rev = DEFAULT "
     "WHERE owner = %(owner)s AND session_id = %(sid)s AND rev = %(rev)s RETURNING rev), "
     "ins AS (INSERT INTO copilot_events (owner, session_id, seq, event) "
     "SELECT %(owner)s, %(sid)s, x.q, x.e FROM head, "
-    "unnest(%(seqs)s::bigint[], %(events)s::jsonb[]) AS x(q, e)), "
-    # the search index, in the same statement: its prompts and replies, and the flag of the
-    # exchanges its prompts replace (copilot._pg_search)
-    "docs AS (INSERT INTO copilot_search (owner, session_id, seq, event_id, message_id, type, "
-    "ts, model, replaced, body, doc) SELECT %(owner)s, %(sid)s, d.q, d.i, d.m, d.t, d.ts, "
+    "unnest(%(seqs)s::bigint[], %(events)s::jsonb[]) AS x(q, e)) "
+)
+_APPEND_NOTIFY = "SELECT rev, pg_notify(%(channel)s, %(payload)s) FROM head"
+_APPEND = _APPEND_HEAD + _APPEND_NOTIFY
+#: the same, also writing the search index (copilot._pg_search) in the same statement: the
+#: prompts and replies appended, and the flag of the exchanges their prompts replace. Used only
+#: when the events hold something to index (a turn's end, usage, deltas: the plain statement).
+_APPEND_INDEXED = (
+    _APPEND_HEAD
+    + ", docs AS (INSERT INTO copilot_search (owner, session_id, seq, event_id, message_id, "
+    "type, ts, model, replaced, body, doc) SELECT %(owner)s, %(sid)s, d.q, d.i, d.m, d.t, d.ts, "
     "coalesce(d.model, (SELECT p.model FROM copilot_search p WHERE p.owner = %(owner)s "
     "AND p.session_id = %(sid)s AND p.message_id = d.m "
     f"AND p.type = '{EventType.USER_MESSAGE.value}' LIMIT 1)), "
@@ -111,7 +117,7 @@ _APPEND = (
     "AS d(q, i, m, t, ts, model, r, b, v)), "
     "reps AS (UPDATE copilot_search SET replaced = true FROM head "
     "WHERE owner = %(owner)s AND session_id = %(sid)s AND message_id = ANY(%(replaced)s::text[])) "
-    "SELECT rev, pg_notify(%(channel)s, %(payload)s) FROM head"
+    + _APPEND_NOTIFY
 )
 _HEAD = (
     "SELECT meta::text, seq, last_id, open_turns::text, rev FROM copilot_sessions WHERE " + _SESSION
@@ -481,12 +487,9 @@ class PostgresStore:
         rows, replaced = index_rows(events, meta)
         columns = list(zip(*rows, strict=True)) if rows else [()] * len(SearchRow._fields)
         cursor.execute(
-            _APPEND,
+            _APPEND_INDEXED if rows or replaced else _APPEND,
             {
-                **{
-                    f"d_{name}": list(values)
-                    for name, values in zip(_DOC_COLUMNS, columns, strict=True)
-                },
+                **{f"d_{n}": list(v) for n, v in zip(_DOC_COLUMNS, columns, strict=True)},
                 "replaced": replaced,
                 "meta": Jsonb(meta),
                 "seq": seq,
