@@ -605,6 +605,9 @@ def test_an_append_rolled_back_with_its_transaction_leaves_no_index_entry(store)
 
 @both_stores
 def test_deleted_sessions_are_gone_and_a_new_one_inherits_nothing(store):
+    from copilot.store_base import SearchableStore
+
+    assert isinstance(store, SearchableStore)
     for name in ("keep", "drop"):
         new_session(store, name)
         turn(store, name, f"secret {name}", f"secret reply {name}")
