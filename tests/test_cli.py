@@ -281,3 +281,18 @@ def test_search_help_explains_shell_quoting_for_phrases() -> None:
     assert shown.returncode == 0
     assert "python -m copilot search '\"pivot table\"' NOT excel" in shown.stdout
     assert "-s NAME, --session NAME" in shown.stdout and "best N hits" in shown.stdout
+
+
+def test_search_on_a_postgresql_store(postgres_server: object) -> None:
+    pg = {"COPILOT_JUPYTER_STORE": postgres_server.new_database(), "JUPYTERHUB_USER": "ann"}
+    sent = cli("send", "pg", "a café on postgres", "-m", "echo", env=pg)
+    assert sent.returncode == 0, sent.stderr
+    shown = cli("search", "CAFE", env=pg)
+    assert shown.returncode == 0, shown.stderr
+    rows = sorted(line.split(None, 4) for line in shown.stdout.splitlines()[2:])
+    assert [(r[0], r[3], r[4]) for r in rows] == [
+        ("pg", "assistant", "echo: a «café» on postgres"),
+        ("pg", "you", "a «café» on postgres"),
+    ]
+    assert cli("search", "cafe", env={**pg, "JUPYTERHUB_USER": "bob"}).stdout == "no matches\n"
+    assert cli("search", "cafe").stdout == "no matches\n"  # the diskcache store: untouched

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from copilot import (
@@ -178,6 +178,31 @@ def test_any_input_is_refused_cleanly_or_valid_fts5(query):
     con.execute("SELECT count(*) FROM t WHERE t MATCH ?", (match,)).fetchone()  # no SQL error
 
 
+@pytest.fixture(scope="module")
+def pg_connection(postgres_server):
+    """One connection to a fresh database, for the property test below."""
+    import psycopg
+
+    with psycopg.connect(postgres_server.new_database(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (doc tsvector)")
+        conn.execute("INSERT INTO t VALUES (%s::tsvector)", ("'a':1 'b':2 'e':3 'x':4 'and':5",))
+        yield conn
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.text(alphabet="ab é_.*\"()-:'\\!&|<>ANDORT\t", max_size=30))
+def test_any_input_is_refused_cleanly_or_a_valid_tsquery(pg_connection, query):
+    from copilot._pg_search import to_tsquery
+
+    try:
+        tsquery, _ = to_tsquery(query)
+    except InvalidArgumentError:
+        return
+    pg_connection.execute("SELECT count(*) FROM t WHERE doc @@ %s::tsquery", (tsquery,))
+
+
 # -- matching and ranking --------------------------------------------------------------------
 
 
@@ -264,6 +289,8 @@ def test_prompts_replies_and_partial_replies_are_indexed_and_nothing_else(store)
         ("user.message", False),
         ("user.message", True),
     ]
+    # the partial reply has its prompt's model (stored an append earlier: looked up)
+    assert [h["model"] for h in hits if h["type"] == EventType.ABORT] == ["gpt-4.1"]
     keys = {"sessionId", "eventId", "messageId", "seq", "type", "timestamp", "model"}
     assert keys | {"replaced", "snippet", "rank"} == set(hits[0])
     events = {e.id: e for e in store.read_events("s")}
@@ -758,3 +785,22 @@ def test_format_hits_makes_a_table():
         "notebook-analysis  2026-11-30 09:15  you        how do I «pivot» this",
         "s                  2026-11-30 09:15  assistant  use «pivot»_table (replaced)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("pivot", "'pivot'"),
+        ("Pivot TABLE", "('pivot' & 'table')"),
+        ('"pivot table"', "('pivot' <-> 'table')"),
+        ('"pivot tab"*', "('pivot' <-> 'tab':*)"),
+        ("a OR b NOT c", "('a' | ('b' & !'c'))"),
+        ("df.pivot_table", "('df' <-> 'pivot' <-> 'table')"),
+        ("Zürich crème", "('zurich' & 'creme')"),
+        ("col:umn & !x", "(('col' <-> 'umn') & 'x')"),
+    ],
+)
+def test_the_postgresql_tsquery_of_a_query(query, expected):
+    from copilot._pg_search import to_tsquery
+
+    assert to_tsquery(query)[0] == expected
