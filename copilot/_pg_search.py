@@ -31,6 +31,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from .errors import InvalidArgumentError
 from .events import Event, EventType
 from .search import (
     _ELLIPSIS,
@@ -39,11 +40,22 @@ from .search import (
     MARK_START,
     QueryOp,
     QueryTerm,
+    _check_limit,
+    _check_model,
     _stored_timestamp,
     parse_query_tree,
+    timestamp_bound,
 )
 
-__all__ = ["INDEXED_CHARS", "SearchRow", "index_rows", "snippet", "to_tsquery", "to_tsvector"]
+__all__ = [
+    "INDEXED_CHARS",
+    "SearchQuery",
+    "SearchRow",
+    "index_rows",
+    "snippet",
+    "to_tsquery",
+    "to_tsvector",
+]
 
 #: characters of a prompt or reply that are indexed (a tsvector holds at most 1 MB)
 INDEXED_CHARS = 250_000
@@ -119,6 +131,69 @@ def to_tsquery(query: Any) -> tuple[str, list[tuple[list[str], bool]]]:
         else:
             stack += [node.left, node.right]
     return _node_tsquery(tree), terms
+
+
+# -- the search statement ---------------------------------------------------------------------
+
+
+class SearchQuery:
+    """One search, checked (in :meth:`copilot.search.SearchIndex.search`'s order) and compiled:
+    ``statement`` and ``params`` for the cursor, :meth:`hits` for the rows it returns."""
+
+    def __init__(
+        self,
+        owner: str,
+        query: Any,
+        session_id: str | None,
+        model: Any,
+        since: Any,
+        until: Any,
+        limit: Any,
+    ) -> None:
+        tsquery, self.terms = to_tsquery(query)
+        limit = _check_limit(limit)
+        model = _check_model(model)
+        low, high = timestamp_bound(since, "since"), timestamp_bound(until, "until")
+        if low is not None and high is not None and low > high:
+            raise InvalidArgumentError(f"since ({low}) is after until ({high}): nothing can match")
+        where, params = ["owner = %s", "doc @@ %s::tsquery"], [owner, tsquery]
+        if session_id is not None:
+            where.append("session_id = %s")
+            params.append(session_id)
+        if model is not None:  # the full id, or the name after the provider
+            where.append("(model = %s OR substr(model, strpos(model, ':') + 1) = %s)")
+            params += [model, model]
+        if low is not None:
+            where.append("ts >= %s")
+            params.append(low)
+        if high is not None:
+            where.append("ts <= %s")
+            params.append(high)
+        # ties go newest first, then in log order, as on SQLite
+        self.statement = (
+            "SELECT session_id, event_id, message_id, seq, type, ts, model, replaced, body, "
+            "-ts_rank_cd(doc, %s::tsquery) AS rank FROM copilot_search "
+            f"WHERE {' AND '.join(where)} ORDER BY rank, ts DESC, session_id, seq LIMIT %s"
+        )
+        self.params = [tsquery, *params, limit]
+
+    def hits(self, rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+        """The statement's rows as hit dicts (the SQLite index's shape)."""
+        return [
+            {
+                "sessionId": sid,
+                "eventId": event_id,
+                "messageId": message_id,
+                "seq": seq,
+                "type": kind,
+                "timestamp": stamp,
+                "model": model,
+                "replaced": replaced,
+                "snippet": snippet(body, self.terms),
+                "rank": rank,
+            }
+            for sid, event_id, message_id, seq, kind, stamp, model, replaced, body, rank in rows
+        ]
 
 
 # -- rows ---------------------------------------------------------------------------------------

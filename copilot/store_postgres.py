@@ -54,7 +54,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ._pg_schema import migrate
-from ._pg_search import SearchRow, index_rows, snippet, to_tsquery
+from ._pg_search import SearchQuery, SearchRow, index_rows
 from .errors import (
     InvalidArgumentError,
     SessionExistsError,
@@ -65,7 +65,7 @@ from .errors import (
     StoreTimeoutError,
 )
 from .events import Event, EventType, utc_now
-from .search import Progress, _check_limit, _check_model, timestamp_bound
+from .search import Progress
 
 __all__ = ["ROW_LEVEL_SECURITY", "PostgresStore", "default_owner"]
 
@@ -661,49 +661,11 @@ class PostgresStore:
         """The best ``limit`` hits for ``query``, best first: the syntax, filters and hit dicts
         of :meth:`copilot.search.SearchIndex.search` (``rank`` is ``-ts_rank_cd``: lower is
         better). Sessions stored before the index existed are indexed first (``progress``)."""
-        tsquery, terms = to_tsquery(query)
-        limit = _check_limit(limit)
-        model = _check_model(model)
-        low, high = timestamp_bound(since, "since"), timestamp_bound(until, "until")
-        if low is not None and high is not None and low > high:
-            raise InvalidArgumentError(f"since ({low}) is after until ({high}): nothing can match")
+        search = SearchQuery(self.owner, query, session_id, model, since, until, limit)
         self._index_unindexed(progress)
-        where, params = ["owner = %s", "doc @@ %s::tsquery"], [self.owner, tsquery]
-        if session_id is not None:
-            where.append("session_id = %s")
-            params.append(session_id)
-        if model is not None:
-            where.append("(model = %s OR substr(model, strpos(model, ':') + 1) = %s)")
-            params += [model, model]
-        if low is not None:
-            where.append("ts >= %s")
-            params.append(low)
-        if high is not None:
-            where.append("ts <= %s")
-            params.append(high)
         with self._cursor() as cursor:
-            cursor.execute(
-                "SELECT session_id, event_id, message_id, seq, type, ts, model, replaced, body, "
-                "-ts_rank_cd(doc, %s::tsquery) AS rank FROM copilot_search "
-                f"WHERE {' AND '.join(where)} ORDER BY rank, ts DESC, session_id, seq LIMIT %s",
-                [tsquery, *params, limit],
-            )
-            rows = cursor.fetchall()
-        return [
-            {
-                "sessionId": sid,
-                "eventId": event_id,
-                "messageId": message_id,
-                "seq": seq,
-                "type": kind,
-                "timestamp": stamp,
-                "model": hit_model,
-                "replaced": replaced,
-                "snippet": snippet(body, terms),
-                "rank": rank,
-            }
-            for sid, event_id, message_id, seq, kind, stamp, hit_model, replaced, body, rank in rows
-        ]
+            cursor.execute(search.statement, search.params)
+            return search.hits(cursor.fetchall())
 
     def reindex(self, progress: Progress | None = None) -> int:
         """Rebuild this owner's search index from the logs, a session per transaction; return
