@@ -413,6 +413,7 @@ class PanelController(HasTraits):
         self.client.delete_session(session_id)
         self.state.forget(session_id)
         self.refresh_sessions()
+        self._search_again_without(session_id)
         if self.selected is None and self.sessions:
             self.select(self.sessions[0]["sessionId"])
 
@@ -441,6 +442,7 @@ class PanelController(HasTraits):
             self.client.delete_session(source)
             self.state.forget(source)
             self.refresh_sessions()
+            self._search_again_without(source)
             self.say("info", f"Renamed {source!r} to {new_id!r}.")
 
     def _require_selected(self) -> str:
@@ -610,6 +612,12 @@ class PanelController(HasTraits):
                 self.search_hits = hits
                 self.search_summary = summary
         return hits
+
+    def _search_again_without(self, session_id: str) -> None:
+        """Search again if a hit is in ``session_id``, just deleted (or renamed: its hits
+        come back under the new name)."""
+        if any(hit["sessionId"] == session_id for hit in self.search_hits):
+            self.search(self.search_query)
 
     def open_hit(self, index: int) -> None:
         """Show the session of ``search_hits[index]`` (the hits stay listed)."""

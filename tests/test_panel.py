@@ -1063,3 +1063,20 @@ def test_a_diskcache_panel_keeps_polling(client: CopilotClient) -> None:
         assert controller._subscription is None and controller._poll_interval == 0.25
     finally:
         controller.close()
+
+
+def test_deleting_or_renaming_a_session_updates_the_search_hits(client: CopilotClient) -> None:
+    seed_search(client)
+    controller = PanelController(CopilotState(client), poll_interval=None)
+    try:
+        controller.search("pivot")
+        assert {h["sessionId"] for h in controller.search_hits} == {"tables", "other"}
+        controller.select("other")
+        controller.rename("renamed")
+        assert {h["sessionId"] for h in controller.search_hits} == {"tables", "renamed"}
+        controller.request_delete("tables")
+        controller.confirm_delete()
+        assert {h["sessionId"] for h in controller.search_hits} == {"renamed"}
+        assert controller.search_summary == "2 matches"
+    finally:
+        controller.close()
