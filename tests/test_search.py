@@ -726,6 +726,82 @@ def test_kill_9_of_two_writers_appending_deleting_and_searching_at_once(tmp_path
 
 # -- faces -----------------------------------------------------------------------------------
 
+_PG_APPEND_LOOP = textwrap.dedent(
+    """
+    import sys
+    from copilot.events import Event, EventType
+    from copilot.store_postgres import PostgresStore
+
+    store = PostgresStore(sys.argv[1], owner="k")
+    prefix = sys.argv[2]
+    for s in range(3):
+        store.create_session({"sessionId": f"{prefix}{s}", "model": "m"})
+    i = 0
+    while True:
+        sid = f"{prefix}{i % 3}"
+        user = Event(EventType.USER_MESSAGE, {"content": f"prompt {prefix}marker{i}x"})
+        start = Event(EventType.ASSISTANT_TURN_START, {"messageId": user.id, "model": "m"})
+        store.append(sid, [user, start])
+        reply = {"messageId": user.id, "content": f"reply {prefix}marker{i}y", "model": "m"}
+        store.append(sid, [Event(EventType.ASSISTANT_MESSAGE, reply)])
+        if i % 150 == 149:
+            store.delete_session(sid)
+            store.create_session({"sessionId": sid, "model": "m"})
+        if i == 200:
+            print("RUNNING", flush=True)
+        i += 1
+    """
+)
+
+
+def test_kill_9_of_two_postgresql_writers_leaves_index_and_log_in_agreement(postgres_server):
+    import psycopg
+
+    url = postgres_server.new_database()
+    from copilot.store_postgres import PostgresStore
+
+    PostgresStore(url, owner="k").close()  # the schema, before two writers race to create it
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PG_APPEND_LOOP, url, prefix],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for prefix in ("a", "b")
+    ]
+    try:
+        for writer in writers:
+            assert writer.stdout.readline().strip() == "RUNNING"
+        time.sleep(0.3)
+        for writer in writers:
+            os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        for writer in writers:
+            writer.kill()
+            writer.wait()
+    with psycopg.connect(url, autocommit=True) as conn:
+        logged = set(
+            conn.execute(
+                "SELECT session_id, seq, event -> 'data' ->> 'content' FROM copilot_events "
+                "WHERE event ->> 'type' IN (%s, %s)",
+                (EventType.USER_MESSAGE.value, EventType.ASSISTANT_MESSAGE.value),
+            ).fetchall()
+        )
+        indexed = set(conn.execute("SELECT session_id, seq, body FROM copilot_search").fetchall())
+        orphans = conn.execute(
+            "SELECT count(*) FROM copilot_search s WHERE NOT EXISTS (SELECT 1 FROM "
+            "copilot_sessions h WHERE h.owner = s.owner AND h.session_id = s.session_id)"
+        ).fetchone()[0]
+    assert len(logged) > 400
+    assert indexed == logged and orphans == 0
+    store = PostgresStore(url, owner="k")
+    try:
+        session, seq, text = max(logged, key=lambda row: (row[0], row[1]))
+        marker = text.split()[1]
+        assert [(h["sessionId"], h["seq"]) for h in store.search(marker)] == [(session, seq)]
+    finally:
+        store.close()
+
 
 def test_async_search_and_reindex_match_the_sync_ones(tmp_path):
     sync = CopilotClient(base_directory=tmp_path, fallback_model="echo")
