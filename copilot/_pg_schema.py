@@ -74,6 +74,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE copilot_sessions ADD COLUMN unindexed boolean NOT NULL DEFAULT false;
     UPDATE copilot_sessions SET unindexed = true WHERE seq > 0;
     CREATE INDEX copilot_sessions_unindexed ON copilot_sessions (owner) WHERE unindexed;
+    -- a database already under row-level security (store_postgres.ROW_LEVEL_SECURITY) gets
+    -- the same policy on the new table, or its roles' appends would be refused
+    DO $$ BEGIN
+        IF (SELECT relrowsecurity FROM pg_class WHERE oid = 'copilot_sessions'::regclass) THEN
+            ALTER TABLE copilot_search ENABLE ROW LEVEL SECURITY;
+            CREATE POLICY copilot_owner ON copilot_search
+                USING (owner = current_user) WITH CHECK (owner = current_user);
+            GRANT SELECT, INSERT, UPDATE, DELETE ON copilot_search TO PUBLIC;
+        END IF;
+    END $$;
     """,
 )
 

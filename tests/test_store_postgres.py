@@ -583,6 +583,43 @@ def test_row_level_security_with_two_database_roles(postgres_server: Any, pg_url
             opened.close()
 
 
+def test_migrating_a_database_under_row_level_security_secures_the_search_table(
+    postgres_server: Any, pg_url: str
+) -> None:
+    from copilot.store_postgres import PostgresStore
+
+    PostgresStore(pg_url, owner="setup").close()
+    with _connect(pg_url) as conn:  # schema 1, secured as ROW_LEVEL_SECURITY read before search
+        conn.execute("DROP TABLE copilot_search")
+        conn.execute("ALTER TABLE copilot_sessions DROP COLUMN unindexed")
+        conn.execute("DELETE FROM copilot_schema WHERE version > 1")
+        for table in ("copilot_sessions", "copilot_events"):
+            conn.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+            conn.execute(
+                f"CREATE POLICY copilot_owner ON {table} "
+                "USING (owner = current_user) WITH CHECK (owner = current_user)"
+            )
+            conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO PUBLIC")
+        conn.execute("GRANT SELECT ON copilot_schema TO PUBLIC")
+    for role in ("alice", "bob"):
+        postgres_server.execute(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') "
+            f"THEN CREATE ROLE {role} LOGIN; END IF; END $$"
+        )
+    PostgresStore(pg_url, owner="setup").close()  # the tables' owner migrates to schema 2
+    dbname = pg_url.rsplit("/", 1)[1]
+    alice = PostgresStore(postgres_server.url(dbname, user="alice"), owner="alice")
+    liar = PostgresStore(postgres_server.url(dbname, user="bob"), owner="alice")
+    try:
+        alice.create_session(_meta("secret"))
+        alice.append("secret", [Event(EventType.USER_MESSAGE, {"content": "the vault code"})])
+        assert [h["sessionId"] for h in alice.search("vault")] == ["secret"]
+        assert liar.search("vault") == []
+    finally:
+        alice.close()
+        liar.close()
+
+
 def test_store_spec_from_argument_environment_and_config(
     pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
