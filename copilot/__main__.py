@@ -5,8 +5,9 @@
     python -m copilot send NAME "prompt" [-m MODEL]
     python -m copilot history NAME [-n N]
     python -m copilot delete NAME
+    python -m copilot search QUERY... [-s NAME] [-n N]
 
-Reading commands (``list``, ``history``) never write to the store. ``send`` checks the name,
+Reading commands (``list``, ``history``, ``search``) never write to the store. ``send`` checks the name,
 the prompt and the model before it creates anything. Errors print one line on stderr with a
 hint in this command line's terms (exit status 1); usage errors print the subcommand's usage
 (exit status 2).
@@ -22,9 +23,18 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
-from . import CopilotClient, CopilotError, Event, EventType, Session, SessionNotFoundError
+from . import (
+    CopilotClient,
+    CopilotError,
+    Event,
+    EventType,
+    InvalidArgumentError,
+    Session,
+    SessionNotFoundError,
+)
 from .history import ExchangeStatus, exchanges_of
 from .routing import UnroutableModelError
+from .search import MAX_LIMIT, format_hits
 from .validation import validate_prompt, validate_session_id
 
 __all__ = ["main"]
@@ -78,6 +88,20 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"N is the number of latest exchanges to show, 1 or more (got {value}); "
             "leave out -n for the whole history"
+        )
+    return value
+
+
+def _hits(text: str) -> int:
+    """``search -n``: how many hits to show, 1 to :data:`copilot.search.MAX_LIMIT`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"N is the number of hits to show, 1 to {MAX_LIMIT} (got {value}); "
+            "leave out -n for the best 20"
         )
     return value
 
@@ -224,6 +248,27 @@ def history(args: argparse.Namespace) -> None:
             print("(no reply)")
 
 
+def search(args: argparse.Namespace) -> None:
+    """Print the hits for a full-text search, best first (reads only)."""
+    query = " ".join(args.query)
+    if not any(char.isalnum() for char in query):
+        args.parser.error(
+            f"QUERY needs at least one word (letters or digits), not {query!r}; "
+            f"e.g. {PROG} search pivot table"
+        )
+    with _client(None) as client:
+        try:
+            hits = client.search(query, session_id=args.session, limit=args.n)
+        except InvalidArgumentError as exc:
+            if "quote" not in str(exc):
+                raise
+            raise InvalidArgumentError(
+                f"{exc}. In a shell, a phrase keeps its double quotes inside single ones: "
+                f"{PROG} search '\"pivot table\"'"
+            ) from None
+    print(format_hits(hits, width=shutil.get_terminal_size().columns))
+
+
 def delete(args: argparse.Namespace) -> None:
     """Delete a session and its history."""
     with _client(None) as client:
@@ -289,6 +334,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = command("delete", "delete a session and its history", delete)
     p.add_argument("name", help="the session's name")
+    p = command("search", "search every session's prompts and replies (reads only)", search)
+    p.epilog = (
+        "The shell removes quotes, so a phrase keeps its double quotes inside single ones: "
+        f"{PROG} search '\"pivot table\"' NOT excel. Unquoted words must all match."
+    )
+    p.add_argument(
+        "query",
+        nargs="+",
+        metavar="QUERY",
+        help='words, "a phrase", prefix*, AND, OR, NOT (upper case), parentheses; '
+        "case- and accent-insensitive",
+    )
+    p.add_argument("-s", "--session", metavar="NAME", help="only this session's messages")
+    p.add_argument(
+        "-n",
+        type=_hits,
+        default=20,
+        metavar="N",
+        help=f"show the best N hits (1 to {MAX_LIMIT}; default: 20)",
+    )
+    p.set_defaults(parser=p)
     return parser
 
 

@@ -50,6 +50,41 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (owner, session_id, seq)
     );
     """,
+    # 2: full-text search (copilot._pg_search). One row per indexed prompt or reply, keyed like
+    # its event; ``doc`` is built by the package (words folded in Python: no unaccent needed).
+    # Sessions stored before this migration are marked ``unindexed`` and indexed by the first
+    # search of their owner.
+    """
+    CREATE TABLE copilot_search (
+        owner       text     NOT NULL,
+        session_id  text     NOT NULL,
+        seq         bigint   NOT NULL,
+        event_id    text     NOT NULL,
+        message_id  text,
+        type        text     NOT NULL,
+        ts          text     NOT NULL,     -- ISO 8601 UTC, microseconds: compares as text
+        model       text,
+        replaced    boolean  NOT NULL DEFAULT false,
+        body        text     NOT NULL,
+        doc         tsvector NOT NULL,
+        PRIMARY KEY (owner, session_id, seq)
+    );
+    CREATE INDEX copilot_search_doc ON copilot_search USING gin (doc);
+    CREATE INDEX copilot_search_message ON copilot_search (owner, session_id, message_id);
+    ALTER TABLE copilot_sessions ADD COLUMN unindexed boolean NOT NULL DEFAULT false;
+    UPDATE copilot_sessions SET unindexed = true WHERE seq > 0;
+    CREATE INDEX copilot_sessions_unindexed ON copilot_sessions (owner) WHERE unindexed;
+    -- a database already under row-level security (store_postgres.ROW_LEVEL_SECURITY) gets
+    -- the same policy on the new table, or its roles' appends would be refused
+    DO $$ BEGIN
+        IF (SELECT relrowsecurity FROM pg_class WHERE oid = 'copilot_sessions'::regclass) THEN
+            ALTER TABLE copilot_search ENABLE ROW LEVEL SECURITY;
+            CREATE POLICY copilot_owner ON copilot_search
+                USING (owner = current_user) WITH CHECK (owner = current_user);
+            GRANT SELECT, INSERT, UPDATE, DELETE ON copilot_search TO PUBLIC;
+        END IF;
+    END $$;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

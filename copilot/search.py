@@ -52,9 +52,12 @@ __all__ = [
     "MARK_END",
     "MARK_START",
     "MAX_LIMIT",
+    "QueryOp",
+    "QueryTerm",
     "SearchIndex",
     "format_hits",
     "parse_query",
+    "parse_query_tree",
     "timestamp_bound",
 ]
 
@@ -276,6 +279,33 @@ class _Parser:
         raise _error("there is nothing to search for")
 
 
+#: the parse tree's nodes, for stores that compile it to their own syntax (PostgreSQL)
+QueryTerm = _Term
+QueryOp = _Op
+
+
+def parse_query_tree(query: Any) -> _Term | _Op:
+    """The parse tree of the user's search syntax: :data:`QueryTerm` leaves (``text``, the
+    word or phrase as typed; ``prefix``) under :data:`QueryOp` nodes (``op``: AND, OR, NOT;
+    ``left``, ``right``). Malformed input raises :class:`InvalidArgumentError`, as
+    :func:`parse_query` does.
+
+    >>> parse_query_tree("pivot*")
+    _Term(text='pivot', prefix=True)
+    """
+    if not isinstance(query, str):
+        raise InvalidArgumentTypeError(f"a search query is a string, not {type(query).__name__}")
+    if len(query) > _MAX_QUERY_LENGTH:
+        raise _error(f"{len(query)} characters; a query has at most {_MAX_QUERY_LENGTH}")
+    tokens = _lex(query)
+    if not any(isinstance(token, _Term) for token in tokens):
+        raise InvalidArgumentError(
+            "a search query needs at least one word (letters or digits); "
+            "e.g. client.search('pivot table')"
+        )
+    return _Parser(tokens).parse()
+
+
 def parse_query(query: Any) -> str:
     """Turn the user's search syntax into a safe FTS5 MATCH expression.
 
@@ -288,17 +318,7 @@ def parse_query(query: Any) -> str:
     operators are rebuilt from a parse tree, and anything malformed raises
     :class:`InvalidArgumentError` naming the problem and the syntax.
     """
-    if not isinstance(query, str):
-        raise InvalidArgumentTypeError(f"a search query is a string, not {type(query).__name__}")
-    if len(query) > _MAX_QUERY_LENGTH:
-        raise _error(f"{len(query)} characters; a query has at most {_MAX_QUERY_LENGTH}")
-    tokens = _lex(query)
-    if not any(isinstance(token, _Term) for token in tokens):
-        raise InvalidArgumentError(
-            "a search query needs at least one word (letters or digits); "
-            "e.g. client.search('pivot table')"
-        )
-    return _Parser(tokens).parse().fts()
+    return parse_query_tree(query).fts()
 
 
 # -- filters -----------------------------------------------------------------------------------

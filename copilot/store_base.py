@@ -168,12 +168,25 @@ class ChangeFeed(Protocol):
 
 @runtime_checkable
 class SearchableStore(Protocol):
-    """Full-text search over a store's messages (the interface only: no store implements it yet).
+    """Full-text search over a store's prompts and replies, with one query syntax and hit
+    shape on every store: :class:`copilot.store.EventStore` (SQLite FTS5, :mod:`copilot.search`)
+    and :class:`copilot.store_postgres.PostgresStore` (``tsvector`` + GIN,
+    :mod:`copilot._pg_search`). The index is written in each append's transaction and removed
+    with its session."""
 
-    A PostgreSQL implementation would add a ``tsvector`` column on ``copilot_events`` for
-    ``user.message`` / ``assistant.message`` content, with a GIN index keyed like the table
-    (owner, session_id first), in a new schema migration.
-    """
+    def search(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        model: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int = 20,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Hits best first: ``sessionId``, ``eventId``, ``messageId``, ``seq``, ``type``,
+        ``timestamp``, ``model``, ``replaced``, ``snippet``, ``rank`` (lower is better)."""
 
-    def search(self, query: str, *, limit: int = 20) -> list[dict[str, Any]]:
-        """Messages matching ``query``, best first: ``{sessionId, seq, type, content, rank}``."""
+    def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Rebuild the index from the logs; return the entries indexed."""

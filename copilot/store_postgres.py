@@ -54,6 +54,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ._pg_schema import migrate
+from ._pg_search import SearchQuery, SearchRow, index_rows
 from .errors import (
     InvalidArgumentError,
     SessionExistsError,
@@ -64,6 +65,7 @@ from .errors import (
     StoreTimeoutError,
 )
 from .events import Event, EventType, utc_now
+from .search import Progress
 
 __all__ = ["ROW_LEVEL_SECURITY", "PostgresStore", "default_owner"]
 
@@ -73,11 +75,15 @@ __all__ = ["ROW_LEVEL_SECURITY", "PostgresStore", "default_owner"]
 ROW_LEVEL_SECURITY = """
 ALTER TABLE copilot_sessions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE copilot_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE copilot_search ENABLE ROW LEVEL SECURITY;
 CREATE POLICY copilot_owner ON copilot_sessions
     USING (owner = current_user) WITH CHECK (owner = current_user);
 CREATE POLICY copilot_owner ON copilot_events
     USING (owner = current_user) WITH CHECK (owner = current_user);
-GRANT SELECT, INSERT, UPDATE, DELETE ON copilot_sessions, copilot_events TO PUBLIC;
+CREATE POLICY copilot_owner ON copilot_search
+    USING (owner = current_user) WITH CHECK (owner = current_user);
+GRANT SELECT, INSERT, UPDATE, DELETE ON copilot_sessions, copilot_events, copilot_search
+    TO PUBLIC;
 GRANT SELECT ON copilot_schema TO PUBLIC;
 """
 
@@ -85,18 +91,39 @@ _SESSION = "owner = %s AND session_id = %s"
 #: one append in one statement: move the head if it is still at ``rev`` (EvalPlanQual re-checks
 #: ``rev`` on the newest row version if another writer got there first), insert the events only
 #: if it moved, and announce them; no row back means another writer won: read again, retry
-_APPEND = (
+_APPEND_HEAD = (
     "WITH head AS (UPDATE copilot_sessions SET meta = %(meta)s, seq = %(seq)s, "
     "last_id = %(last)s, open_turns = %(open)s, rev = DEFAULT "
     "WHERE owner = %(owner)s AND session_id = %(sid)s AND rev = %(rev)s RETURNING rev), "
     "ins AS (INSERT INTO copilot_events (owner, session_id, seq, event) "
     "SELECT %(owner)s, %(sid)s, x.q, x.e FROM head, "
     "unnest(%(seqs)s::bigint[], %(events)s::jsonb[]) AS x(q, e)) "
-    "SELECT rev, pg_notify(%(channel)s, %(payload)s) FROM head"
+)
+_APPEND_NOTIFY = "SELECT rev, pg_notify(%(channel)s, %(payload)s) FROM head"
+_APPEND = _APPEND_HEAD + _APPEND_NOTIFY
+#: the same, also writing the search index (copilot._pg_search) in the same statement: the
+#: prompts and replies appended, and the flag of the exchanges their prompts replace. Used only
+#: when the events hold something to index (a turn's end, usage, deltas: the plain statement).
+_APPEND_INDEXED = (
+    _APPEND_HEAD
+    + ", docs AS (INSERT INTO copilot_search (owner, session_id, seq, event_id, message_id, "
+    "type, ts, model, replaced, body, doc) SELECT %(owner)s, %(sid)s, d.q, d.i, d.m, d.t, d.ts, "
+    "coalesce(d.model, (SELECT p.model FROM copilot_search p WHERE p.owner = %(owner)s "
+    "AND p.session_id = %(sid)s AND p.message_id = d.m "
+    f"AND p.type = '{EventType.USER_MESSAGE.value}' LIMIT 1)), "
+    "d.r, d.b, d.v::tsvector FROM head, unnest(%(d_seq)s::bigint[], %(d_id)s::text[], "
+    "%(d_msg)s::text[], %(d_type)s::text[], %(d_ts)s::text[], %(d_model)s::text[], "
+    "%(d_rep)s::boolean[], %(d_body)s::text[], %(d_doc)s::text[]) "
+    "AS d(q, i, m, t, ts, model, r, b, v)), "
+    "reps AS (UPDATE copilot_search SET replaced = true FROM head "
+    "WHERE owner = %(owner)s AND session_id = %(sid)s AND message_id = ANY(%(replaced)s::text[])) "
+    + _APPEND_NOTIFY
 )
 _HEAD = (
     "SELECT meta::text, seq, last_id, open_turns::text, rev FROM copilot_sessions WHERE " + _SESSION
 )
+#: SearchRow's fields, as the append statement's array parameters name them
+_DOC_COLUMNS = ("seq", "id", "msg", "type", "ts", "model", "rep", "body", "doc")
 #: optimistic attempts before an append queues on the row lock instead
 _OPTIMISTIC_TRIES = 3
 _RECONNECT_TIMEOUT = 2.0
@@ -358,6 +385,7 @@ class PostgresStore:
                 raise SessionNotFoundError(session_id)
             cursor.execute(f"DELETE FROM copilot_events WHERE {_SESSION}", (self.owner, session_id))
             removed = cursor.rowcount
+            cursor.execute(f"DELETE FROM copilot_search WHERE {_SESSION}", (self.owner, session_id))
             self._notify(cursor, session_id, 0)
         return removed
 
@@ -456,9 +484,13 @@ class PostgresStore:
         if update is not None:
             update(meta)
         meta["modifiedTime"] = utc_now()
+        rows, replaced = index_rows(events, meta)
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(SearchRow._fields)
         cursor.execute(
-            _APPEND,
+            _APPEND_INDEXED if rows or replaced else _APPEND,
             {
+                **{f"d_{n}": list(v) for n, v in zip(_DOC_COLUMNS, columns, strict=True)},
+                "replaced": replaced,
                 "meta": Jsonb(meta),
                 "seq": seq,
                 "last": last,
@@ -612,6 +644,80 @@ class PostgresStore:
                 )
                 item["repaired"] = cursor.rowcount == 1
         return damage
+
+    # -- search (copilot._pg_search) ---------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        model: str | None = None,
+        since: Any = None,
+        until: Any = None,
+        limit: int = 20,
+        progress: Progress | None = None,
+    ) -> list[dict[str, Any]]:
+        """The best ``limit`` hits for ``query``, best first: the syntax, filters and hit dicts
+        of :meth:`copilot.search.SearchIndex.search` (``rank`` is ``-ts_rank_cd``: lower is
+        better). Sessions stored before the index existed are indexed first (``progress``)."""
+        search = SearchQuery(self.owner, query, session_id, model, since, until, limit)
+        self._index_unindexed(progress)
+        with self._cursor() as cursor:
+            cursor.execute(search.statement, search.params)
+            return search.hits(cursor.fetchall())
+
+    def reindex(self, progress: Progress | None = None) -> int:
+        """Rebuild this owner's search index from the logs, a session per transaction; return
+        the entries indexed. ``progress(done, total)`` counts events read."""
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT session_id, seq FROM copilot_sessions WHERE owner = %s", (self.owner,)
+            )
+            return self._index_sessions(cursor.fetchall(), progress)
+
+    def _index_unindexed(self, progress: Progress | None) -> None:
+        """Index the sessions stored before the index existed (schema migration 2)."""
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT session_id, seq FROM copilot_sessions WHERE owner = %s AND unindexed",
+                (self.owner,),
+            )
+            pending = cursor.fetchall()
+        if pending:
+            self._index_sessions(pending, progress)
+
+    def _index_sessions(self, sessions: list[tuple[str, int]], progress: Progress | None) -> int:
+        total, done, indexed = sum(seq for _, seq in sessions), 0, 0
+        if progress is not None:
+            progress(0, total)
+        for session_id, _ in sessions:
+            # the session's row stays locked meanwhile: its appends wait, none is missed
+            with self.transaction(), self._cursor(session_id) as cursor:
+                cursor.execute(
+                    f"DELETE FROM copilot_search WHERE {_SESSION}", (self.owner, session_id)
+                )
+                events = self._read(cursor, session_id, 0)
+                rows, replaced = index_rows(events, {})  # session.start names the model
+                cursor.executemany(
+                    "INSERT INTO copilot_search (owner, session_id, seq, event_id, message_id, "
+                    "type, ts, model, replaced, body, doc) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::tsvector)",
+                    [(self.owner, session_id, *row) for row in rows],
+                )
+                cursor.execute(
+                    "UPDATE copilot_search SET replaced = true WHERE owner = %s "
+                    "AND session_id = %s AND message_id = ANY(%s::text[])",
+                    (self.owner, session_id, replaced),
+                )
+                cursor.execute(
+                    f"UPDATE copilot_sessions SET unindexed = false WHERE {_SESSION}",
+                    (self.owner, session_id),
+                )
+            done, indexed = done + len(events), indexed + len(rows)
+            if progress is not None:
+                progress(min(done, total), total)
+        return indexed
 
     # -- change feed (LISTEN / NOTIFY) -------------------------------------------------------
 

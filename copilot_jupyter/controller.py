@@ -8,8 +8,13 @@ Threads. Nothing here blocks the kernel while a reply streams: prompts go out wi
 ``session.send()``, which returns at once; the session's events arrive on the client's event
 thread and update the traits from there (ipykernel sends widget changes made on any thread).
 Streaming deltas are coalesced: ``live`` (the reply being written, its tail only) changes at
-most every ``throttle`` seconds, and ``transcript_html`` only when a stored event changes it. A daemon thread polls the store every ``poll_interval`` seconds for what
-other processes wrote (new sessions, new turns in the shown session) and stops on :meth:`close`.
+most every ``throttle`` seconds, and ``transcript_html`` only when a stored event changes it.
+A daemon thread reads what other processes wrote (new sessions, new turns in the shown
+session) and stops on :meth:`close`: every ``poll_interval`` seconds on the diskcache store;
+on a store that announces commits (:class:`~copilot.store_base.ChangeFeed`: PostgreSQL's
+LISTEN/NOTIFY) as soon as a notification arrives, with a poll every
+:data:`NOTIFIED_POLL_INTERVAL` seconds only as a safety net (a listener reconnecting after a
+lost connection misses what was committed meanwhile).
 
 Locks, always taken in this order: the action lock (one user action at a time), then the
 controller's render lock, then a feed's lock. Client calls that wait on the event thread
@@ -36,6 +41,7 @@ from traitlets import Bool, Dict, Enum, HasTraits, Instance, List, Tuple, Unicod
 
 from copilot import ClientState, CopilotClient, CopilotError, Session
 from copilot.errors import InvalidArgumentError, SessionError
+from copilot.store_base import ChangeFeed
 from copilot.validation import validate_session_id
 
 from .feed import SessionFeed
@@ -55,6 +61,12 @@ log = logging.getLogger("copilot_jupyter.panel")
 
 _NO_SESSION = "No session selected. Pick one on the left, or type a prompt and press Send."
 _MAX_COMPARE = 3
+
+#: seconds between the safety-net polls of a panel whose store announces writes (PostgreSQL)
+NOTIFIED_POLL_INTERVAL = 60.0
+
+#: the search box shows at most this many hits
+SEARCH_LIMIT = 20
 
 #: prompts longer than this (characters) are sent only when Send is pressed a second time
 LARGE_PROMPT = 1_000_000
@@ -82,12 +94,21 @@ def plain_error(error: BaseException) -> str:
     return text[0].upper() + text[1:] if text else text
 
 
+def _search_summary(query: str, count: int) -> str:
+    if not count:
+        return f"No matches for {query}"
+    shown = " (the best shown)" if count == SEARCH_LIMIT else ""
+    return f"{count} match{'es' if count != 1 else ''}{shown}"
+
+
 class PanelController(HasTraits):
     """Everything the session panel shows and does, with no widgets.
 
     Parameters: ``state`` (the :class:`CopilotState` shared with the magics; default the
     kernel's), ``poll_interval`` (seconds between reads of the store for other processes'
-    writes; 0 or None: no polling thread, call :meth:`poll` yourself), ``throttle`` (seconds
+    writes; on PostgreSQL notifications wake the reads and this is at least
+    :data:`NOTIFIED_POLL_INTERVAL`; 0 or None: no polling thread, call :meth:`poll`
+    yourself), ``throttle`` (seconds
     between re-renders of a streaming reply).
     """
 
@@ -118,6 +139,11 @@ class PanelController(HasTraits):
     compare_models = List(Unicode())
     #: one dict per compared model: model, session, html, live (as ``live``), busy, status, level
     columns = List(Dict())
+    #: the search box: the last query searched, its hits (``client.search``'s dicts, best
+    #: first) and a one-line summary ("3 matches", "No matches for ...")
+    search_query = Unicode("")
+    search_hits = List(Dict())
+    search_summary = Unicode("")
 
     state = Instance(CopilotState)
 
@@ -151,8 +177,15 @@ class PanelController(HasTraits):
         else:
             self._render_main()
         self._poller: threading.Thread | None = None
+        self._subscription: Any = None
         if poll_interval:
             self._poll_interval = float(poll_interval)
+            store = getattr(self.client._core, "store", None)
+            if isinstance(store, ChangeFeed):
+                # PostgreSQL announces every commit (LISTEN/NOTIFY): wake on that, and poll
+                # only as a safety net for what a reconnecting listener may miss.
+                self._subscription = store.subscribe(self._on_store_change)
+                self._poll_interval = max(self._poll_interval, NOTIFIED_POLL_INTERVAL)
             self._poller = threading.Thread(
                 target=self._poll_loop, name="copilot-panel-poll", daemon=True
             )
@@ -177,6 +210,8 @@ class PanelController(HasTraits):
             return
         self._closed = True
         self._wake.set()
+        if self._subscription is not None:
+            self._subscription.close()
         self.state.unobserve(self._on_current_session, "current_session")
         self.state.unobserve(self._on_revision, "revision")
         self._render_live_throttled.close()
@@ -234,6 +269,11 @@ class PanelController(HasTraits):
         for feed in [self._feed, *self._compare]:
             if feed is not None:
                 feed.poll()
+
+    def _on_store_change(self, session_id: str, last_seq: int) -> None:
+        # Another process or machine committed to this owner's sessions (a NOTIFY): poll now.
+        # This runs on the store's listener thread, so it only wakes the poller.
+        self._wake.set()
 
     def _on_revision(self, change: Any) -> None:
         # The state says sessions changed (a turn ended, a session was opened): poll now.
@@ -373,6 +413,7 @@ class PanelController(HasTraits):
         self.client.delete_session(session_id)
         self.state.forget(session_id)
         self.refresh_sessions()
+        self._search_again_without(session_id)
         if self.selected is None and self.sessions:
             self.select(self.sessions[0]["sessionId"])
 
@@ -401,6 +442,7 @@ class PanelController(HasTraits):
             self.client.delete_session(source)
             self.state.forget(source)
             self.refresh_sessions()
+            self._search_again_without(source)
             self.say("info", f"Renamed {source!r} to {new_id!r}.")
 
     def _require_selected(self) -> str:
@@ -543,6 +585,46 @@ class PanelController(HasTraits):
                 with self._lock:
                     self.columns = []
                     self._update_busy()
+
+    # -- searching ---------------------------------------------------------------------------
+
+    def search(self, query: str) -> list[dict[str, Any]]:
+        """Search every session's prompts and replies; the hits go to ``search_hits``.
+
+        A blank query clears the results. Bad syntax raises :class:`InvalidArgumentError`
+        (the view puts it in the status line) and clears the results.
+        """
+        query = query.strip()
+        hits: list[dict[str, Any]] = []
+        summary = ""
+        try:
+            if query and not any(char.isalnum() for char in query):
+                raise InvalidArgumentError(
+                    f"type at least one word (letters or digits) to search, not {query!r}; "
+                    'e.g. "pivot table" NOT excel'
+                )
+            if query:
+                hits = self.client.search(query, limit=SEARCH_LIMIT)
+                summary = _search_summary(query, len(hits))
+        finally:  # a failed search leaves no stale hits listed
+            with self._lock:
+                self.search_query = query
+                self.search_hits = hits
+                self.search_summary = summary
+        return hits
+
+    def _search_again_without(self, session_id: str) -> None:
+        """Search again if a hit is in ``session_id``, just deleted (or renamed: its hits
+        come back under the new name)."""
+        if any(hit["sessionId"] == session_id for hit in self.search_hits):
+            self.search(self.search_query)
+
+    def open_hit(self, index: int) -> None:
+        """Show the session of ``search_hits[index]`` (the hits stay listed)."""
+        hits = self.search_hits
+        if not 0 <= index < len(hits):
+            raise InvalidArgumentError(f"there is no search hit {index}; search again")
+        self.select(hits[index]["sessionId"])
 
     # -- rendering (any thread) --------------------------------------------------------------
 

@@ -40,6 +40,9 @@ cell's code and traceback and puts the reply's code in a new cell below, not run
 ``%copilot explain [N] [NAME]`` explains cell N (default: the last). Both choose the session
 as ``%%copilot`` does and stream the same way.
 
+``%copilot search QUERY [-s NAME] [-n N]`` searches every session's prompts and replies (the
+query keeps its double quotes: ``%copilot search "pivot table" NOT excel`` is a phrase).
+
 Expected failures (an unknown session, a model without its API key, a provider that is down)
 print one line saying what to do, in the magics' terms (``%copilot list``, not the API's
 ``client.list_sessions()``); argument errors raise IPython's ``UsageError`` with the
@@ -73,8 +76,10 @@ from copilot import (
     SessionExistsError,
     SessionNotFoundError,
 )
+from copilot.events import EventType
 from copilot.history import History, exchanges_of
 from copilot.routing import UnroutableModelError
+from copilot.search import MAX_LIMIT as SEARCH_MAX_LIMIT
 
 from .context import CellErrors, explain_prompt, fix_prompt
 from .display import (
@@ -256,6 +261,45 @@ def _days(text: str) -> float:
     return days
 
 
+#: one word of a magic line as the user typed it: quoted parts (even unclosed) stay whole
+_RAW_WORD = re.compile(r"""(?:[^\s"']+|"[^"]*"?|'[^']*'?)+""")
+_SEARCH_OPTIONS = ("-s", "--session", "-n")
+
+
+def _raw_search_query(line: str) -> str:
+    """The query of a ``search`` line as typed, quotes kept (``shlex`` would strip them).
+
+    The line's words minus the subcommand and the ``-s``/``-n`` options (with their values);
+    after ``--`` every word belongs to the query.
+    """
+    words = [m.group() for m in _RAW_WORD.finditer(line)][1:]  # [0] is "search"
+    query: list[str] = []
+    skip = options = False
+    for word in words:
+        if skip:
+            skip = False
+        elif options:
+            query.append(word)
+        elif word == "--":
+            options = True
+        elif word in _SEARCH_OPTIONS:
+            skip = True
+        elif not word.startswith(("--session=", "-s", "-n")):
+            query.append(word)
+    return " ".join(query)
+
+
+def _search_limit(text: str) -> int:
+    """``search -n``: how many hits to show, 1 to :data:`copilot.search.MAX_LIMIT`."""
+    value = _number(int)(text)
+    if not 1 <= value <= SEARCH_MAX_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"N is the number of hits to show, 1 to {SEARCH_MAX_LIMIT} (got {value}); "
+            "leave out -n for the best 20"
+        )
+    return value
+
+
 # -- small output helpers ---------------------------------------------------------------------
 
 
@@ -361,6 +405,7 @@ class CopilotMagics(Magics):
         ``%%copilot [NAME] [-m MODEL] [-f FORMAT] [-s SYSTEM] [--new]`` sends the cell;
         ``%copilot help`` lists the subcommands.
         """
+        self._raw_line = line  # the search subcommand reads its query unsplit
         try:
             words = shlex.split(line)
         except ValueError as error:
@@ -589,6 +634,47 @@ class CopilotMagics(Magics):
                 f"exchanges, %copilot export {name} FILE.md writes all of it)*\n"
             )
         display({"text/markdown": text, "text/plain": text}, raw=True)
+
+    @_command(
+        "search",
+        "search every session's prompts and replies, best hits first",
+        _arg(
+            "query",
+            nargs="+",
+            metavar="QUERY",
+            help='words, "a phrase", prefix*, AND, OR, NOT (upper case), parentheses',
+        ),
+        _arg("-s", "--session", metavar="NAME", help="only this session's messages"),
+        _arg(
+            "-n",
+            type=_search_limit,
+            default=20,
+            metavar="N",
+            help=f"show the best N hits (1 to {SEARCH_MAX_LIMIT}; default: 20)",
+        ),
+    )
+    def _cmd_search(self, args: argparse.Namespace) -> None:
+        query = _raw_search_query(self._raw_line)
+        if not any(char.isalnum() for char in query):
+            raise _Failure(
+                f"a search needs at least one word (letters or digits), not {query!r}; "
+                'e.g. %copilot search "pivot table" NOT excel'
+            )
+        hits = self.state.client.search(query, session_id=args.session, limit=args.n)
+        if not hits:
+            print(f"no matches for {query}")
+            return
+        who = {EventType.USER_MESSAGE: "you", EventType.ASSISTANT_MESSAGE: "assistant"}
+        rows = [
+            (
+                hit["sessionId"],
+                time_ago(hit["timestamp"]),
+                who.get(hit["type"], "aborted"),
+                hit["snippet"] + (" (replaced)" if hit["replaced"] else ""),
+            )
+            for hit in hits
+        ]
+        _show_table(("session", "when", "who", "snippet"), rows)
 
     @_command("use", "make a session the current one", _arg("name", help="the session"))
     def _cmd_use(self, args: argparse.Namespace) -> None:

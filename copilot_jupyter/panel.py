@@ -25,7 +25,12 @@ Stable CSS classes for tests and custom styles: ``copilot-panel``, ``copilot-pic
 ``copilot-transcript``, ``copilot-history``, ``copilot-live``, ``copilot-compare-toggle``,
 ``copilot-compare-models``, ``copilot-compare-choice``, ``copilot-compare-other``,
 ``copilot-compare``, ``copilot-compare-column``, ``copilot-prompt``, ``copilot-send``,
-``copilot-stop``, ``copilot-status``.
+``copilot-stop``, ``copilot-status``, ``copilot-search``, ``copilot-search-summary``,
+``copilot-search-results``, ``copilot-search-hit``.
+
+The search box (above the session list) searches every session's prompts and replies when
+Enter is pressed or the box is left (``continuous_update=False``: one search per query, not
+per keystroke); each hit is a button that opens its session. Emptying the box clears the hits.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import Any
 import ipywidgets as w
 
 from copilot import CopilotClient
+from copilot.events import EventType
 
 from .chatview import ChatLog, PromptBox, SessionList
 from .controller import PanelController, parse_model_ids
@@ -46,6 +52,8 @@ from .formatting import describe_session
 from .state import CopilotState
 
 __all__ = ["SessionPanel"]
+
+_WHO = {EventType.USER_MESSAGE: "you", EventType.ASSISTANT_MESSAGE: "assistant"}
 
 _CSS = """
 <style>
@@ -67,6 +75,9 @@ _CSS = """
 .copilot-panel .copilot-model select { min-width: 0; }
 .copilot-panel .copilot-compare-models .widget-checkbox { width: auto; margin-right: 10px; }
 .copilot-panel .widget-label-basic { white-space: nowrap; }
+.copilot-panel .copilot-search-hit { text-align: left; overflow: hidden;
+  text-overflow: ellipsis; white-space: nowrap; font-size: 12px; }
+.copilot-panel .cj-search-summary { font-size: 12px; color: var(--jp-ui-font-color2, #555); }
 </style>
 """
 
@@ -166,6 +177,7 @@ class SessionPanel(w.VBox):
         c.observe(self._show_buttons, ["busy", "selected", "pending_delete", "compare_mode"])
         c.observe(self._show_confirm, ["pending_delete"])
         c.observe(self._show_compare, ["compare_mode", "columns"])
+        c.observe(self._show_search, ["search_hits", "search_summary"])
         self._show_all()
         # Count the browser's views of the panel (an ipywidgets feature): with none left (the
         # cell was re-run or cleared) the controller pauses its polling and rendering.
@@ -212,8 +224,27 @@ class SessionPanel(w.VBox):
             layout=w.Layout(grid_template_columns="1fr 1fr", width="auto"),
         )
         return w.VBox(
-            (self.picker, self.name, buttons, self.confirm),
+            (self._build_search(), self.picker, self.name, buttons, self.confirm),
             layout=w.Layout(width="30%", min_width="210px", margin="0 10px 0 0"),
+        )
+
+    def _build_search(self) -> w.VBox:
+        """The search box, the summary line and the hits (one button each)."""
+        self.search_box = w.Text(
+            placeholder='search all sessions: "a phrase", word*, OR, NOT',
+            continuous_update=False,
+            layout=w.Layout(width="auto"),
+        )
+        self.search_box.add_class("copilot-search")
+        self.search_box.observe(self._on_search, "value")
+        self.search_summary = w.HTML(layout=w.Layout(width="auto"))
+        self.search_summary.add_class("copilot-search-summary")
+        self.search_results = w.VBox(layout=w.Layout(width="auto", max_height="220px"))
+        self.search_results.add_class("copilot-search-results")
+        self.search_buttons: list[w.Button] = []
+        return w.VBox(
+            (self.search_box, self.search_summary, self.search_results),
+            layout=w.Layout(width="auto", margin="0 0 6px"),
         )
 
     def _build_toolbar(self) -> w.HBox:
@@ -319,6 +350,7 @@ class SessionPanel(w.VBox):
         self._show_buttons()
         self._show_confirm()
         self._show_compare()
+        self._show_search()
 
     def _show_sessions(self, _change: Any = None) -> None:
         c = self.controller
@@ -409,6 +441,28 @@ class SessionPanel(w.VBox):
         for column, data in zip(self._columns, columns, strict=True):
             column.show(data)
 
+    def _show_search(self, _change: Any = None) -> None:
+        c = self.controller
+        summary = html.escape(c.search_summary)
+        self.search_summary.value = f'<span class="cj-search-summary">{summary}</span>'
+        old, self.search_buttons = self.search_buttons, []
+        for index, hit in enumerate(c.search_hits):
+            who = _WHO.get(hit["type"], "aborted")
+            text = f"{hit['sessionId']} · {who}: {hit['snippet']}"
+            if hit.get("replaced"):
+                text += " (replaced)"
+            button = w.Button(
+                description=text,
+                tooltip=f"Open {hit['sessionId']} ({hit['timestamp'][:16].replace('T', ' ')})",
+                layout=w.Layout(width="auto", min_height="26px"),
+            )
+            button.add_class("copilot-search-hit")
+            button.on_click(self._on_hit(index))
+            self.search_buttons.append(button)
+        self.search_results.children = tuple(self.search_buttons)
+        for button in old:
+            button.close()
+
     # -- callbacks (the kernel's thread) -----------------------------------------------------
 
     def _on_view_count(self, change: Any) -> None:
@@ -428,6 +482,15 @@ class SessionPanel(w.VBox):
     def _on_pick(self, change: Any) -> None:
         if not self._syncing and change["new"] is not None:
             self._act(None, self.controller.select, change["new"])
+
+    def _on_search(self, change: Any) -> None:
+        self._act(None, self.controller.search, change["new"])
+
+    def _on_hit(self, index: int) -> Callable[[w.Button], None]:
+        def opened(button: w.Button) -> None:
+            self._act(button, self.controller.open_hit, index)
+
+        return opened
 
     def _on_model(self, change: Any) -> None:
         if not self._syncing and change["new"]:

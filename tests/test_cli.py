@@ -59,10 +59,10 @@ def test_help_is_plain_text_and_every_argument_has_help() -> None:
     wide = {"COLUMNS": "200"}  # one line per argument, so each line holds its help
     top = cli("--help", env=wide)
     assert top.returncode == 0
-    for command in ("demo", "list", "send", "history", "delete"):
+    for command in ("demo", "list", "send", "history", "delete", "search"):
         assert re.search(rf"^\s+{command}\s+\S", top.stdout, re.M), command  # with its help
     texts = [top.stdout]
-    for command in ("demo", "list", "send", "history", "delete"):
+    for command in ("demo", "list", "send", "history", "delete", "search"):
         shown = cli(command, "--help", env=wide)
         assert shown.returncode == 0 and f"usage: python -m copilot {command}" in shown.stdout
         texts.append(shown.stdout)
@@ -219,3 +219,80 @@ def test_demo_uses_a_throw_away_store_and_says_so(tmp_path: Path) -> None:
         assert sorted(s["sessionId"] for s in client.list_sessions()) == ["demo-go", "demo-python"]
     finally:
         client.stop()
+
+
+# -- search -----------------------------------------------------------------------------------
+
+
+def test_search_prints_a_table_of_hits_with_phrases_filters_and_limits() -> None:
+    assert cli("send", "tables", "the pivot table is great", "-m", "echo").returncode == 0
+    assert cli("send", "other", "a pivot of tables", "-m", "echo").returncode == 0
+    phrase = cli("search", '"pivot table"')  # the shell hands the quotes on
+    assert phrase.returncode == 0, phrase.stderr
+    lines = phrase.stdout.splitlines()
+    assert lines[0].split() == ["session", "when", "(UTC)", "who", "snippet"]
+    rows = [line.split(None, 4) for line in lines[2:]]
+    assert sorted((r[0], r[3], r[4]) for r in rows) == [
+        ("tables", "assistant", "echo: the «pivot table» is great"),
+        ("tables", "you", "the «pivot table» is great"),
+    ]
+    words = cli("search", "pivot", "table")  # loose words: every one must match
+    assert {line.split()[0] for line in words.stdout.splitlines()[2:]} == {"tables"}
+    either = cli("search", "pivot", "-s", "other")
+    assert [line.split()[0] for line in either.stdout.splitlines()[2:]] == ["other", "other"]
+    one = cli("search", "pivot", "-n", "1")
+    assert len(one.stdout.splitlines()) == 3
+    none = cli("search", "excel")
+    assert none.returncode == 0 and none.stdout == "no matches\n"
+    before = stored("tables")
+    assert cli("search", "pivot").returncode == 0
+    assert stored("tables") == before  # search reads only
+
+
+def test_search_errors_are_one_line_in_command_line_terms() -> None:
+    assert cli("send", "s", "hello", "-m", "echo").returncode == 0
+    missing = cli("search", "hello", "-s", "nope")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        "error: no session 'nope': `python -m copilot list` shows the stored sessions; "
+        '`python -m copilot send nope "prompt"` creates it'
+    )
+    unclosed = cli("search", '"pivot')
+    assert unclosed.returncode == 1 and len(unclosed.stderr.splitlines()) == 1
+    assert unclosed.stderr.startswith("error: bad search query: the quote at position 0")
+    assert "python -m copilot search '\"pivot table\"'" in unclosed.stderr
+    bad = cli("search", "NOT", "numpy")
+    assert bad.returncode == 1 and "NOT needs a word before it" in bad.stderr
+    assert "Traceback" not in bad.stderr + unclosed.stderr
+    for args, message in [
+        (("search", "--", "-"), "QUERY needs at least one word"),
+        (("search", "x", "-n", "0"), "1 to 1000 (got 0)"),
+        (("search", "x", "-n", "1001"), "1 to 1000 (got 1001)"),
+        (("search",), "the following arguments are required: QUERY"),
+    ]:
+        refused = cli(*args)
+        assert refused.returncode == 2, args
+        assert refused.stderr.startswith("usage: python -m copilot search"), args
+        assert message in refused.stderr, args
+
+
+def test_search_help_explains_shell_quoting_for_phrases() -> None:
+    shown = cli("search", "--help", env={"COLUMNS": "200"})
+    assert shown.returncode == 0
+    assert "python -m copilot search '\"pivot table\"' NOT excel" in shown.stdout
+    assert "-s NAME, --session NAME" in shown.stdout and "best N hits" in shown.stdout
+
+
+def test_search_on_a_postgresql_store(postgres_server: object) -> None:
+    pg = {"COPILOT_JUPYTER_STORE": postgres_server.new_database(), "JUPYTERHUB_USER": "ann"}
+    sent = cli("send", "pg", "a café on postgres", "-m", "echo", env=pg)
+    assert sent.returncode == 0, sent.stderr
+    shown = cli("search", "CAFE", env=pg)
+    assert shown.returncode == 0, shown.stderr
+    rows = sorted(line.split(None, 4) for line in shown.stdout.splitlines()[2:])
+    assert [(r[0], r[3], r[4]) for r in rows] == [
+        ("pg", "assistant", "echo: a «café» on postgres"),
+        ("pg", "you", "a «café» on postgres"),
+    ]
+    assert cli("search", "cafe", env={**pg, "JUPYTERHUB_USER": "bob"}).stdout == "no matches\n"
+    assert cli("search", "cafe").stdout == "no matches\n"  # the diskcache store: untouched

@@ -938,3 +938,77 @@ def test_history_of_a_huge_reply_is_bounded_too(ip: InteractiveShell) -> None:
     ip.run_cell("%config CopilotMagics.output_limit = 100000")
     _, captured = run(ip, "%copilot history chat")
     assert captured.outputs[-1].data["text/plain"] == full
+
+
+# -- %copilot search ---------------------------------------------------------------------------
+
+
+def search_rows(captured: CapturedIO) -> list[list[str]]:
+    """The hit table's text rows, split into session, when, who, snippet."""
+    data = captured.outputs[-1].data
+    assert "<table>" in data["text/html"]
+    lines = data["text/plain"].splitlines()
+    assert lines[0].split() == ["session", "when", "who", "snippet"]
+    return [re.split(r"\s{2,}", line, maxsplit=3) for line in lines[2:]]
+
+
+def test_search_shows_a_table_and_keeps_phrases_whole(ip: InteractiveShell) -> None:
+    run(ip, "%%copilot tables\nthe pivot table is great")
+    run(ip, "%%copilot other\na pivot of tables")
+    _, captured = run(ip, '%copilot search "pivot table"')
+    rows = search_rows(captured)
+    assert sorted(rows) == [
+        ["tables", "just now", "assistant", "echo: the «pivot table» is great"],
+        ["tables", "just now", "you", "the «pivot table» is great"],
+    ]
+    _, captured = run(ip, "%copilot search pivot table*")  # loose words: all must match
+    assert {row[0] for row in search_rows(captured)} == {"tables", "other"}
+    _, captured = run(ip, "%copilot search of table*")
+    assert {row[0] for row in search_rows(captured)} == {"other"}
+    _, captured = run(ip, '%copilot search -s other -n 1 pivot NOT "pivot table"')
+    assert search_rows(captured) == [["other", "just now", "you", "a «pivot» of tables"]]
+    _, captured = run(ip, '%copilot search "pivot table" --session=tables -n 1')
+    assert len(search_rows(captured)) == 1
+    _, captured = run(ip, "%copilot search excel")
+    assert captured.stdout == "no matches for excel\n" and not captured.outputs
+
+
+def test_search_escapes_html_in_snippets(ip: InteractiveShell) -> None:
+    run(ip, "%%copilot chat\n<script>alert(1)</script>")
+    _, captured = run(ip, "%copilot search alert")
+    markup = captured.outputs[-1].data["text/html"]
+    assert "<script>" not in markup and "&lt;script&gt;" in markup
+
+
+@pytest.mark.parametrize(
+    ("line", "query"),
+    [
+        ('search "a b" -s x', '"a b"'),
+        ("search -s x -n 3 a OR b", "a OR b"),
+        ('search a* --session="my s" "c d"*', 'a* "c d"*'),
+        ("search -n3 -sx -- -s word", "-s word"),
+        ('search "don\'t" NOT (x y)', '"don\'t" NOT (x y)'),
+    ],
+)
+def test_raw_search_query_keeps_what_the_user_typed(line: str, query: str) -> None:
+    from copilot_jupyter.magics import _raw_search_query
+
+    assert _raw_search_query(line) == query
+
+
+def test_search_errors_are_one_line_in_the_magics_terms(ip: InteractiveShell) -> None:
+    run(ip, "%%copilot chat\nhello")
+    before = len(get_state().client.get_messages("chat"))
+    result, captured = run(ip, "%copilot search hello -s nope")
+    assert result.error_in_exec is None
+    assert_quiet_failure(result, captured, "no session 'nope': %copilot list shows the sessions")
+    result, captured = run(ip, "%copilot search NOT hello")
+    assert_quiet_failure(result, captured, "bad search query: NOT needs a word before it")
+    assert len(text_of(captured).strip().splitlines()) == 1
+    result, captured = run(ip, "%copilot search -- - ...")
+    assert_quiet_failure(result, captured, "a search needs at least one word", "%copilot search")
+    assert "client.search" not in text_of(captured)
+    assert "usage: %copilot search" in usage_error(ip, "%copilot search")
+    assert "1 to 1000 (got 0)" in usage_error(ip, "%copilot search x -n 0")
+    assert "1 to 1000 (got 1001)" in usage_error(ip, "%copilot search x -n 1001")
+    assert len(get_state().client.get_messages("chat")) == before  # nothing written

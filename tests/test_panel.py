@@ -856,3 +856,214 @@ def test_the_feed_ignores_a_late_delta_of_a_finished_turn(client: CopilotClient)
         assert exchange.live == "" and feed.live() == {} and changes == []
     finally:
         feed.close()
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+def seed_search(client: CopilotClient) -> None:
+    client.create_session("tables", model="echo").send_and_wait("the pivot table is great")
+    client.create_session("other", model="echo").send_and_wait("a pivot of tables")
+
+
+def test_controller_search_lists_hits_and_opens_their_session(client: CopilotClient) -> None:
+    from copilot.errors import InvalidArgumentError
+
+    seed_search(client)
+    controller = PanelController(CopilotState(client), poll_interval=None)
+    try:
+        hits = controller.search('  "pivot table"  ')
+        assert controller.search_query == '"pivot table"'
+        assert controller.search_hits == hits
+        assert sorted((h["sessionId"], h["type"]) for h in hits) == [
+            ("tables", EventType.ASSISTANT_MESSAGE),
+            ("tables", EventType.USER_MESSAGE),
+        ]
+        assert controller.search_summary == "2 matches"
+        assert controller.search("of") and controller.search_summary == "2 matches"
+        assert [h["sessionId"] for h in controller.search("pivot NOT table")] == [
+            "other",
+            "other",
+        ]
+        assert controller.selected is None
+        controller.open_hit(1)
+        assert controller.selected == "other" and controller.state.current_session == "other"
+        assert "a pivot of tables" in controller.transcript_html
+        hits = controller.search("pivot")
+        assert {h["sessionId"] for h in hits} == {"tables", "other"}
+        for index, hit in enumerate(hits):  # each hit opens its own session
+            controller.open_hit(index)
+            assert controller.selected == hit["sessionId"]
+        for index in (len(hits), -1):
+            with pytest.raises(InvalidArgumentError, match=f"no search hit {index}"):
+                controller.open_hit(index)
+        assert controller.search("excel") == []
+        assert controller.search_summary == "No matches for excel"
+        with pytest.raises(InvalidArgumentError, match="the quote at position 0"):
+            controller.search('"pivot')
+        assert controller.search_hits == [] and controller.search_summary == ""
+        with pytest.raises(InvalidArgumentError, match="at least one word"):
+            controller.search(" -- ")
+        controller.search("pivot")
+        assert controller.search("   ") == [] and controller.search_hits == []
+        assert controller.search_summary == ""
+    finally:
+        controller.close()
+
+
+def test_controller_search_says_when_only_the_best_are_shown(client: CopilotClient) -> None:
+    session = client.create_session("many", model="echo")
+    for i in range(controller_module.SEARCH_LIMIT // 2):
+        session.send_and_wait(f"needle {i}")  # a prompt and its echo: two hits each
+    controller = PanelController(CopilotState(client), poll_interval=None)
+    try:
+        assert len(controller.search("needle")) == controller_module.SEARCH_LIMIT
+        assert (
+            controller.search_summary
+            == f"{controller_module.SEARCH_LIMIT} matches (the best shown)"
+        )
+        assert len(controller.search("needle NOT 0")) == controller_module.SEARCH_LIMIT - 2
+        assert controller.search_summary == f"{controller_module.SEARCH_LIMIT - 2} matches"
+        assert len(controller.search("needle AND 3")) == 2
+    finally:
+        controller.close()
+
+
+def test_the_search_box_lists_hits_and_a_click_opens_the_session(client: CopilotClient) -> None:
+    seed_search(client)
+    p = open_panel(client)
+    try:
+        assert p.search_box.continuous_update is False  # one search per query, not per key
+        assert p.search_results.children == ()
+        p.search_box.value = '"pivot table"'
+        labels = sorted(b.description for b in p.search_results.children)
+        assert labels == [
+            "tables · assistant: echo: the «pivot table» is great",
+            "tables · you: the «pivot table» is great",
+        ]
+        assert "2 matches" in p.search_summary.value
+        p.search_box.value = "tables"
+        first = p.search_results.children[0]
+        assert first.description == "other · you: a pivot of «tables»"
+        assert p.search_buttons == list(p.search_results.children)
+        first.click()
+        assert p.controller.selected == "other" and p.picker.value == "other"
+        assert "a pivot of tables" in p.chat.value
+        p.search_box.value = "excel"
+        assert p.search_results.children == ()
+        assert "No matches for excel" in p.search_summary.value
+        p.search_box.value = "pivot OR"
+        assert p.controller.status_level == "error"
+        assert "OR needs a word after it" in p.controller.status
+        assert p.search_results.children == () and p.search_summary.value.count(">") == 2
+        p.search_box.value = ""
+        assert p.search_results.children == ()
+    finally:
+        p.close()
+
+
+def test_a_search_hit_of_a_deleted_session_says_so(client: CopilotClient) -> None:
+    seed_search(client)
+    p = open_panel(client, poll_interval=None)
+    try:
+        p.search_box.value = "great"
+        button = p.search_results.children[0]
+        other = make_client(client.home)  # another process's client, same store
+        try:
+            other.delete_session("tables")
+        finally:
+            other.stop(timeout=5)
+        button.click()
+        assert p.controller.status_level == "error" and "tables" in p.controller.status
+        assert p.controller.selected is None
+        assert button.disabled is False
+    finally:
+        p.close()
+
+
+# -- live across machines (LISTEN/NOTIFY) ----------------------------------------------------
+
+
+def test_a_write_by_another_process_reaches_the_panel_by_notify_not_by_polling(
+    postgres_server: Any, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    url = postgres_server.new_database()
+    client = CopilotClient(tmp_path / "home", store=url, owner="ann", default_model="echo")
+    try:
+        client.create_session("shared", model="echo").send_and_wait("hello here")
+        # an hour between polls: only a notification can bring the other process's writes
+        controller = PanelController(CopilotState(client), poll_interval=3600)
+        try:
+            assert controller._subscription is not None
+            assert controller._poll_interval == 3600
+            controller.select("shared")
+            polls: list[float] = []
+            real_poll = controller.poll
+            controller.poll = lambda: (polls.append(time.monotonic()), real_poll())[1]  # type: ignore[method-assign]
+            elsewhere = {**os.environ, "COPILOT_JUPYTER_STORE": url, "JUPYTERHUB_USER": "ann"}
+            for args in (("send", "shared", "from elsewhere"), ("send", "born", "new one")):
+                ran = subprocess.run(
+                    [sys.executable, "-m", "copilot", *args, "-m", "echo"],
+                    env=elsewhere,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert ran.returncode == 0, ran.stderr
+            wait_until(
+                lambda: "echo: from elsewhere" in controller.transcript_html,
+                30,
+                "the other process's turn in the shown session",
+            )
+            wait_until(
+                lambda: "born" in {s["sessionId"] for s in controller.sessions},
+                30,
+                "the other process's new session in the list",
+            )
+            assert polls  # woken by the notifications (the timer would wait an hour)
+            # another owner's writes are not announced on ann's channel
+            count = len(polls)
+            subprocess.run(
+                [sys.executable, "-m", "copilot", "send", "x", "hi", "-m", "echo"],
+                env={**elsewhere, "JUPYTERHUB_USER": "bob"},
+                capture_output=True,
+                timeout=60,
+                check=True,
+            )
+            time.sleep(1.0)  # generous: a notification arrives in milliseconds
+            assert len(polls) == count
+        finally:
+            controller.close()
+        assert controller._subscription is not None
+        assert client._core.store._listener._subscribers == []  # unsubscribed on close
+    finally:
+        client.stop(timeout=5)
+
+
+def test_a_diskcache_panel_keeps_polling(client: CopilotClient) -> None:
+    controller = PanelController(CopilotState(client), poll_interval=0.25)
+    try:
+        assert controller._subscription is None and controller._poll_interval == 0.25
+    finally:
+        controller.close()
+
+
+def test_deleting_or_renaming_a_session_updates_the_search_hits(client: CopilotClient) -> None:
+    seed_search(client)
+    controller = PanelController(CopilotState(client), poll_interval=None)
+    try:
+        controller.search("pivot")
+        assert {h["sessionId"] for h in controller.search_hits} == {"tables", "other"}
+        controller.select("other")
+        controller.rename("renamed")
+        assert {h["sessionId"] for h in controller.search_hits} == {"tables", "renamed"}
+        controller.request_delete("tables")
+        controller.confirm_delete()
+        assert {h["sessionId"] for h in controller.search_hits} == {"renamed"}
+        assert controller.search_summary == "2 matches"
+    finally:
+        controller.close()

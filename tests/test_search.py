@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from copilot import (
@@ -36,10 +36,20 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = EventStore(tmp_path / "store")
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    """The diskcache store; tests marked ``@both_stores`` run on PostgreSQL too (the contract)."""
+    if getattr(request, "param", "diskcache") == "postgres":
+        from copilot.store_postgres import PostgresStore
+
+        s = PostgresStore(request.getfixturevalue("postgres_server").new_database(), owner="t")
+    else:
+        s = EventStore(tmp_path / "store")
     yield s
     s.close()
+
+
+#: the search contract, on both stores: the same queries find the same hits
+both_stores = pytest.mark.parametrize("store", ["diskcache", "postgres"], indirect=True)
 
 
 def new_session(store: EventStore, session_id: str, model: str = "gpt-4.1") -> None:
@@ -168,9 +178,35 @@ def test_any_input_is_refused_cleanly_or_valid_fts5(query):
     con.execute("SELECT count(*) FROM t WHERE t MATCH ?", (match,)).fetchone()  # no SQL error
 
 
+@pytest.fixture(scope="module")
+def pg_connection(postgres_server):
+    """One connection to a fresh database, for the property test below."""
+    import psycopg
+
+    with psycopg.connect(postgres_server.new_database(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (doc tsvector)")
+        conn.execute("INSERT INTO t VALUES (%s::tsvector)", ("'a':1 'b':2 'e':3 'x':4 'and':5",))
+        yield conn
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.text(alphabet="ab é_.*\"()-:'\\!&|<>ANDORT\t", max_size=30))
+def test_any_input_is_refused_cleanly_or_a_valid_tsquery(pg_connection, query):
+    from copilot._pg_search import to_tsquery
+
+    try:
+        tsquery, _ = to_tsquery(query)
+    except InvalidArgumentError:
+        return
+    pg_connection.execute("SELECT count(*) FROM t WHERE doc @@ %s::tsquery", (tsquery,))
+
+
 # -- matching and ranking --------------------------------------------------------------------
 
 
+@both_stores
 def test_closer_and_repeated_words_rank_first(store):
     new_session(store, "s")
     filler = " ".join(f"word{i}" for i in range(40))
@@ -182,6 +218,7 @@ def test_closer_and_repeated_words_rank_first(store):
     assert hits[0]["rank"] < hits[1]["rank"]  # bm25: lower is better
 
 
+@both_stores
 def test_phrases_prefixes_and_boolean_operators(store):
     new_session(store, "s")
     for text in ("pivot table", "table pivot", "pivoting the table", "pandas merge", "pivot"):
@@ -202,6 +239,7 @@ def test_phrases_prefixes_and_boolean_operators(store):
     assert texts(store, "table NOT pivot*") == set()
 
 
+@both_stores
 def test_case_and_accents_do_not_matter(store):
     new_session(store, "s")
     turn(store, "s", "Un café crème à Zürich")
@@ -214,6 +252,7 @@ def test_case_and_accents_do_not_matter(store):
     assert found(store, "zurich")[0][1] == "Un café crème à «Zürich»"
 
 
+@both_stores
 def test_code_identifiers_are_found_whole_and_by_their_parts(store):
     new_session(store, "s")
     turn(store, "s", "call df.pivot_table(values='x')")
@@ -232,6 +271,7 @@ def test_code_identifiers_are_found_whole_and_by_their_parts(store):
     assert texts(store, "snake_ca*") == {"use snake_case names"}
 
 
+@both_stores
 def test_prompts_replies_and_partial_replies_are_indexed_and_nothing_else(store):
     new_session(store, "s")
     prompt_id = turn(store, "s", "a question about alpha", "an answer about alpha")
@@ -249,6 +289,8 @@ def test_prompts_replies_and_partial_replies_are_indexed_and_nothing_else(store)
         ("user.message", False),
         ("user.message", True),
     ]
+    # the partial reply has its prompt's model (stored an append earlier: looked up)
+    assert [h["model"] for h in hits if h["type"] == EventType.ABORT] == ["gpt-4.1"]
     keys = {"sessionId", "eventId", "messageId", "seq", "type", "timestamp", "model"}
     assert keys | {"replaced", "snippet", "rank"} == set(hits[0])
     events = {e.id: e for e in store.read_events("s")}
@@ -257,6 +299,7 @@ def test_prompts_replies_and_partial_replies_are_indexed_and_nothing_else(store)
         assert events[hit["eventId"]].type == hit["type"]
 
 
+@both_stores
 def test_a_replaced_exchange_stays_findable_and_says_so(store):
     new_session(store, "s")
     old = turn(store, "s", "plot the sales", "here is a plot of sales")
@@ -285,6 +328,7 @@ def test_filter_by_session_and_unknown_session_in_the_client(make_client):
         client.search("topic", session_id="a/b")
 
 
+@both_stores
 def test_filter_by_model_full_id_or_name(store):
     new_session(store, "s")
     turn(store, "s", "hello from gpt", "reply from gpt", model="openai:gpt-4.1")
@@ -302,12 +346,14 @@ def test_filter_by_model_full_id_or_name(store):
         store.search("hello", model=" ")
 
 
+@both_stores
 def test_a_prompt_whose_turn_never_started_has_the_sessions_model(store):
     new_session(store, "s", model="gpt-4.1")
     store.append("s", [Event(EventType.USER_MESSAGE, {"content": "unrouted prompt"})])
     assert store.search("unrouted")[0]["model"] == "gpt-4.1"
 
 
+@both_stores
 def test_filter_by_time_with_datetimes_dates_deltas_and_iso_strings(store):
     new_session(store, "s")
     turn(store, "s", "note january", when="2026-01-15T10:00:00.000000+00:00")
@@ -348,6 +394,7 @@ def test_naive_times_are_local_time(store, monkeypatch):
         time.tzset()
 
 
+@both_stores
 def test_limit_is_validated_and_applied(store):
     new_session(store, "s")
     for i in range(30):
@@ -566,6 +613,56 @@ def test_a_failed_append_leaves_no_index_entry(store):
     assert store._search.count() == 0
 
 
+@both_stores
+def test_an_append_rolled_back_with_its_transaction_leaves_no_index_entry(store):
+    new_session(store, "s")
+    with pytest.raises(RuntimeError), store.transaction():
+        turn(store, "s", "rolled back prompt", "rolled back reply")
+        raise RuntimeError("the turn failed")
+    assert store.search("rolled") == [] and store.last_seq("s") == 1
+    turn(store, "s", "kept prompt")
+    assert texts(store, "kept OR rolled") == {"kept prompt"}
+
+
+@both_stores
+def test_deleted_sessions_are_gone_and_a_new_one_inherits_nothing(store):
+    from copilot.store_base import SearchableStore
+
+    assert isinstance(store, SearchableStore)
+    for name in ("keep", "drop"):
+        new_session(store, name)
+        turn(store, name, f"secret {name}", f"secret reply {name}")
+    assert {h["sessionId"] for h in store.search("secret")} == {"keep", "drop"}
+    assert {h["sessionId"] for h in store.search("secret", session_id="drop")} == {"drop"}
+    store.delete_session("drop")
+    assert {h["sessionId"] for h in store.search("secret")} == {"keep"}
+    assert store.search("secret", session_id="drop") == []
+    new_session(store, "drop")
+    turn(store, "drop", "fresh start")
+    assert texts(store, "secret OR fresh", session_id="drop") == {"fresh start"}
+
+
+@both_stores
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ('"pivot table', "never closed"),
+        ("NOT numpy", "NOT needs a word before it"),
+        ("a () b", "'()' holds nothing"),
+        ("- ...", "at least one word"),
+    ],
+)
+def test_bad_syntax_is_typed_on_the_store_too(store, query, words):
+    new_session(store, "s")
+    turn(store, "s", "numpy pivot table")
+    with pytest.raises(InvalidArgumentError, match="search") as info:
+        store.search(query)
+    assert words in str(info.value)
+    with pytest.raises(InvalidArgumentTypeError):
+        store.search(b"pivot")
+    assert texts(store, "numpy") == {"numpy pivot table"}  # nothing stored was touched
+
+
 def _writers(directory: Path, prefixes: str, delay: float) -> None:
     """Run the append loop in one process per prefix; SIGKILL them all ``delay`` s in."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -622,6 +719,82 @@ def test_kill_9_of_two_writers_appending_deleting_and_searching_at_once(tmp_path
 
 
 # -- faces -----------------------------------------------------------------------------------
+
+_PG_APPEND_LOOP = textwrap.dedent(
+    """
+    import sys
+    from copilot.events import Event, EventType
+    from copilot.store_postgres import PostgresStore
+
+    store = PostgresStore(sys.argv[1], owner="k")
+    prefix = sys.argv[2]
+    for s in range(3):
+        store.create_session({"sessionId": f"{prefix}{s}", "model": "m"})
+    i = 0
+    while True:
+        sid = f"{prefix}{i % 3}"
+        user = Event(EventType.USER_MESSAGE, {"content": f"prompt {prefix}marker{i}x"})
+        start = Event(EventType.ASSISTANT_TURN_START, {"messageId": user.id, "model": "m"})
+        store.append(sid, [user, start])
+        reply = {"messageId": user.id, "content": f"reply {prefix}marker{i}y", "model": "m"}
+        store.append(sid, [Event(EventType.ASSISTANT_MESSAGE, reply)])
+        if i % 150 == 149:
+            store.delete_session(sid)
+            store.create_session({"sessionId": sid, "model": "m"})
+        if i == 200:
+            print("RUNNING", flush=True)
+        i += 1
+    """
+)
+
+
+def test_kill_9_of_two_postgresql_writers_leaves_index_and_log_in_agreement(postgres_server):
+    import psycopg
+
+    url = postgres_server.new_database()
+    from copilot.store_postgres import PostgresStore
+
+    PostgresStore(url, owner="k").close()  # the schema, before two writers race to create it
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PG_APPEND_LOOP, url, prefix],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for prefix in ("a", "b")
+    ]
+    try:
+        for writer in writers:
+            assert writer.stdout.readline().strip() == "RUNNING"
+        time.sleep(0.3)
+        for writer in writers:
+            os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        for writer in writers:
+            writer.kill()
+            writer.wait()
+    with psycopg.connect(url, autocommit=True) as conn:
+        logged = set(
+            conn.execute(
+                "SELECT session_id, seq, event -> 'data' ->> 'content' FROM copilot_events "
+                "WHERE event ->> 'type' IN (%s, %s)",
+                (EventType.USER_MESSAGE.value, EventType.ASSISTANT_MESSAGE.value),
+            ).fetchall()
+        )
+        indexed = set(conn.execute("SELECT session_id, seq, body FROM copilot_search").fetchall())
+        orphans = conn.execute(
+            "SELECT count(*) FROM copilot_search s WHERE NOT EXISTS (SELECT 1 FROM "
+            "copilot_sessions h WHERE h.owner = s.owner AND h.session_id = s.session_id)"
+        ).fetchone()[0]
+    assert len(logged) > 400
+    assert indexed == logged and orphans == 0
+    store = PostgresStore(url, owner="k")
+    try:
+        session, seq, text = max(logged, key=lambda row: (row[0], row[1]))
+        marker = text.split()[1]
+        assert [(h["sessionId"], h["seq"]) for h in store.search(marker)] == [(session, seq)]
+    finally:
+        store.close()
 
 
 def test_async_search_and_reindex_match_the_sync_ones(tmp_path):
@@ -682,3 +855,22 @@ def test_format_hits_makes_a_table():
         "notebook-analysis  2026-11-30 09:15  you        how do I «pivot» this",
         "s                  2026-11-30 09:15  assistant  use «pivot»_table (replaced)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("pivot", "'pivot'"),
+        ("Pivot TABLE", "('pivot' & 'table')"),
+        ('"pivot table"', "('pivot' <-> 'table')"),
+        ('"pivot tab"*', "('pivot' <-> 'tab':*)"),
+        ("a OR b NOT c", "('a' | ('b' & !'c'))"),
+        ("df.pivot_table", "('df' <-> 'pivot' <-> 'table')"),
+        ("Zürich crème", "('zurich' & 'creme')"),
+        ("col:umn & !x", "(('col' <-> 'umn') & 'x')"),
+    ],
+)
+def test_the_postgresql_tsquery_of_a_query(query, expected):
+    from copilot._pg_search import to_tsquery
+
+    assert to_tsquery(query)[0] == expected

@@ -350,7 +350,7 @@ def test_schema_keys_every_table_by_owner_and_session_with_nothing_spanning_sess
                 "'public'::regnamespace ORDER BY relname"
             )
         ]
-        assert tables == ["copilot_events", "copilot_schema", "copilot_sessions"]
+        assert tables == ["copilot_events", "copilot_schema", "copilot_search", "copilot_sessions"]
         for table in tables:
             key = [
                 r[0]
@@ -515,6 +515,52 @@ def test_clients_of_two_owners_see_only_their_sessions(pg_url: str, tmp_path: Pa
         b.stop(timeout=10)
 
 
+def test_a_store_from_before_search_is_migrated_and_indexed_on_first_search(pg_url: str) -> None:
+    from copilot._pg_schema import SCHEMA_VERSION
+    from copilot.store_postgres import PostgresStore
+
+    old = PostgresStore(pg_url, owner="a")
+    try:
+        for name in ("one", "two"):
+            old.create_session(_meta(name))
+            prompt = Event(EventType.USER_MESSAGE, {"content": f"old words {name}"})
+            start = Event(EventType.ASSISTANT_TURN_START, {"messageId": prompt.id, "model": "m"})
+            old.append(name, [Event(EventType.SESSION_START, {"model": "m"}), prompt, start])
+        old.create_session(_meta("empty"))
+        before = old.search("old", limit=10)
+    finally:
+        old.close()
+    assert len(before) == 2
+    with _connect(pg_url) as conn:  # back to schema 1: as a version without search left it
+        conn.execute("DROP TABLE copilot_search")
+        conn.execute("ALTER TABLE copilot_sessions DROP COLUMN unindexed")
+        conn.execute("DELETE FROM copilot_schema WHERE version > 1")
+    store = PostgresStore(pg_url, owner="a")
+    other = PostgresStore(pg_url, owner="b")  # another owner's first search indexes nothing
+    try:
+        with _connect(pg_url) as conn:
+            assert conn.execute("SELECT max(version) FROM copilot_schema").fetchone()[0] == (
+                SCHEMA_VERSION
+            )
+            assert conn.execute("SELECT count(*) FROM copilot_search").fetchone()[0] == 0
+        assert other.search("old") == []
+        calls: list[tuple[int, int]] = []
+        hits = store.search("old", limit=10, progress=lambda *call: calls.append(call))
+        assert [{k: v for k, v in h.items() if k != "rank"} for h in hits] == [
+            {k: v for k, v in h.items() if k != "rank"} for h in before
+        ]
+        assert calls == [(0, 6), (3, 6), (6, 6)]  # two sessions of 3 events (empty: none)
+        calls.clear()
+        store.search("old", progress=lambda *call: calls.append(call))
+        assert calls == []  # indexed once
+        assert store.reindex(progress=lambda *call: calls.append(call)) == 2
+        assert calls[0] == (0, 6) and calls[-1] == (6, 6)
+        assert len(store.search("old")) == 2
+    finally:
+        store.close()
+        other.close()
+
+
 def test_row_level_security_with_two_database_roles(postgres_server: Any, pg_url: str) -> None:
     from copilot.store_postgres import ROW_LEVEL_SECURITY, PostgresStore
 
@@ -545,9 +591,49 @@ def test_row_level_security_with_two_database_roles(postgres_server: Any, pg_url
         assert [s["sessionId"] for s in alice.list_sessions()] == ["secret"]
         assert [s["sessionId"] for s in bob.list_sessions()] == ["bobs"]
         assert alice.last_seq("secret") == 2
+        alice.append("secret", [Event(EventType.USER_MESSAGE, {"content": "the vault code"})])
+        assert [h["seq"] for h in alice.search("vault")] == [3]
+        assert liar.search("vault") == [] and bob.search("vault") == []  # the index too
     finally:
         for opened in (alice, liar, bob):
             opened.close()
+
+
+def test_migrating_a_database_under_row_level_security_secures_the_search_table(
+    postgres_server: Any, pg_url: str
+) -> None:
+    from copilot.store_postgres import PostgresStore
+
+    PostgresStore(pg_url, owner="setup").close()
+    with _connect(pg_url) as conn:  # schema 1, secured as ROW_LEVEL_SECURITY read before search
+        conn.execute("DROP TABLE copilot_search")
+        conn.execute("ALTER TABLE copilot_sessions DROP COLUMN unindexed")
+        conn.execute("DELETE FROM copilot_schema WHERE version > 1")
+        for table in ("copilot_sessions", "copilot_events"):
+            conn.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+            conn.execute(
+                f"CREATE POLICY copilot_owner ON {table} "
+                "USING (owner = current_user) WITH CHECK (owner = current_user)"
+            )
+            conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO PUBLIC")
+        conn.execute("GRANT SELECT ON copilot_schema TO PUBLIC")
+    for role in ("alice", "bob"):
+        postgres_server.execute(
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') "
+            f"THEN CREATE ROLE {role} LOGIN; END IF; END $$"
+        )
+    PostgresStore(pg_url, owner="setup").close()  # the tables' owner migrates to schema 2
+    dbname = pg_url.rsplit("/", 1)[1]
+    alice = PostgresStore(postgres_server.url(dbname, user="alice"), owner="alice")
+    liar = PostgresStore(postgres_server.url(dbname, user="bob"), owner="alice")
+    try:
+        alice.create_session(_meta("secret"))
+        alice.append("secret", [Event(EventType.USER_MESSAGE, {"content": "the vault code"})])
+        assert [h["sessionId"] for h in alice.search("vault")] == ["secret"]
+        assert liar.search("vault") == []
+    finally:
+        alice.close()
+        liar.close()
 
 
 def test_store_spec_from_argument_environment_and_config(
