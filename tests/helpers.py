@@ -11,6 +11,7 @@ from typing import Any
 
 from copilot.providers.base import ModelRequest, StreamItem
 from copilot.providers.echo import EchoProvider
+from copilot.tools import define_tool
 
 
 def wait_until(
@@ -134,6 +135,18 @@ class HeldEcho(EchoProvider):
                 yield item
         finally:
             self.in_flight -= 1
+
+
+@define_tool(description="Today's weather in a city")
+def get_weather(city: str) -> str:
+    """A sync tool of the tool tests: the weather, always sunny."""
+    return f"sunny in {city}"
+
+
+@define_tool(description="The local time in a city")
+async def get_time(city: str) -> str:
+    """An async tool of the tool tests: the time, always noon."""
+    return f"12:00 in {city}"
 
 
 def tool_results_in(kind: str, body: dict) -> dict[str, str]:

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import tool_calls_in, tool_results_in
+from helpers import get_time, get_weather, tool_calls_in, tool_results_in
 
 from copilot import AsyncCopilotClient, CopilotClient
 from copilot.errors import (
@@ -40,16 +40,6 @@ TOOL_TYPES = {
 }
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@define_tool(description="Today's weather in a city")
-def get_weather(city: str) -> str:
-    return f"sunny in {city}"
-
-
-@define_tool(description="The local time in a city")
-async def get_time(city: str) -> str:
-    return f"12:00 in {city}"
 
 
 class Family:

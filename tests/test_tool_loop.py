@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from helpers import tool_calls_in, tool_results_in
+from helpers import get_time, get_weather, tool_calls_in, tool_results_in
 
 from copilot.errors import ToolRoundLimitError
 from copilot.events import EventType
@@ -16,20 +16,10 @@ from copilot.providers.openai import OpenAIProvider
 from copilot.testing import Reply, ScriptedAnthropicServer, ScriptedOpenAIServer, ToolCall
 from copilot.tool_loop import NO_RESULT_TEXT, replay_steps, run_tool_loop, step_messages
 from copilot.tool_runner import ToolRunner
-from copilot.tools import PermissionHandler, define_tool
+from copilot.tools import PermissionHandler
 from copilot.turn import RetryPolicy, stream_reply
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@define_tool(description="Today's weather in a city")
-def get_weather(city: str) -> str:
-    return f"sunny in {city}"
-
-
-@define_tool(description="The local time in a city")
-async def get_time(city: str) -> str:
-    return f"12:00 in {city}"
 
 
 class Family:
