@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from copilot.providers.base import ModelRequest, StreamItem
 from copilot.providers.echo import EchoProvider
+from copilot.tools import define_tool
 
 
 def wait_until(
@@ -133,3 +135,64 @@ class HeldEcho(EchoProvider):
                 yield item
         finally:
             self.in_flight -= 1
+
+
+@define_tool(description="Today's weather in a city")
+def get_weather(city: str) -> str:
+    """A sync tool of the tool tests: the weather, always sunny."""
+    return f"sunny in {city}"
+
+
+@define_tool(description="The local time in a city")
+async def get_time(city: str) -> str:
+    """An async tool of the tool tests: the time, always noon."""
+    return f"12:00 in {city}"
+
+
+def tool_results_in(kind: str, body: dict) -> dict[str, str]:
+    """Call id -> result text, as a request body of provider family ``kind`` (``"openai"`` or
+    ``"anthropic"``) carried them."""
+    if kind == "openai":
+        return {m["tool_call_id"]: m["content"] for m in body["messages"] if m["role"] == "tool"}
+    return {
+        block["tool_use_id"]: block.get("content", "")
+        for m in body["messages"]
+        if isinstance(m["content"], list)
+        for block in m["content"]
+        if block["type"] == "tool_result"
+    }
+
+
+def tool_calls_in(kind: str, body: dict) -> list[str]:
+    """The ids of the tool calls a request body of provider family ``kind`` replays, in order."""
+    if kind == "openai":
+        return [c["id"] for m in body["messages"] for c in m.get("tool_calls") or ()]
+    return [
+        block["id"]
+        for m in body["messages"]
+        if isinstance(m["content"], list)
+        for block in m["content"]
+        if block["type"] == "tool_use"
+    ]
+
+
+@contextlib.contextmanager
+def copilot_extension(shell: Any, home: str, monkeypatch: Any) -> Iterator[Any]:
+    """``shell`` with the copilot_jupyter extension loaded on the store ``home``, echo answering
+    every model; afterwards the extension is unloaded, its ``%config`` dropped and the shared
+    state's client stopped."""
+    from copilot_jupyter.state import reset_state
+
+    monkeypatch.setenv("COPILOT_JUPYTER_HOME", home)
+    monkeypatch.setenv("COPILOT_JUPYTER_MODEL", "echo")
+    monkeypatch.setenv("COPILOT_JUPYTER_FALLBACK_MODEL", "echo")
+    reset_state(None)
+    shell.run_cell("%load_ext copilot_jupyter")
+    try:
+        yield shell
+    finally:
+        shell.run_cell("%unload_ext copilot_jupyter")
+        shell.config.pop("CopilotMagics", None)  # %config writes to the shell's shared config
+        previous = reset_state(None)
+        if previous is not None:
+            previous.client.stop(timeout=5)

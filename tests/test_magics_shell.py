@@ -21,6 +21,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from helpers import copilot_extension
 from IPython.core.display_functions import DisplayHandle
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -48,17 +49,8 @@ def shell() -> InteractiveShell:
 @pytest.fixture
 def ip(shell: InteractiveShell, tmp_path, monkeypatch) -> Iterator[InteractiveShell]:
     """The shell with the extension loaded on a fresh store; echo answers every model."""
-    monkeypatch.setenv("COPILOT_JUPYTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("COPILOT_JUPYTER_MODEL", "echo")
-    monkeypatch.setenv("COPILOT_JUPYTER_FALLBACK_MODEL", "echo")
-    reset_state(None)
-    shell.run_cell("%load_ext copilot_jupyter")
-    yield shell
-    shell.run_cell("%unload_ext copilot_jupyter")
-    shell.config.pop("CopilotMagics", None)  # %config writes to the shell's shared config
-    previous = reset_state(None)
-    if previous is not None:
-        previous.client.stop(timeout=5)
+    with copilot_extension(shell, str(tmp_path / "home"), monkeypatch) as loaded:
+        yield loaded
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import copilot_extension
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.testing import globalipapp
 from IPython.utils.capture import CapturedIO, capture_output
@@ -46,18 +47,8 @@ def shell() -> InteractiveShell:
 @pytest.fixture
 def ip(shell: InteractiveShell, tmp_path, monkeypatch) -> Iterator[InteractiveShell]:
     """The shell with the extension loaded on a fresh store; echo answers every model."""
-    monkeypatch.setenv("COPILOT_JUPYTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("COPILOT_JUPYTER_MODEL", "echo")
-    monkeypatch.setenv("COPILOT_JUPYTER_FALLBACK_MODEL", "echo")
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    reset_state(None)
-    shell.run_cell("%load_ext copilot_jupyter")
-    yield shell
-    shell.run_cell("%unload_ext copilot_jupyter")
-    previous = reset_state(None)
-    if previous is not None:
-        previous.client.stop(timeout=5)
+    with copilot_extension(shell, str(tmp_path / "home"), monkeypatch) as loaded:
+        yield loaded
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers import get_time, get_weather, tool_calls_in, tool_results_in
 
 from copilot import AsyncCopilotClient, CopilotClient
 from copilot.errors import (
@@ -41,16 +42,6 @@ TOOL_TYPES = {
 pytestmark = pytest.mark.timeout(120)
 
 
-@define_tool(description="Today's weather in a city")
-def get_weather(city: str) -> str:
-    return f"sunny in {city}"
-
-
-@define_tool(description="The local time in a city")
-async def get_time(city: str) -> str:
-    return f"12:00 in {city}"
-
-
 class Family:
     """A provider family: its server, the client settings that reach it, how to read requests."""
 
@@ -70,28 +61,12 @@ class Family:
         return [r.json for r in self.server.requests if r.method == "POST"]
 
     def results_in(self, body: dict) -> dict[str, str]:
-        if self.kind == "openai":
-            return {
-                m["tool_call_id"]: m["content"] for m in body["messages"] if m["role"] == "tool"
-            }
-        return {
-            b["tool_use_id"]: b.get("content", "")
-            for m in body["messages"]
-            if isinstance(m["content"], list)
-            for b in m["content"]
-            if b["type"] == "tool_result"
-        }
+        """call id -> result text, as the request carried them."""
+        return tool_results_in(self.kind, body)
 
     def calls_in(self, body: dict) -> list[str]:
-        if self.kind == "openai":
-            return [c["id"] for m in body["messages"] for c in m.get("tool_calls") or ()]
-        return [
-            b["id"]
-            for m in body["messages"]
-            if isinstance(m["content"], list)
-            for b in m["content"]
-            if b["type"] == "tool_use"
-        ]
+        """The ids of the calls the request replayed."""
+        return tool_calls_in(self.kind, body)
 
 
 @pytest.fixture(params=["openai", "anthropic"])
@@ -104,20 +79,16 @@ def family(request, monkeypatch):
 
 
 @pytest.fixture
-def make_client(home, family):
-    clients = []
+def make_client(make_client, family):
+    """conftest's factory (it stops every client), for clients reaching the family's server,
+    started."""
 
     def make(**kwargs):
-        client = CopilotClient(
-            base_directory=home, providers=family.providers, max_retries=0, **kwargs
-        )
+        client = make_client(providers=family.providers, max_retries=0, **kwargs)
         client.start()
-        clients.append(client)
         return client
 
-    yield make
-    for client in clients:
-        client.stop(timeout=10)
+    return make
 
 
 def tool_events(session):

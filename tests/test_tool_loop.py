@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from helpers import get_time, get_weather, tool_calls_in, tool_results_in
 
 from copilot.errors import ToolRoundLimitError
 from copilot.events import EventType
@@ -15,20 +16,10 @@ from copilot.providers.openai import OpenAIProvider
 from copilot.testing import Reply, ScriptedAnthropicServer, ScriptedOpenAIServer, ToolCall
 from copilot.tool_loop import NO_RESULT_TEXT, replay_steps, run_tool_loop, step_messages
 from copilot.tool_runner import ToolRunner
-from copilot.tools import PermissionHandler, define_tool
+from copilot.tools import PermissionHandler
 from copilot.turn import RetryPolicy, stream_reply
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@define_tool(description="Today's weather in a city")
-def get_weather(city: str) -> str:
-    return f"sunny in {city}"
-
-
-@define_tool(description="The local time in a city")
-async def get_time(city: str) -> str:
-    return f"12:00 in {city}"
 
 
 class Family:
@@ -52,28 +43,11 @@ class Family:
 
     def results_in(self, body: dict) -> dict[str, str]:
         """call id -> result text, as the request carried them."""
-        if self.kind == "openai":
-            return {
-                m["tool_call_id"]: m["content"] for m in body["messages"] if m["role"] == "tool"
-            }
-        return {
-            block["tool_use_id"]: block.get("content", "")
-            for m in body["messages"]
-            if isinstance(m["content"], list)
-            for block in m["content"]
-            if block["type"] == "tool_result"
-        }
+        return tool_results_in(self.kind, body)
 
     def calls_in(self, body: dict) -> list[str]:
-        if self.kind == "openai":
-            return [c["id"] for m in body["messages"] for c in m.get("tool_calls") or ()]
-        return [
-            block["id"]
-            for m in body["messages"]
-            if isinstance(m["content"], list)
-            for block in m["content"]
-            if block["type"] == "tool_use"
-        ]
+        """The ids of the calls the request replayed."""
+        return tool_calls_in(self.kind, body)
 
 
 @pytest.fixture(params=["openai", "anthropic"])
