@@ -17,10 +17,11 @@ and shows the approvals of the turns it sent.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import ipywidgets as widgets
@@ -62,6 +63,7 @@ class Approval:
         self.result: PermissionRequestResult | None = None
         #: set once a cell or a panel shows the widget
         self.shown = threading.Event()
+        self._on_settled: list[Callable[[Approval], None]] = []
         self._settled = threading.Event()
         self._lock = threading.Lock()
         shown = self.code
@@ -105,7 +107,16 @@ class Approval:
         self.approve_button.disabled = self.deny_button.disabled = True
         words = {APPROVED: "✔ approved", DENIED: "✘ denied"}
         self.status.value = html.escape(words.get(kind, f"✘ denied: {feedback or kind}"))
+        for callback in self._on_settled:
+            try:
+                callback(self)
+            except Exception:  # a broken listener must not undo the decision
+                pass
         return True
+
+    def on_settled(self, callback: Callable[[Approval], None]) -> None:
+        """Call ``callback(approval)`` once it is decided (on the deciding thread)."""
+        self._on_settled.append(callback)
 
     def wait(self, timeout: float | None) -> PermissionRequestResult:
         """Block until decided; after ``timeout`` seconds, deny (nobody answered)."""
@@ -124,6 +135,8 @@ class ApprovalBroker:
         self._new: list[Approval] = []
         self._open: list[Approval] = []
         self._listeners: tuple[Callable[[Approval], bool], ...] = ()
+        #: session id -> the number of cells waiting for a turn of it
+        self._cells: dict[str, int] = {}
 
     def handler(
         self, request: PermissionRequest, invocation: Mapping[str, Any]
@@ -132,7 +145,8 @@ class ApprovalBroker:
         approval = Approval(request, invocation.get("session_id"))
         with self._lock:
             self._open.append(approval)
-            listeners = self._listeners
+            # a cell waiting for this session's turn shows it; else a panel may
+            listeners = () if self._cells.get(approval.session_id or "") else self._listeners
         shown = False
         for listener in listeners:
             try:
@@ -150,6 +164,21 @@ class ApprovalBroker:
             with self._lock:
                 self._open = [a for a in self._open if a is not approval]
                 self._new = [a for a in self._new if a is not approval]
+
+    @contextlib.contextmanager
+    def cell_waiting(self, session_id: str) -> Iterator[None]:
+        """While this runs, the approvals of ``session_id`` are the waiting cell's to show."""
+        with self._lock:
+            self._cells[session_id] = self._cells.get(session_id, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._cells[session_id] - 1
+                if left:
+                    self._cells[session_id] = left
+                else:
+                    del self._cells[session_id]
 
     def take_new(self) -> list[Approval]:
         """The approvals nobody has shown yet (the caller shows them)."""

@@ -27,6 +27,7 @@ cell shows it marked "aborted", and the session stays usable. No traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import json
@@ -447,26 +448,61 @@ def stream_turn(
         watch.idle = functools.partial(_show_approvals, approvals)
     unsubscribe = session.on(watch.events.put)
     notes: list[str] = []
+    waiting = (
+        approvals.cell_waiting(session.session_id)
+        if approvals is not None
+        else contextlib.nullcontext()
+    )
     try:
-        watch.message_id = session.send(
-            prompt, replaces=replaces, metadata=metadata, **dict(options or {})
-        )
-        deadline = None if not timeout else time.monotonic() + timeout
-        try:
-            if on_sent is not None:
-                on_sent(watch.message_id)
-            if not watch.pump(deadline):
-                notes.append(f"no reply within {timeout:g} s: the turn was aborted")
-                watch.abort()
-                watch.pump(time.monotonic() + _ABORT_GRACE)
-        except KeyboardInterrupt:
-            watch.abort()
-            try:
-                watch.pump(time.monotonic() + _ABORT_GRACE)
-            except KeyboardInterrupt:
-                pass  # a second interrupt: stop waiting at once
+        with waiting:
+            _run_turn(session, prompt, watch, replaces, metadata, options, timeout, on_sent, notes)
     finally:
         unsubscribe()
+    return _finish(session, watch, view, notes, fmt, output_limit, tool_chars, show_footer)
+
+
+def _run_turn(
+    session: Session,
+    prompt: str,
+    watch: _TurnWatch,
+    replaces: str | None,
+    metadata: Mapping[str, Any] | None,
+    options: Mapping[str, Any] | None,
+    timeout: float | None,
+    on_sent: Callable[[str], None] | None,
+    notes: list[str],
+) -> None:
+    """Send the prompt and follow the turn until it ends, times out or is interrupted."""
+    watch.message_id = session.send(
+        prompt, replaces=replaces, metadata=metadata, **dict(options or {})
+    )
+    deadline = None if not timeout else time.monotonic() + timeout
+    try:
+        if on_sent is not None:
+            on_sent(watch.message_id)
+        if not watch.pump(deadline):
+            notes.append(f"no reply within {timeout:g} s: the turn was aborted")
+            watch.abort()
+            watch.pump(time.monotonic() + _ABORT_GRACE)
+    except KeyboardInterrupt:
+        watch.abort()
+        try:
+            watch.pump(time.monotonic() + _ABORT_GRACE)
+        except KeyboardInterrupt:
+            pass  # a second interrupt: stop waiting at once
+
+
+def _finish(
+    session: Session,
+    watch: _TurnWatch,
+    view: _LiveReply,
+    notes: list[str],
+    fmt: str,
+    output_limit: int,
+    tool_chars: int,
+    show_footer: bool,
+) -> TurnOutcome:
+    """Show the finished turn: its tool calls, the reply, and the notes under it."""
     outcome = watch.outcome()
     if view.updates:
         view.clear()

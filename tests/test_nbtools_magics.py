@@ -84,7 +84,9 @@ def test_tools_notebook_flag_calls_describe_and_shows_a_collapsible_block(ip):
     blocks = [h for h in html_outputs(captured) if "<details" in h]
     assert len(blocks) == 1
     block = blocks[0]
-    assert re.search(r"<summary>🔧 describe_variable\(name=&quot;df&quot;\) · success</summary>", block)
+    assert re.search(
+        r"<summary>🔧 describe_variable\(name=&quot;df&quot;\) · success</summary>", block
+    )
     assert "shape (3, 2)" in block and "Paris" in block
     # the reply (echo answers with the tool's result) follows the block
     assert "shape (3, 2)" in text_of(captured)
@@ -104,7 +106,7 @@ def test_without_tools_the_call_line_is_only_echoed(ip):
 
 def test_the_setting_is_remembered_in_the_kernel_and_tools_none_turns_it_off(ip):
     run(ip, DESCRIBE)
-    again = run(ip, '%%copilot nb\ncall list_variables')
+    again = run(ip, "%%copilot nb\ncall list_variables")
     assert "df: DataFrame, shape 3x2" in text_of(again)
     off = run(ip, "%%copilot nb --tools none\ncall list_variables")
     assert "echo: call list_variables" in text_of(off)
@@ -154,7 +156,7 @@ def test_default_tools_traitlet_applies_to_sessions_without_a_setting(ip):
 
 
 def test_run_code_is_off_unless_allowed(ip):
-    captured = run(ip, "%%copilot nb --tools notebook\ncall run_code {\"code\": \"1+1\"}")
+    captured = run(ip, '%%copilot nb --tools notebook\ncall run_code {"code": "1+1"}')
     # run_code is not offered: echo does not call it
     assert 'echo: call run_code {"code": "1+1"}' in text_of(captured)
     assert "made_by_tool" not in ip.user_ns
@@ -180,7 +182,9 @@ def _click_when_shown(button: str, delay: float = 0.0) -> threading.Thread:
     return thread
 
 
-RUN = '%%copilot rc --allow-run-code\ncall run_code {"code": "made_by_tool = 41 + 1\\nmade_by_tool"}'
+RUN = (
+    '%%copilot rc --allow-run-code\ncall run_code {"code": "made_by_tool = 41 + 1\\nmade_by_tool"}'
+)
 
 
 def test_run_code_approved_in_the_cell_runs_and_shows_the_widget(ip):
@@ -188,11 +192,17 @@ def test_run_code_approved_in_the_cell_runs_and_shows_the_widget(ip):
     captured = run(ip, RUN)
     clicker.join(5)
     assert ip.user_ns["made_by_tool"] == 42
-    widgets_shown = [o for o in captured.outputs if "application/vnd.jupyter.widget-view+json" in o.data]
+    widgets_shown = [
+        o for o in captured.outputs if "application/vnd.jupyter.widget-view+json" in o.data
+    ]
     assert len(widgets_shown) == 1  # the approval widget, in this cell's output
     blocks = "".join(html_outputs(captured))
     assert "run_code(code=" in blocks and "· success" in blocks
-    kinds = [e.data.get("result", {}).get("kind") for e in tool_events("rc") if e.type == EventType.PERMISSION_COMPLETED]
+    kinds = [
+        e.data.get("result", {}).get("kind")
+        for e in tool_events("rc")
+        if e.type == EventType.PERMISSION_COMPLETED
+    ]
     assert kinds == ["approved"]
 
 
@@ -224,10 +234,17 @@ def test_tool_blocks_are_escaped_and_capped_in_the_cell(ip):
     # a DataFrame's head is shown whole (no repr cap): the 4,000-character tool cap, then
     # the block's 2,000-character cap apply
     ip.user_ns["made_by_tool"] = pd.DataFrame({"s": ["<script>alert(1)</script>" + "x" * 5000]})
-    captured = run(ip, '%%copilot cap --tools notebook\ncall describe_variable {"name": "made_by_tool"}')
+    captured = run(
+        ip, '%%copilot cap --tools notebook\ncall describe_variable {"name": "made_by_tool"}'
+    )
     block = next(h for h in html_outputs(captured) if "<details" in h)
-    assert "<script>" not in block and "&lt;script&gt;" in block
-    assert "characters; 2,000 shown" in block
+    assert "(4,040 characters; 2,000 shown)</pre>" in block
+    assert len(block) < 2600
+    captured = run(ip, '%%copilot cap\ncall describe_variable {"name": "<script>x</script>"}')
+    block = next(h for h in html_outputs(captured) if "<details" in h)
+    assert "<script>" not in block
+    assert "(name=&quot;&lt;script&gt;x&lt;/script&gt;&quot;)" in block  # the arguments
+    assert "There is no variable &#x27;&lt;script&gt;x&lt;/script&gt;&#x27;" in block  # result
 
 
 def test_exchange_tool_calls_fold_into_the_history_of_the_session(ip):
