@@ -9,9 +9,9 @@ denial (``"user-not-available"``), which the model is told, and the turn goes on
 
 Who shows it: a ``%%copilot`` cell waiting for its reply takes the new approvals on its own
 thread (:meth:`ApprovalBroker.take_new`, called by :func:`copilot_jupyter.display.stream_turn`
-between two looks at the event queue), so the widget lands in that cell's output; while one is
-open, the cell lets the kernel handle the click (:func:`poll_ui`: the kernel otherwise runs no
-comm message until the cell ends). A panel registers a listener (:meth:`ApprovalBroker.listen`)
+between two looks at the event queue), so the widget lands in that cell's output, and its clicks
+are routed to a kernel subshell (:func:`route_clicks`): the kernel's main thread is busy with
+the cell until the turn ends. A panel registers a listener (:meth:`ApprovalBroker.listen`)
 and shows the approvals of the turns it sent.
 """
 
@@ -28,7 +28,7 @@ import ipywidgets as widgets
 
 from copilot.tools import PermissionRequest, PermissionRequestResult
 
-__all__ = ["DEFAULT_APPROVAL_TIMEOUT", "Approval", "ApprovalBroker", "poll_ui"]
+__all__ = ["DEFAULT_APPROVAL_TIMEOUT", "Approval", "ApprovalBroker", "route_clicks"]
 
 #: seconds an approval waits for a click before the call is denied
 DEFAULT_APPROVAL_TIMEOUT = 120.0
@@ -66,31 +66,61 @@ class Approval:
         self._on_settled: list[Callable[[Approval], None]] = []
         self._settled = threading.Event()
         self._lock = threading.Lock()
+        self._widget: widgets.VBox | None = None
+
+    @property
+    def widget(self) -> widgets.VBox:
+        """The box showing the call with Approve / Deny, built on first use.
+
+        Built by the thread that shows it (the cell's, so the widget's messages go out with
+        that cell's request, or the panel's), not by the worker thread that waits.
+        """
+        with self._lock:
+            if self._widget is None:
+                self._widget = self._build()
+            return self._widget
+
+    @property
+    def approve_button(self) -> widgets.Button:
+        """The Approve button."""
+        return self.widget.children[2].children[0]
+
+    @property
+    def deny_button(self) -> widgets.Button:
+        """The Deny button."""
+        return self.widget.children[2].children[1]
+
+    @property
+    def status(self) -> widgets.HTML:
+        """What was decided, after the buttons."""
+        return self.widget.children[2].children[2]
+
+    def _build(self) -> widgets.VBox:
         shown = self.code
         if len(shown) > SHOWN_CODE:
             shown = shown[:SHOWN_CODE] + f"\n… ({len(self.code):,} characters in all)"
         title = (
-            f"<b>{html.escape(request.tool_name)}</b> wants to run this"
-            + (f" (session {html.escape(session_id)})" if session_id else "")
+            f"<b>{html.escape(self.request.tool_name)}</b> wants to run this"
+            + (f" (session {html.escape(self.session_id)})" if self.session_id else "")
             + ":"
         )
-        self.approve_button = widgets.Button(
-            description="Approve", button_style="success", icon="check"
-        )
-        self.deny_button = widgets.Button(description="Deny", button_style="danger", icon="times")
-        self.status = widgets.HTML("")
-        self.approve_button.on_click(lambda _: self.decide(APPROVED))
-        self.deny_button.on_click(lambda _: self.decide(DENIED))
-        self.widget = widgets.VBox(
+        approve = widgets.Button(description="Approve", button_style="success", icon="check")
+        deny = widgets.Button(description="Deny", button_style="danger", icon="times")
+        approve.on_click(lambda _: self.decide(APPROVED))
+        deny.on_click(lambda _: self.decide(DENIED))
+        box = widgets.VBox(
             [
                 widgets.HTML(title),
                 widgets.HTML(
                     f"<pre style='max-height: 20em; overflow: auto'>{html.escape(shown)}</pre>"
                 ),
-                widgets.HBox([self.approve_button, self.deny_button, self.status]),
+                widgets.HBox([approve, deny, widgets.HTML("")]),
             ]
         )
-        self.widget.add_class("cj-approval")
+        box.add_class("cj-approval")
+        if self.result is not None:
+            self._show_decision(box)
+        return box
 
     @property
     def settled(self) -> bool:
@@ -104,15 +134,25 @@ class Approval:
                 return False
             self.result = PermissionRequestResult(kind, feedback)
             self._settled.set()
-        self.approve_button.disabled = self.deny_button.disabled = True
-        words = {APPROVED: "✔ approved", DENIED: "✘ denied"}
-        self.status.value = html.escape(words.get(kind, f"✘ denied: {feedback or kind}"))
+            built = self._widget is not None
+        if built:
+            self._show_decision(self.widget)
         for callback in self._on_settled:
             try:
                 callback(self)
             except Exception:  # a broken listener must not undo the decision
                 pass
         return True
+
+    def _show_decision(self, box: widgets.VBox) -> None:
+        result = self.result
+        assert result is not None
+        approve, deny, status = box.children[2].children
+        approve.disabled = deny.disabled = True
+        words = {APPROVED: "✔ approved", DENIED: "✘ denied"}
+        status.value = html.escape(
+            words.get(result.kind, f"✘ denied: {result.feedback or result.kind}")
+        )
 
     def on_settled(self, callback: Callable[[Approval], None]) -> None:
         """Call ``callback(approval)`` once it is decided (on the deciding thread)."""
@@ -204,15 +244,57 @@ class ApprovalBroker:
         return stop
 
 
-def poll_ui(count: int = 10) -> None:
-    """Let the kernel handle up to ``count`` pending widget messages (a click) while a cell
-    runs; nothing outside a Jupyter kernel (a terminal IPython has no front end to click)."""
+def route_clicks(approval: Approval) -> bool:
+    """Have the kernel handle ``approval``'s clicks while the cell that shows it still runs.
+
+    A Jupyter kernel runs one shell message at a time on its main thread, and a ``%%copilot``
+    cell holds that thread until the turn ends, so a click would wait for the cell, and the
+    cell for the click. ipykernel 7 has kernel subshells (JEP 91): a subshell is a thread of
+    its own with its own message loop, and a comm's replies go to the subshell named by the
+    comm's ``_reply_subshell_id``. The buttons' comms are pointed at one subshell per kernel,
+    created on first use, so the click runs there. False (nothing done) outside such a kernel:
+    a terminal IPython, or an ipykernel without subshells.
+    """
+    subshell = _click_subshell()
+    if subshell is None:
+        return False
+    for button in (approval.approve_button, approval.deny_button):
+        comm = getattr(button, "comm", None)
+        if comm is None or not hasattr(comm, "_reply_subshell_lock"):
+            return False
+        with comm._reply_subshell_lock:
+            comm._reply_subshell_id = subshell
+    return True
+
+
+_subshell_lock = threading.Lock()
+
+
+def _click_subshell() -> str | None:
+    """The id of this kernel's subshell for approval clicks (created once), or None."""
     from IPython import get_ipython
 
     shell = get_ipython()
-    if shell is None or getattr(shell, "kernel", None) is None:
-        return
-    from jupyter_ui_poll import ui_events
+    kernel = getattr(shell, "kernel", None)
+    channel = getattr(kernel, "shell_channel_thread", None)
+    manager = getattr(channel, "manager", None)
+    if kernel is None or manager is None or not hasattr(manager, "_create_subshell"):
+        return None
+    with _subshell_lock:
+        subshell = getattr(kernel, "_copilot_click_subshell", None)
+        if subshell is not None:
+            return subshell
+        created: list[str] = []
+        done = threading.Event()
 
-    with ui_events() as poll:
-        poll(count)
+        def create() -> None:  # on the shell channel thread, as ipykernel requires
+            try:
+                created.append(manager._create_subshell())
+            finally:
+                done.set()
+
+        channel.io_loop.add_callback(create)
+        if not done.wait(10) or not created:
+            return None
+        kernel._copilot_click_subshell = created[0]
+        return created[0]

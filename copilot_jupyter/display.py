@@ -44,7 +44,7 @@ from IPython.display import Math, display
 from copilot import Event, EventType, Session
 from copilot.history import Exchange, ExchangeStatus, History, Note
 
-from .approval import ApprovalBroker, poll_ui
+from .approval import ApprovalBroker, route_clicks
 from .toolblocks import SHOWN_TOOL_CHARS, tool_blocks_html, tool_blocks_text
 
 __all__ = [
@@ -354,15 +354,13 @@ class _TurnWatch:
 
 
 def _show_approvals(approvals: ApprovalBroker) -> bool:
-    """Show the new approvals in this cell and let the kernel handle clicks; True while one
-    is waiting for the user."""
+    """Show the new approvals in this cell, their clicks handled while the cell runs; True
+    while one is waiting for the user."""
     for approval in approvals.take_new():
+        route_clicks(approval)  # before the user can see it (and click)
         display(approval.widget)
         approval.shown.set()
-    if not approvals.pending():
-        return False
-    poll_ui()
-    return True
+    return bool(approvals.pending())
 
 
 def show_tool_calls(tool_calls: list[dict[str, Any]], max_chars: int = SHOWN_TOOL_CHARS) -> None:
