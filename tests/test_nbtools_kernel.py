@@ -46,10 +46,10 @@ def test_tools_notebook_describes_a_dataframe_and_shows_the_collapsible_block(
     assert "df: pandas.DataFrame, shape (4, 2)" in execution.text
 
 
-def _click(kernel: Kernel, comm_id: str) -> None:
+def _click(k: Kernel, comm_id: str) -> None:
     """What the browser sends when a Button is clicked."""
     content = {"comm_id": comm_id, "data": {"method": "custom", "content": {"event": "click"}}}
-    kernel.client.shell_channel.send(kernel.client.session.msg("comm_msg", content))
+    k.client.shell_channel.send(k.client.session.msg("comm_msg", content))
 
 
 RUN = '%%copilot kr --allow-run-code\ncall run_code {"code": "made_by_tool = len(df) * 10"}'
@@ -68,10 +68,13 @@ def test_run_code_runs_after_a_click_on_approve_while_the_cell_waits(
             state = content.get("data", {}).get("state", {})
             if state.get("_model_name") == "ButtonModel" and state.get("description") == "Approve":
                 approve.append(content["comm_id"])
-        elif message["msg_type"] == "display_data" and not clicked:
-            if "application/vnd.jupyter.widget-view+json" in content["data"]:
-                clicked.append(approve[0])  # the user sees the widget, then clicks
-                _click(kernel, approve[0])
+        elif (
+            message["msg_type"] == "display_data"
+            and not clicked
+            and "application/vnd.jupyter.widget-view+json" in content["data"]
+        ):
+            clicked.append(approve[0])  # the user sees the widget, then clicks
+            _click(kernel, approve[0])
 
     execution = kernel.collect(kernel.send(RUN), on_message)
     assert execution.reply["status"] == "ok", execution.text
