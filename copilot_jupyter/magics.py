@@ -497,6 +497,8 @@ class CopilotMagics(Magics):
         --allow-run-code, else this kernel's setting, else ``default_tools``."""
         self._sync_tool_settings()
         state = self.state
+        if args.new and state.client.get_session_metadata(name) is not None:
+            return  # --new refuses the session: its setting stays as it was
         if args.allow_run_code and args.tools == "none":
             raise UsageError(
                 "%%copilot: --allow-run-code needs the notebook tools; drop --tools none"
