@@ -216,7 +216,7 @@ class CopilotState(HasTraits):
             session = self.sessions.get(session_id)
             if session is not None and not session.closed:
                 # the same open session, given its new tools (tools are replaced in place)
-                pass
+                self.client.resume_session(session_id, **self.tool_arguments(session_id))
             self.touch()
         return setting
 
