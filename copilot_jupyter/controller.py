@@ -145,6 +145,11 @@ class PanelController(HasTraits):
     search_hits = List(Dict())
     search_summary = Unicode("")
 
+    #: the shown session has the notebook tools on in this kernel (the "Notebook tools" toggle)
+    notebook_tools = Bool(False)
+    #: tool calls of the panel's turns waiting for Approve / Deny (:class:`Approval` objects)
+    approvals = List()
+
     state = Instance(CopilotState)
 
     def __init__(
@@ -171,6 +176,7 @@ class PanelController(HasTraits):
         self.refresh_sessions()
         self.state.observe(self._on_current_session, "current_session")
         self.state.observe(self._on_revision, "revision")
+        self._watch_tools()
         current = self.state.current_session
         if current and self.client.get_session_metadata(current) is not None:
             self.try_action(self.select, current)
@@ -214,6 +220,7 @@ class PanelController(HasTraits):
             self._subscription.close()
         self.state.unobserve(self._on_current_session, "current_session")
         self.state.unobserve(self._on_revision, "revision")
+        self._unwatch_tools()
         self._render_live_throttled.close()
         self._render_columns_throttled.close()
         for feed in [self._feed, *self._compare]:
@@ -476,6 +483,49 @@ class PanelController(HasTraits):
                 raise
             self.model = model
             self.refresh_sessions()
+
+    # -- notebook tools ----------------------------------------------------------------------
+
+    def _watch_tools(self) -> None:
+        """Follow the shown session's notebook tools, and show the approvals of its turns."""
+        self.observe(self._sync_notebook_tools, "selected")
+        self.state.observe(self._sync_notebook_tools, "tool_settings")
+        self._stop_approvals = self.state.approvals.listen(self._on_approval)
+
+    def _unwatch_tools(self) -> None:
+        self.unobserve(self._sync_notebook_tools, "selected")
+        self.state.unobserve(self._sync_notebook_tools, "tool_settings")
+        self._stop_approvals()
+
+    def _sync_notebook_tools(self, _change: Any = None) -> None:
+        selected = self.selected
+        self.notebook_tools = bool(selected and self.state.tool_setting(selected).enabled)
+
+    def set_notebook_tools(self, enabled: bool) -> None:
+        """Turn the shown session's notebook tools on or off (as ``%copilot tools NAME on``;
+        ``run_code`` stays as the magics set it)."""
+        with self._actions:
+            session_id = self._require_selected()
+            run_code = self.state.tool_setting(session_id).allow_run_code
+            self.state.set_notebook_tools(session_id, enabled, allow_run_code=run_code)
+            self._sync_notebook_tools()
+            self.say(
+                "info",
+                f"Notebook tools {'on' if enabled else 'off'} for {session_id} in this kernel.",
+            )
+
+    def _on_approval(self, approval: Any) -> bool:
+        """Show an approval of the shown session's turn (no cell waits for it); True if shown."""
+        if self._closed or approval.session_id is None or approval.session_id != self.selected:
+            return False
+        with self._lock:
+            self.approvals = [*self.approvals, approval]
+        approval.on_settled(self._drop_approval)
+        return True
+
+    def _drop_approval(self, approval: Any) -> None:
+        with self._lock:
+            self.approvals = [a for a in self.approvals if a is not approval]
 
     # -- prompts -----------------------------------------------------------------------------
 

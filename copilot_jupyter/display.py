@@ -27,6 +27,8 @@ cell shows it marked "aborted", and the session stays usable. No traceback.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import html
 import json
 import queue
@@ -42,6 +44,9 @@ from IPython.display import Math, display
 from copilot import Event, EventType, Session
 from copilot.history import Exchange, ExchangeStatus, History, Note
 
+from .approval import ApprovalBroker, route_clicks
+from .toolblocks import SHOWN_TOOL_CHARS, tool_blocks_html, tool_blocks_text
+
 __all__ = [
     "FORMATS",
     "LARGE_PROMPT",
@@ -52,6 +57,7 @@ __all__ = [
     "extract_code",
     "render",
     "show_error",
+    "show_tool_calls",
     "stream_turn",
 ]
 
@@ -64,6 +70,9 @@ _ABORT_GRACE = 10.0
 _MAX_WAIT = 0.25
 #: the most queued events handled between two looks at the clock
 _MAX_BATCH = 10_000
+#: the longest the cell blocks in one wait while a tool call waits for the user's approval
+#: (the click is handled between two waits)
+_APPROVAL_WAIT = 0.05
 
 #: a live update shows at most this many characters of the reply (its tail)
 LIVE_LIMIT = 20_000
@@ -99,6 +108,8 @@ class TurnOutcome:
     duration_ms: float | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: the turn's tool calls (:attr:`copilot.history.Exchange.tool_calls`)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 def extract_code(text: str) -> str:
@@ -225,6 +236,8 @@ class _TurnWatch:
         self.streamed = ""
         self._buffer: list[str] = []
         self._buffer_attempt = 0
+        #: called on the cell's thread between two waits; True while it waits for the user
+        self.idle: Callable[[], bool] | None = None
 
     @property
     def done(self) -> bool:
@@ -283,6 +296,8 @@ class _TurnWatch:
                 self.flush()
                 return False
             waits = [_MAX_WAIT, self.view.due_in(now)]
+            if self.idle is not None and self.idle():
+                waits.append(_APPROVAL_WAIT)
             if deadline is not None:
                 waits.append(deadline - now)
             try:
@@ -316,6 +331,8 @@ class _TurnWatch:
             and note.data.get("warningType") != "retry"
         ]
         outcome.warnings = warnings
+        if exchange is not None:
+            outcome.tool_calls = list(exchange.tool_calls)
         if exchange is None:
             outcome.status = "detached"
             return outcome
@@ -334,6 +351,27 @@ class _TurnWatch:
         else:  # ended without an outcome: the core recorded nothing more
             outcome.status = "detached"
         return outcome
+
+
+def _show_approvals(approvals: ApprovalBroker) -> bool:
+    """Show the new approvals in this cell, their clicks handled while the cell runs; True
+    while one is waiting for the user."""
+    for approval in approvals.take_new():
+        route_clicks(approval)  # before the user can see it (and click)
+        display(approval.widget)
+        approval.shown.set()
+    return bool(approvals.pending())
+
+
+def show_tool_calls(tool_calls: list[dict[str, Any]], max_chars: int = SHOWN_TOOL_CHARS) -> None:
+    """A turn's tool calls as collapsible blocks (name, arguments, result), escaped and cut."""
+    display(
+        {
+            "text/html": tool_blocks_html(tool_calls, max_chars),
+            "text/plain": tool_blocks_text(tool_calls, max_chars),
+        },
+        raw=True,
+    )
 
 
 def _footer(outcome: TurnOutcome) -> str:
@@ -374,6 +412,8 @@ def stream_turn(
     live_limit: int = LIVE_LIMIT,
     output_limit: int = OUTPUT_LIMIT,
     large_prompt: int = LARGE_PROMPT,
+    approvals: ApprovalBroker | None = None,
+    tool_chars: int = SHOWN_TOOL_CHARS,
 ) -> TurnOutcome:
     """Send ``prompt`` on ``session`` and stream the reply into the cell's output until it ends.
 
@@ -386,7 +426,10 @@ def stream_turn(
     ``send``: temperature, max_tokens, ...), ``live_limit`` (the most characters one live
     update shows: the tail of a longer reply), ``output_limit`` (the most characters the
     finished output keeps: the head; the session log keeps everything), ``large_prompt`` (a
-    prompt longer than this many characters gets a warning first). Raises
+    prompt longer than this many characters gets a warning first), ``approvals`` (the
+    session's permission handler: a tool call waiting for approval shows its Approve / Deny
+    widget in this cell, and the cell lets the kernel handle the click), ``tool_chars`` (the
+    most characters of each tool call's arguments and result shown). Raises
     :class:`copilot.CopilotError` if the prompt cannot be sent; a failed, aborted or timed-out
     turn is reported in the outcome.
     """
@@ -399,33 +442,72 @@ def stream_turn(
         )
     view = _LiveReply(fmt, update_interval, live_limit)
     watch = _TurnWatch(session, view)
+    if approvals is not None:
+        watch.idle = functools.partial(_show_approvals, approvals)
     unsubscribe = session.on(watch.events.put)
     notes: list[str] = []
+    waiting = (
+        approvals.cell_waiting(session.session_id)
+        if approvals is not None
+        else contextlib.nullcontext()
+    )
     try:
-        watch.message_id = session.send(
-            prompt, replaces=replaces, metadata=metadata, **dict(options or {})
-        )
-        deadline = None if not timeout else time.monotonic() + timeout
-        try:
-            if on_sent is not None:
-                on_sent(watch.message_id)
-            if not watch.pump(deadline):
-                notes.append(f"no reply within {timeout:g} s: the turn was aborted")
-                watch.abort()
-                watch.pump(time.monotonic() + _ABORT_GRACE)
-        except KeyboardInterrupt:
-            watch.abort()
-            try:
-                watch.pump(time.monotonic() + _ABORT_GRACE)
-            except KeyboardInterrupt:
-                pass  # a second interrupt: stop waiting at once
+        with waiting:
+            _run_turn(session, prompt, watch, replaces, metadata, options, timeout, on_sent, notes)
     finally:
         unsubscribe()
+    return _finish(session, watch, view, notes, fmt, output_limit, tool_chars, show_footer)
+
+
+def _run_turn(
+    session: Session,
+    prompt: str,
+    watch: _TurnWatch,
+    replaces: str | None,
+    metadata: Mapping[str, Any] | None,
+    options: Mapping[str, Any] | None,
+    timeout: float | None,
+    on_sent: Callable[[str], None] | None,
+    notes: list[str],
+) -> None:
+    """Send the prompt and follow the turn until it ends, times out or is interrupted."""
+    watch.message_id = session.send(
+        prompt, replaces=replaces, metadata=metadata, **dict(options or {})
+    )
+    deadline = None if not timeout else time.monotonic() + timeout
+    try:
+        if on_sent is not None:
+            on_sent(watch.message_id)
+        if not watch.pump(deadline):
+            notes.append(f"no reply within {timeout:g} s: the turn was aborted")
+            watch.abort()
+            watch.pump(time.monotonic() + _ABORT_GRACE)
+    except KeyboardInterrupt:
+        watch.abort()
+        try:
+            watch.pump(time.monotonic() + _ABORT_GRACE)
+        except KeyboardInterrupt:
+            pass  # a second interrupt: stop waiting at once
+
+
+def _finish(
+    session: Session,
+    watch: _TurnWatch,
+    view: _LiveReply,
+    notes: list[str],
+    fmt: str,
+    output_limit: int,
+    tool_chars: int,
+    show_footer: bool,
+) -> TurnOutcome:
+    """Show the finished turn: its tool calls, the reply, and the notes under it."""
     outcome = watch.outcome()
     if view.updates:
         view.clear()
     if outcome.status == "detached":
         notes.append("stopped waiting; the turn goes on in the background")
+    if outcome.tool_calls:
+        show_tool_calls(outcome.tool_calls, tool_chars)
     if outcome.content or outcome.status == "ok":
         bundle, cut = _final_bundle(outcome, fmt, output_limit)
         display(bundle, raw=True)

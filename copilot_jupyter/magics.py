@@ -30,7 +30,14 @@ updates show a bounded tail, and the notebook keeps a bounded output
 (:mod:`copilot_jupyter.display`); the session log keeps everything.
 
 ``%copilot SUBCOMMAND`` manages sessions: ``list``, ``history``, ``use``, ``new``, ``delete``,
-``fork``, ``model``, ``export``, ``prune``, ``models``, ``panel``, ``help``.
+``fork``, ``model``, ``export``, ``prune``, ``models``, ``panel``, ``tools``, ``help``.
+
+Notebook tools: ``%%copilot NAME --tools notebook`` lets the session's model list the kernel's
+variables, describe one and read a cell (:mod:`copilot_jupyter.tools`); ``--allow-run-code``
+adds ``run_code``, each run shown in the cell with Approve / Deny and denied when nobody answers
+within ``approval_timeout`` seconds. ``%copilot tools NAME on|off`` does the same without a
+prompt. The setting is remembered for the session in this kernel (tools are code, never stored);
+``--tools none`` turns them off. The calls show under the reply as collapsible blocks.
 
 Notebook context (:mod:`copilot_jupyter.context`): from the moment the extension loads, a
 ``post_run_cell`` observer records each cell's error (it replaces nothing: tracebacks show as
@@ -49,7 +56,8 @@ print one line saying what to do, in the magics' terms (``%copilot list``, not t
 subcommand's own usage. Neither shows a traceback.
 
 Settings: ``%config CopilotMagics.default_model = "gpt-4.1"`` and ``default_format``,
-``update_interval``, ``timeout``, ``show_footer``, ``default_session``.
+``update_interval``, ``timeout``, ``show_footer``, ``default_session``, ``default_tools``
+(``none`` or ``notebook``), ``approval_timeout``, ``tool_output_limit``.
 """
 
 from __future__ import annotations
@@ -81,6 +89,7 @@ from copilot.history import History, exchanges_of
 from copilot.routing import UnroutableModelError
 from copilot.search import MAX_LIMIT as SEARCH_MAX_LIMIT
 
+from .approval import DEFAULT_APPROVAL_TIMEOUT
 from .context import CellErrors, explain_prompt, fix_prompt
 from .display import (
     FORMATS,
@@ -96,8 +105,9 @@ from .display import (
 from .export import EXPORT_FORMATS, export_session, to_markdown
 from .formatting import time_ago
 from .interpolate import interpolate
-from .state import CopilotState, get_state, reset_state
+from .state import CopilotState, ToolSetting, get_state, reset_state
 from .summaries import summarize
+from .tools import DEFAULT_MAX_CHARS
 
 __all__ = ["CopilotMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -206,7 +216,28 @@ def _cell_parser() -> _Parser:
     parser.add_argument("--new", action="store_true", help="fail if the session exists")
     for flag, keyword, options in _GENERATION:
         parser.add_argument(flag, dest=keyword, help=_GENERATION_HELP[keyword], **options)
+    _add_tool_options(parser)
     return parser
+
+
+def _add_tool_options(parser: _Parser) -> None:
+    """``--tools notebook|none`` and ``--allow-run-code`` on the %%copilot line."""
+    parser.add_argument(
+        "--tools",
+        choices=_TOOLSETS,
+        help="notebook: the session may look at the kernel's variables and cells (remembered "
+        "for this kernel); none: turn them off",
+    )
+    parser.add_argument(
+        "--allow-run-code",
+        action="store_true",
+        help="with the notebook tools, the model may also run code, each run only after you "
+        "approve it in the notebook",
+    )
+
+
+#: the toolsets of ``--tools`` and ``CopilotMagics.default_tools``
+_TOOLSETS = ("notebook", "none")
 
 
 def _generation_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -373,6 +404,25 @@ class CopilotMagics(Magics):
         help="Most characters of a finished reply kept in the notebook's output (the head, "
         "with a note); the session log keeps the whole reply.",
     )
+    default_tools = Enum(
+        _TOOLSETS,
+        default_value="none",
+        config=True,
+        help="Tools of a session used without --tools and not set by %copilot tools in this "
+        "kernel: none, or notebook (variables and cells; run-code stays off).",
+    )
+    approval_timeout = Float(
+        DEFAULT_APPROVAL_TIMEOUT,
+        min=0.0,
+        config=True,
+        help="Seconds a tool call waits for Approve / Deny in the notebook before it is denied.",
+    )
+    tool_output_limit = Int(
+        DEFAULT_MAX_CHARS,
+        min=100,
+        config=True,
+        help="Most characters of one notebook tool's result (what the model and the log see).",
+    )
     large_prompt = Int(
         LARGE_PROMPT,
         min=0,
@@ -468,6 +518,7 @@ class CopilotMagics(Magics):
                 f"→ session {name!r}: the default, as no session is current in this kernel "
                 "(%%copilot NAME or %copilot use NAME picks one)"
             )
+        self._apply_tools(name, args)
         session = self._session_for_prompt(name, args)
         state.current_session = name
         state.restored = None
@@ -501,10 +552,68 @@ class CopilotMagics(Magics):
             live_limit=self.live_limit,
             output_limit=self.output_limit,
             large_prompt=self.large_prompt,
+            approvals=self.state.approvals,
         )
         if outcome.status == "ok" and fmt == "code":
             self.shell.set_next_input(extract_code(outcome.content), replace=False)
         return outcome
+
+    # -- notebook tools (the --tools flags and %copilot tools) ---------------------------------
+
+    def _sync_tool_settings(self) -> None:
+        """Pass the tool settings of these magics to the shared state."""
+        state = self.state
+        state.approvals.timeout = self.approval_timeout
+        state.tool_max_chars = self.tool_output_limit
+        if state.shell is None:
+            state.shell = self.shell
+
+    def _apply_tools(self, name: str, args: argparse.Namespace) -> None:
+        """Turn the session's notebook tools on or off as the %%copilot line says: --tools,
+        --allow-run-code, else this kernel's setting, else ``default_tools``."""
+        self._sync_tool_settings()
+        state = self.state
+        if args.new and state.client.get_session_metadata(name) is not None:
+            return  # --new refuses the session: its setting stays as it was
+        if args.allow_run_code and args.tools == "none":
+            raise UsageError(
+                "%%copilot: --allow-run-code needs the notebook tools; drop --tools none"
+            )
+        if args.tools or args.allow_run_code:
+            state.set_notebook_tools(name, args.tools != "none", allow_run_code=args.allow_run_code)
+        elif name not in state.tool_settings and self.default_tools == "notebook":
+            state.set_notebook_tools(name, True)
+
+    @_command(
+        "tools",
+        "turn a session's notebook tools on or off (this kernel; shows them without on/off)",
+        _arg("name", nargs="?", help="the session (default: the current one)"),
+        _arg("switch", nargs="?", choices=("on", "off"), help="on or off"),
+        _arg(
+            "--allow-run-code",
+            action="store_true",
+            help="with on: the model may also run code, after you approve each run",
+        ),
+    )
+    def _cmd_tools(self, args: argparse.Namespace) -> None:
+        if args.name in ("on", "off") and args.switch is None:
+            args.name, args.switch = None, args.name  # %copilot tools on: the current session
+        name = self._name_or_current(args.name)
+        self._sync_tool_settings()
+        state = self.state
+        if args.switch is None:
+            if args.allow_run_code:
+                raise UsageError(f"--allow-run-code goes with on: %copilot tools {name} on ...")
+            print(_describe_tools(name, state.tool_setting(name)))
+            return
+        if args.allow_run_code and args.switch == "off":
+            raise UsageError(f"--allow-run-code goes with on: %copilot tools {name} on ...")
+        if self.state.client.get_session_metadata(name) is None and name not in state.sessions:
+            raise SessionNotFoundError(name)
+        setting = state.set_notebook_tools(
+            name, args.switch == "on", allow_run_code=args.allow_run_code
+        )
+        print(_describe_tools(name, setting))
 
     def _session_for_prompt(self, name: str, args: argparse.Namespace) -> Session:
         client = self.state.client
@@ -820,7 +929,15 @@ def _explain_target(first: str | None, second: str | None) -> tuple[int | None, 
 
 def _context_args(name: str | None, model: str | None) -> argparse.Namespace:
     """The arguments %%copilot would have for ``%%copilot NAME -m MODEL``."""
-    return argparse.Namespace(name=name, model=model, system=None, new=False, format=None)
+    return argparse.Namespace(
+        name=name,
+        model=model,
+        system=None,
+        new=False,
+        format=None,
+        tools=None,
+        allow_run_code=False,
+    )
 
 
 @_command(
@@ -875,6 +992,21 @@ def _cmd_explain(magics: CopilotMagics, args: argparse.Namespace) -> None:
     name = magics._prompt_target(given, "%copilot explain")
     session = magics._pick_session(name, _context_args(given, args.model))
     magics._send_from_cell(session, prompt, "markdown", args)
+
+
+def _describe_tools(name: str, setting: ToolSetting) -> str:
+    """One line saying which notebook tools session ``name`` has in this kernel."""
+    if not setting.enabled:
+        return f"session {name}: notebook tools off (%copilot tools {name} on turns them on)"
+    run = (
+        "run_code on (each run waits for your approval)"
+        if setting.allow_run_code
+        else "run_code off (--allow-run-code turns it on)"
+    )
+    return (
+        f"session {name}: notebook tools on in this kernel (list_variables, describe_variable, "
+        f"read_cell); {run}"
+    )
 
 
 # -- hints in the magics' terms ----------------------------------------------------------------

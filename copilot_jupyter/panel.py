@@ -178,6 +178,9 @@ class SessionPanel(w.VBox):
         c.observe(self._show_confirm, ["pending_delete"])
         c.observe(self._show_compare, ["compare_mode", "columns"])
         c.observe(self._show_search, ["search_hits", "search_summary"])
+        c.observe(self._show_tools, ["notebook_tools", "selected"])
+        c.observe(self._show_approvals, ["approvals"])
+        self._show_tools()
         self._show_all()
         # Count the browser's views of the panel (an ipywidgets feature): with none left (the
         # cell was re-run or cleared) the controller pauses its polling and rendering.
@@ -269,9 +272,38 @@ class SessionPanel(w.VBox):
         self.compare_toggle.add_class("copilot-compare-toggle")
         self.compare_toggle.observe(self._on_compare_toggle, "value")
         return w.HBox(
-            (self.model, self.refresh_button, self.compare_toggle),
+            (self.model, self.refresh_button, self.compare_toggle, self._build_tools_toggle()),
             layout=w.Layout(align_items="center", width="auto"),
         )
+
+    def _build_tools_toggle(self) -> w.ToggleButton:
+        """The "Notebook tools" toggle of the shown session (and the approvals box)."""
+        self.tools_toggle = w.ToggleButton(
+            description="Notebook tools",
+            icon="wrench",
+            tooltip="Let the model look at this kernel's variables and cells (this kernel only)",
+            layout=w.Layout(width="auto", flex="0 0 auto"),
+        )
+        self.tools_toggle.add_class("copilot-tools-toggle")
+        self.tools_toggle.observe(self._on_tools_toggle, "value")
+        self.approvals = w.VBox(layout=w.Layout(width="auto"))
+        self.approvals.add_class("copilot-approvals")
+        return self.tools_toggle
+
+    def _show_tools(self, _change: Any = None) -> None:
+        c = self.controller
+        with self._quiet():
+            self.tools_toggle.value = c.notebook_tools
+        self.tools_toggle.disabled = c.selected is None
+
+    def _show_approvals(self, _change: Any = None) -> None:
+        self.approvals.children = tuple(a.widget for a in self.controller.approvals)
+
+    def _on_tools_toggle(self, change: Any) -> None:
+        if self._syncing:
+            return
+        self.controller.try_action(self.controller.set_notebook_tools, bool(change["new"]))
+        self._show_tools()
 
     def _build_compare_picker(self) -> w.Box:
         """Compare mode's models: a checkbox per usable model, and a box for other ids."""
@@ -301,7 +333,7 @@ class SessionPanel(w.VBox):
         self.compare = w.HBox(layout=w.Layout(display="none", width="auto"))
         self.compare.add_class("copilot-compare")
         self._columns: list[_Column] = []
-        return w.VBox((self.chat, self.compare), layout=w.Layout(width="auto"))
+        return w.VBox((self.chat, self.compare, self.approvals), layout=w.Layout(width="auto"))
 
     def _build_prompt(self) -> w.VBox:
         """The prompt box (Enter sends), Send, Stop and the status line."""

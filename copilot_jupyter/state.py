@@ -11,6 +11,13 @@ in the kernels it starts for a notebook; VS Code sets ``__vsc_ipynb_file__`` ins
 map from notebook to session is a small JSON file, ``jupyter/current-sessions.json`` in the
 store's home (``COPILOT_JUPYTER_HOME``). A kernel that knows no notebook (a terminal IPython, a
 plain ``jupyter_client`` kernel) keeps the current session in memory only.
+
+Notebook tools (:mod:`copilot_jupyter.tools`) are turned on per session by ``%%copilot NAME
+--tools notebook``, ``%copilot tools NAME on`` or the panel's toggle, all through
+:meth:`CopilotState.set_notebook_tools`. The setting lives in this kernel only: tools are code,
+never stored, so each time the state opens a session it passes ``tools=notebook_tools(shell,
+...)`` and the notebook's permission handler (:class:`copilot_jupyter.approval.ApprovalBroker`)
+again, and a change to an open session re-opens it with the new tools.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 import os
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +34,25 @@ from traitlets import Dict, HasTraits, Instance, Int, Unicode, observe
 
 from copilot import CopilotClient, Event, EventType, Session, SessionNotFoundError
 
-__all__ = ["CopilotState", "CurrentSessions", "get_state", "notebook_key", "reset_state"]
+from .approval import ApprovalBroker
+from .tools import DEFAULT_MAX_CHARS, notebook_tools
+
+__all__ = [
+    "CopilotState",
+    "CurrentSessions",
+    "ToolSetting",
+    "get_state",
+    "notebook_key",
+    "reset_state",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSetting:
+    """A session's notebook tools in this kernel: on or off, and whether ``run_code`` is."""
+
+    enabled: bool = False
+    allow_run_code: bool = False
 
 
 def notebook_key(user_ns: dict[str, Any] | None = None) -> str | None:
@@ -98,10 +124,19 @@ class CopilotState(HasTraits):
     #: yet (a bare ``%%copilot`` then says where it went)
     restored = Unicode(None, allow_none=True)
 
+    #: session id -> :class:`ToolSetting` (this kernel only; tools are never stored)
+    tool_settings = Dict()
+    #: the cap on each notebook tool result (characters)
+    tool_max_chars = Int(DEFAULT_MAX_CHARS, min=100)
+
     def __init__(
         self, client: CopilotClient | None = None, notebook: str | None = None, **kwargs: Any
     ) -> None:
         client = client or CopilotClient()
+        #: the permission handler of notebook tools, and the approvals waiting to be shown
+        self.approvals = ApprovalBroker()
+        #: the shell the notebook tools read (None: the running IPython's, found on first use)
+        self.shell: Any = kwargs.pop("shell", None)
         self._lock = threading.RLock()
         self._memory = CurrentSessions(client.home)
         super().__init__(client=client, notebook=notebook, **kwargs)
@@ -131,18 +166,59 @@ class CopilotState(HasTraits):
             session = self.sessions.get(session_id)
             if session is not None and not session.closed:
                 return session
+            tool_args = self.tool_arguments(session_id)
             try:
-                session = self.client.resume_session(session_id)
+                session = self.client.resume_session(session_id, **tool_args)
             except SessionNotFoundError:
                 if not create:
                     raise
                 session = self.client.create_session(
-                    session_id=session_id, model=model, system_message=system_message
+                    session_id=session_id, model=model, system_message=system_message, **tool_args
                 )
             self.sessions = {**self.sessions, session_id: session}
             session.on(self._on_event)
             self.touch()
             return session
+
+    def tool_setting(self, session_id: str) -> ToolSetting:
+        """The notebook tools of ``session_id`` in this kernel (off unless turned on)."""
+        return self.tool_settings.get(session_id, ToolSetting())
+
+    def tool_arguments(self, session_id: str) -> dict[str, Any]:
+        """The tool arguments of ``create_session`` / ``resume_session`` for ``session_id``:
+        fresh notebook tools and the notebook's permission handler, or none."""
+        setting = self.tool_setting(session_id)
+        if not setting.enabled:
+            return {}
+        shell = self.shell
+        if shell is None:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+        if shell is None:
+            return {}  # no kernel to look at (a plain Python process)
+        tools = notebook_tools(
+            shell, allow_run_code=setting.allow_run_code, max_chars=self.tool_max_chars
+        )
+        return {"tools": tools, "on_permission_request": self.approvals.handler}
+
+    def set_notebook_tools(
+        self, session_id: str, enabled: bool, *, allow_run_code: bool = False
+    ) -> ToolSetting:
+        """Turn the notebook tools of ``session_id`` on or off (``run_code`` only with
+        ``allow_run_code``); an open session is re-opened with them at once. Returns the
+        setting."""
+        setting = ToolSetting(bool(enabled), bool(enabled and allow_run_code))
+        with self._lock:
+            if self.tool_setting(session_id) == setting:
+                return setting
+            self.tool_settings = {**self.tool_settings, session_id: setting}
+            session = self.sessions.get(session_id)
+            if session is not None and not session.closed:
+                # the same open session, given its new tools (tools are replaced in place)
+                self.client.resume_session(session_id, **self.tool_arguments(session_id))
+            self.touch()
+        return setting
 
     def forget(self, session_id: str) -> None:
         """Drop an open session object (after delete or rename)."""

@@ -10,6 +10,11 @@ A prompt or a reply longer than :data:`SHOWN_CHARS` shows its first :data:`SHOWN
 characters and says how much was left out: the panel stays responsive, and the whole text
 stays in the session's log (``%copilot export`` writes it).
 
+A turn that called tools shows its calls between the prompt and the reply as collapsed
+``<details>`` blocks (name and arguments; the result when opened), escaped and cut to
+:data:`copilot_jupyter.toolblocks.SHOWN_TOOL_CHARS` characters each
+(:mod:`copilot_jupyter.toolblocks`); a running turn's calls show as they happen.
+
 >>> t = Transcript()
 >>> _ = t.fold([Event(EventType.USER_MESSAGE, {"content": "Hi <b>"}, id="m1")])
 >>> "Hi &lt;b&gt;" in t.html()
@@ -27,6 +32,7 @@ from copilot.history import Exchange, ExchangeStatus, History, Note
 
 from .formatting import format_count, format_usage
 from .markdown import render_markdown
+from .toolblocks import tool_blocks_html
 
 __all__ = ["EMPTY", "SHOWN_CHARS", "Transcript", "render_entry"]
 
@@ -128,7 +134,7 @@ def render_entry(entry: Exchange | Note) -> str:
     if isinstance(entry, Note):
         render = _NOTES.get(entry.type)
         return render(entry.data) if render else ""
-    return _user(entry) + _OUTCOMES[entry.status](entry)
+    return _user(entry) + tool_blocks_html(entry.tool_calls) + _OUTCOMES[entry.status](entry)
 
 
 class Transcript:
