@@ -79,7 +79,9 @@ class ConversationTail:
         """The system message, the newest exchanges that fit ``budget`` tokens, and ``prompt``.
 
         Token counts are cached per exchange under ``counter_key`` (a tokenizer's name), so a
-        turn counts only the exchanges it has not counted before.
+        turn counts only the exchanges it has not counted before; so are the exchange's two
+        chat messages (``Exchange.chat``), so a turn at a full window builds one new message
+        pair, not one per exchange sent.
         """
         used = count_tokens(prompt) + MESSAGE_OVERHEAD
         head: list[ChatMessage] = []
@@ -103,8 +105,17 @@ class ConversationTail:
             kept.append(exchange)
         messages = head
         for exchange in reversed(kept):
-            messages.append(ChatMessage("user", exchange.prompt))
-            messages.append(ChatMessage("assistant", exchange.reply))
+            chat = exchange.chat  # built once per exchange, not once per turn
+            if (
+                chat is None
+                or chat[0].content is not exchange.prompt
+                or (chat[1].content is not exchange.reply)
+            ):
+                chat = exchange.chat = (
+                    ChatMessage("user", exchange.prompt),
+                    ChatMessage("assistant", exchange.reply),
+                )
+            messages.extend(chat)
         messages.append(ChatMessage("user", prompt))
         return BuiltContext(
             messages=tuple(messages),
