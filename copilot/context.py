@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .events import Event
-from .history import Exchange, History
+from .history import Exchange, ExchangeStatus, History
 from .providers.base import ChatMessage
 
 __all__ = ["BuiltContext", "ConversationTail"]
@@ -37,6 +37,15 @@ class BuiltContext:
     budget: int
     omitted_turns: int
     omitted_tokens: int
+
+
+_OK, _ABORTED = ExchangeStatus.OK, ExchangeStatus.ABORTED
+
+
+def _in_context(exchange: Exchange) -> bool:
+    """``exchange.in_context``, inlined for the per-turn walks over a full window."""
+    status = exchange.status
+    return status is _OK or (status is _ABORTED and bool(exchange.reply))
 
 
 class ConversationTail:
@@ -90,8 +99,9 @@ class ConversationTail:
             used += count_tokens(self.system_message) + MESSAGE_OVERHEAD
         kept: list[Exchange] = []
         omitted_turns = omitted_tokens = 0
-        complete = [e for e in self._history if e.in_context]
-        for exchange in reversed(complete):
+        for exchange in self._history.newest_first():
+            if not _in_context(exchange):
+                continue
             cost = exchange.tokens.get(counter_key)
             if cost is None:
                 cost = count_tokens(exchange.prompt) + count_tokens(exchange.reply)
@@ -128,14 +138,16 @@ class ConversationTail:
     def forget_before(self, budget_tokens: int, counter_key: str) -> None:
         """Drop exchanges older than what ``budget_tokens`` could ever include (bounds memory)."""
         total = 0
-        exchanges = list(self._history)
-        complete = [e for e in exchanges if e.in_context]
-        for index in range(len(complete) - 1, -1, -1):
-            total += complete[index].tokens.get(counter_key, 0)
+        newest_first = self._history.newest_first()
+        for exchange in newest_first:
+            if not _in_context(exchange):
+                continue
+            total += exchange.tokens.get(counter_key, 0)
             if total > budget_tokens:
                 # everything before the oldest exchange that could still fit goes, whatever
-                # its status (failed prompts too: they never reach a model)
-                cutoff = exchanges.index(complete[index])
-                self._history.forget(old.message_id for old in exchanges[:cutoff])
-                self.earlier_turns += index
+                # its status (failed prompts too: they never reach a model); the iterator
+                # goes on with exactly those
+                older = list(newest_first)
+                self._history.forget([old.message_id for old in older])
+                self.earlier_turns += sum(1 for old in older if _in_context(old))
                 return

@@ -200,6 +200,10 @@ class History:
     def __iter__(self) -> Iterator[Exchange]:
         return iter(self._exchanges.values())
 
+    def newest_first(self) -> Iterator[Exchange]:
+        """The exchanges, newest first (no copy of the history)."""
+        return reversed(self._exchanges.values())
+
     @classmethod
     def from_events(cls, events: Iterable[Event], *, notes: bool = True) -> History:
         """A history of ``events`` (oldest first)."""

@@ -383,12 +383,17 @@ class EventStore:
         row = self._cache._sql(query, (low, high)).fetchone()
         if row is None:
             return False
-        key = row[0]
+        key, mode, filename, value = row
         first = int(key[-_SEQ_WIDTH:]) if key[-_SEQ_WIDTH:].isdigit() else seq + 1
         if first > seq:
             return True
         try:
-            value = next(self._rows(key, key + "\0"), (key, None))[1]
+            if not (mode == MODE_RAW and filename is None and type(value) is str):
+                value = next(self._rows(key, key + "\0"), (key, None))[1]  # a value file
+            elif value[:1] == "[":
+                value = _loads(value, key)
+            else:
+                return False  # one event: its key is its seq
         except (StoreCorruptedError, ValueError):
             return False
         return type(value) is list and first + len(value) - 1 > seq
