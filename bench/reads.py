@@ -3,8 +3,11 @@
 * ``resume_session`` + ``get_messages`` of a session of 10,000 turns (about 60,000 events, as
   real echo turns write them), each time in a fresh client (its start not timed); then the
   newest 20 events of it (``get_messages(last=20)``).
+* The peak memory (``tracemalloc``) of ``get_messages()`` of that session and of iterating it
+  with ``iter_messages()``, each in a fresh client.
 * ``list_sessions`` with 1,000 and then 10,000 stored sessions (made with ``create_session``),
-  in a fresh client, and the newest 50 (``list_sessions(limit=50)``).
+  in a fresh client, and the newest 50 (``list_sessions(limit=50)``); then with 100,000 (the
+  90,000 more written by ``EventStore.create_session``, 1,000 per transaction: the same rows).
 
 Baseline: the floor for the same work, in the same run: the same rows read from the store's
 SQLite file with the ``sqlite3`` module and parsed with ``json.loads`` (sorted by
@@ -16,9 +19,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import tracemalloc
 from pathlib import Path
 
 from copilot import CopilotClient
+from copilot.events import utc_now
+from copilot.store import EventStore
 
 from ._util import (
     Row,
@@ -34,6 +40,10 @@ from ._util import (
 
 SESSION = "bench-long"
 TARGET_MS = 100.0
+#: list_sessions() of 100,000 sessions
+HUGE_INDEX_MS = 200.0
+#: peak memory of reading a whole 10,000-turn session
+READ_MB = 50.0
 #: the newest 20 events of a session, the newest 50 sessions: at any length or count
 NEWEST_MS = 5.0
 
@@ -105,6 +115,7 @@ def run(quick: bool) -> list[Row]:
         total = [a + b for a, b in zip(resume_s, read_s, strict=True)]
         settle()
         floor = sample(lambda _: _floor_events(home, SESSION), reps)
+        peaks = [_peak_mb(home, iterate) for iterate in (False, True)]
     value, base = median(total) * 1000, median(floor) * 1000
     rows.append(
         Row(
@@ -140,6 +151,38 @@ def run(quick: bool) -> list[Row]:
             status=verdict(value < NEWEST_MS),
             samples=len(newest_s),
             extra={"newest": summary_ms(newest_s)},
+        )
+    )
+
+    rows.append(
+        Row(
+            id="3g",
+            name=f"peak memory of get_messages(), {n_turns:,}-turn session",
+            value=peaks[0][0],
+            baseline=None,
+            baseline_name="-",
+            ratio=None,
+            target=f"<= {READ_MB:g} MB",
+            status=verdict(peaks[0][0] <= READ_MB),
+            unit="MB",
+            samples=1,
+            note=f"tracemalloc peak, fresh client, {peaks[0][1]:,} events",
+        )
+    )
+    rows.append(
+        Row(
+            id="3h",
+            name=f"peak memory of iter_messages(), {n_turns:,}-turn session",
+            value=peaks[1][0],
+            baseline=peaks[0][0],
+            baseline_name="get_messages() of the whole session",
+            ratio=ratio(peaks[1][0], peaks[0][0]),
+            target="-",
+            status="INFO",
+            unit="MB",
+            samples=1,
+            note=f"tracemalloc peak, fresh client, {peaks[1][1]:,} events; it holds 1,000 "
+            "events at a time, whatever the length",
         )
     )
 
@@ -205,6 +248,99 @@ def run(quick: bool) -> list[Row]:
                         extra={"newest": summary_ms(newest)},
                     )
                 )
+            if not quick:
+                rows.extend(_huge_index(home, made, reps))
         finally:
             builder.stop()
     return rows
+
+
+def _peak_mb(home: Path, iterate: bool) -> tuple[float, int]:
+    """Peak traced memory (MB) of reading the long session whole or with the iterator."""
+    settle()
+    client = CopilotClient(base_directory=home, default_model="echo")
+    client.start()
+    try:
+        session = client.resume_session(SESSION)
+        tracemalloc.start()
+        try:
+            if iterate:
+                count = sum(1 for _ in session.iter_messages())
+            else:
+                count = len(session.get_messages())
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    finally:
+        client.stop()
+    return peak / 2**20, count
+
+
+def _huge_index(home: Path, made: int, reps: int) -> list[Row]:
+    """``list_sessions()`` and ``list_sessions(limit=50)`` at 100,000 sessions."""
+    size = 100_000
+    store = EventStore(home / "sessions")
+    t0 = time.perf_counter()
+    try:
+        while made < size:
+            with store.transaction():
+                for _ in range(min(1000, size - made)):
+                    now = utc_now()
+                    store.create_session(
+                        {
+                            "sessionId": f"bulk-{made:06d}",
+                            "model": "echo",
+                            "startTime": now,
+                            "modifiedTime": now,
+                            "messageCount": 0,
+                            "turnCount": 0,
+                            "summary": "",
+                            "systemMessage": None,
+                            "streaming": True,
+                        }
+                    )
+                    made += 1
+    finally:
+        store.close()
+    build_s = time.perf_counter() - t0
+    settle()
+    client = CopilotClient(base_directory=home, default_model="echo")
+    client.start()
+    try:
+        counts: list[int] = []
+        times = sample(lambda _: counts.append(len(client.list_sessions())), reps)
+        newest = sample(lambda _: client.list_sessions(limit=50), reps)
+        if client.list_sessions(limit=50) != client.list_sessions()[:50]:
+            raise RuntimeError("list_sessions(limit=50) is not the newest 50")
+    finally:
+        client.stop()
+    if set(counts) != {size}:
+        raise RuntimeError(f"list_sessions returned {counts}, expected {size}")
+    value, newest_ms = median(times) * 1000, median(newest) * 1000
+    return [
+        Row(
+            id="3i",
+            name=f"list_sessions, {size:,} sessions",
+            value=value,
+            baseline=None,
+            baseline_name="-",
+            ratio=None,
+            target=f"< {HUGE_INDEX_MS:g} ms",
+            status=verdict(value < HUGE_INDEX_MS),
+            samples=len(times),
+            note=f"90,000 sessions added with EventStore.create_session in {build_s:.1f} s",
+            extra={"list_sessions": summary_ms(times)},
+        ),
+        Row(
+            id="3j",
+            name=f"list_sessions(limit=50), {size:,} sessions",
+            value=newest_ms,
+            baseline=value,
+            baseline_name="list_sessions() of every session",
+            ratio=ratio(newest_ms, value),
+            target=f"< {NEWEST_MS:g} ms",
+            status=verdict(newest_ms < NEWEST_MS),
+            samples=len(newest),
+            extra={"newest": summary_ms(newest)},
+        ),
+    ]

@@ -8,7 +8,9 @@ kind                what                                                   repai
 corrupt-record      a row that is not JSON text this package wrote         index/head: rebuilt
                     (bad JSON, wrong shape, a foreign mode or file name)   from the log; an
                                                                            event: kept, reported
-sequence-gap        event numbers missing from a session's log             none (reported)
+sequence-gap        event numbers missing from a session's log (after a    none (reported)
+                    corrupt row, which may have held several, none is
+                    reported up to the next row)
 head-behind         the head says fewer events than the log holds          head rebuilt
 head-missing        events and metadata but no head                        head rebuilt
 open-index          the head's open turns differ from the log's            head rebuilt
@@ -33,7 +35,7 @@ from ._store_disk import check_row, value_files
 from .errors import StoreCorruptedError
 from .events import Event, EventType
 from .store import (
-    _event,
+    _events_of,
     _loads,
     _metadata,
     _recent_key,
@@ -61,6 +63,8 @@ class _Log:
     last_id: str | None = None
     missing: list[int] = field(default_factory=list)
     open: dict[str, int] = field(default_factory=dict)
+    #: the last row could not be read: how many events it held is unknown
+    unknown_end: bool = False
 
 
 def _damage(kind: str, session_id: str | None, key: str | None, detail: str, repairable: bool):
@@ -112,7 +116,7 @@ def _scan(
                     raise StoreCorruptedError(f"the record {key!r} is not a log head")
                 log.head = parsed
             else:
-                event = _event(key, parsed)
+                events = _events_of(key, parsed)
         except (StoreCorruptedError, ValueError) as exc:
             if kind == "s":
                 log.meta_bad = True
@@ -122,16 +126,21 @@ def _scan(
             damage.append(_damage("corrupt-record", session_id, key, str(exc), repairable))
             if kind != "e" or not seq_text.isdigit():
                 continue
-            event = None
+            events = None
         if kind != "e":
             continue
         seq = int(seq_text)
-        if seq > log.last_seq + 1:
+        if seq > log.last_seq + 1 and not log.unknown_end:
             log.missing.extend(range(log.last_seq + 1, min(seq, log.last_seq + 1001)))
-        log.count += 1
-        log.last_seq = seq
-        if event is not None:
-            log.last_id = event.id
+        log.unknown_end = events is None
+        if events is None:  # counted as one event: a row of several hides no gap report
+            log.count += 1
+            log.last_seq = max(log.last_seq, seq)
+            continue
+        log.count += len(events)
+        log.last_seq = max(log.last_seq, events[-1].seq)
+        log.last_id = events[-1].id
+        for event in events:
             _track_open(log.open, event)
     return logs, damage, used_files, recent
 
@@ -186,6 +195,8 @@ def check_store(store: EventStore) -> list[dict[str, Any]]:
                 )
             )
         elif log.head["seq"] > log.last_seq:
+            if log.unknown_end:  # the unreadable last row may hold them: reported already
+                continue
             damage.append(
                 _damage(
                     "sequence-gap",

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .events import Event
-from .history import Exchange, History
+from .history import Exchange, ExchangeStatus, History
 from .providers.base import ChatMessage
 from .tool_loop import replay_steps
 
@@ -38,6 +38,15 @@ class BuiltContext:
     budget: int
     omitted_turns: int
     omitted_tokens: int
+
+
+_OK, _ABORTED = ExchangeStatus.OK, ExchangeStatus.ABORTED
+
+
+def _in_context(exchange: Exchange) -> bool:
+    """``exchange.in_context``, inlined for the per-turn walks over a full window."""
+    status = exchange.status
+    return status is _OK or (status is _ABORTED and bool(exchange.reply))
 
 
 class ConversationTail:
@@ -95,7 +104,9 @@ class ConversationTail:
         """The system message, the newest exchanges that fit ``budget`` tokens, and ``prompt``.
 
         Token counts are cached per exchange under ``counter_key`` (a tokenizer's name), so a
-        turn counts only the exchanges it has not counted before.
+        turn counts only the exchanges it has not counted before; so are the exchange's two
+        chat messages (``Exchange.chat``), so a turn at a full window builds one new message
+        pair, not one per exchange sent.
         """
         used = count_tokens(prompt) + MESSAGE_OVERHEAD
         head: list[ChatMessage] = []
@@ -104,8 +115,9 @@ class ConversationTail:
             used += count_tokens(self.system_message) + MESSAGE_OVERHEAD
         kept: list[Exchange] = []
         omitted_turns = omitted_tokens = 0
-        complete = [e for e in self._history if e.in_context]
-        for exchange in reversed(complete):
+        for exchange in self._history.newest_first():
+            if not _in_context(exchange):
+                continue
             cost = exchange.tokens.get(counter_key)
             if cost is None:
                 cost = count_tokens(exchange.prompt) + count_tokens(exchange.reply)
@@ -122,9 +134,23 @@ class ConversationTail:
             kept.append(exchange)
         messages = head
         for exchange in reversed(kept):
-            messages.append(ChatMessage("user", exchange.prompt))
-            messages.extend(self._tool_steps(exchange))  # calls and results, if it acted
-            messages.append(ChatMessage("assistant", exchange.reply))
+            steps = self._tool_steps(exchange)
+            if steps:  # it acted: its calls and results go between prompt and reply
+                messages.append(ChatMessage("user", exchange.prompt))
+                messages.extend(steps)
+                messages.append(ChatMessage("assistant", exchange.reply))
+                continue
+            chat = exchange.chat  # built once per exchange, not once per turn
+            if (
+                chat is None
+                or chat[0].content is not exchange.prompt
+                or (chat[1].content is not exchange.reply)
+            ):
+                chat = exchange.chat = (
+                    ChatMessage("user", exchange.prompt),
+                    ChatMessage("assistant", exchange.reply),
+                )
+            messages.extend(chat)
         messages.append(ChatMessage("user", prompt))
         return BuiltContext(
             messages=tuple(messages),
@@ -137,17 +163,18 @@ class ConversationTail:
     def forget_before(self, budget_tokens: int, counter_key: str) -> None:
         """Drop exchanges older than what ``budget_tokens`` could ever include (bounds memory)."""
         total = 0
-        exchanges = list(self._history)
-        complete = [e for e in exchanges if e.in_context]
-        for index in range(len(complete) - 1, -1, -1):
-            total += complete[index].tokens.get(counter_key, 0)
+        newest_first = self._history.newest_first()
+        for exchange in newest_first:
+            if not _in_context(exchange):
+                continue
+            total += exchange.tokens.get(counter_key, 0)
             if total > budget_tokens:
                 # everything before the oldest exchange that could still fit goes, whatever
-                # its status (failed prompts too: they never reach a model)
-                cutoff = exchanges.index(complete[index])
-                gone = [old.message_id for old in exchanges[:cutoff]]
-                self._history.forget(gone)
-                for message_id in gone:
-                    self._steps.pop(message_id, None)
-                self.earlier_turns += index
+                # its status (failed prompts too: they never reach a model); the iterator
+                # goes on with exactly those
+                older = list(newest_first)
+                self._history.forget([old.message_id for old in older])
+                for old in older:
+                    self._steps.pop(old.message_id, None)
+                self.earlier_turns += sum(1 for old in older if _in_context(old))
                 return

@@ -76,7 +76,7 @@ class Event(Mapping[str, Any]):
     ``seq`` is the event's position in its session's log (None for ephemeral events).
     """
 
-    __slots__ = ("data", "ephemeral", "id", "parent_id", "seq", "timestamp", "type")
+    __slots__ = ("_data", "ephemeral", "id", "parent_id", "seq", "timestamp", "type")
 
     def __init__(
         self,
@@ -90,12 +90,20 @@ class Event(Mapping[str, Any]):
         seq: int | None = None,
     ) -> None:
         self.type = str(type)
-        self.data = EventData(data or {})
+        self._data: dict[str, Any] = EventData(data or {})
         self.id = id or new_id()
         self.timestamp = timestamp or utc_now()
         self.parent_id = parent_id
         self.ephemeral = self.type in EPHEMERAL_TYPES if ephemeral is None else ephemeral
         self.seq = seq
+
+    @property
+    def data(self) -> EventData:
+        """The event's data (a dict that also allows ``data.content``)."""
+        data = self._data
+        if type(data) is not EventData:  # read from a store: wrapped at its first use
+            data = self._data = EventData(data)
+        return data
 
     _KEYS = ("id", "type", "timestamp", "parentId", "ephemeral", "data")
 

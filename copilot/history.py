@@ -93,6 +93,9 @@ class Exchange:
     seq: int | None = None
     #: token counts cached by the context builder, per tokenizer key
     tokens: dict[str, int] = field(default_factory=dict, repr=False)
+    #: the prompt and reply as chat messages, cached by the context builder (a turn at a
+    #: full window built 500 of them anew; see :meth:`copilot.context.ConversationTail.build`)
+    chat: tuple[Any, ...] | None = field(default=None, repr=False)
 
     @property
     def cell_id(self) -> str | None:
@@ -199,6 +202,10 @@ class History:
 
     def __iter__(self) -> Iterator[Exchange]:
         return iter(self._exchanges.values())
+
+    def newest_first(self) -> Iterator[Exchange]:
+        """The exchanges, newest first (no copy of the history)."""
+        return reversed(self._exchanges.values())
 
     @classmethod
     def from_events(cls, events: Iterable[Event], *, notes: bool = True) -> History:

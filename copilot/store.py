@@ -5,9 +5,12 @@ Layout (every key a string, every value JSON text)::
     s/<session_id>              the session's metadata (the sessions index)
     h/<session_id>              the log's head: last sequence number, last event id, and the
                                 open turns ({"seq": n, "last": id, "open": {messageId: seq}})
-    e/<session_id>/<seq:012d>   one event; tagged with the session id
+    e/<session_id>/<seq:012d>   one append's events (a JSON array, at most 256), keyed by
+                                the seq of its first; tagged with the session id. A row
+                                holding one JSON object is one event (formats 1-2)
     m/<modifiedTime>/<session_id>  the recency index: list_sessions(limit=n) reads n keys
     v/format                    the store's format version; older stores migrate on open
+                                (3: one row per append instead of one per event)
 
 Guarantees:
 
@@ -48,7 +51,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import itertools
 import json
 import logging
 import os
@@ -69,7 +71,7 @@ from .errors import (
     SessionNotFoundError,
     StoreCorruptedError,
 )
-from .events import Event, EventData, EventType, utc_now
+from .events import Event, EventType, utc_now
 from .search import Progress, SearchIndex
 
 __all__ = ["STORE_FORMAT", "EventStore", "JSONTextDisk", "copied_counts"]
@@ -84,8 +86,11 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _TURN_ENDS = (EventType.ASSISTANT_TURN_END, EventType.ABORT)
 
 
-#: the store's format: 2 added the recency index (``m/`` keys) and the ``v/format`` marker
-STORE_FORMAT = 2
+#: the store's format: 2 added the recency index (``m/`` keys) and the ``v/format`` marker;
+#: 3 stores one row per append (a JSON array of its events) instead of one per event
+STORE_FORMAT = 3
+#: the most events one row holds: a fork or a migration splits longer runs
+ROW_EVENTS = 256
 
 
 def _recent_key(modified: Any, session_id: str) -> str:
@@ -116,33 +121,52 @@ _new_event = Event.__new__
 _TYPE_NAMES = {str(t): str(t) for t in EventType}
 
 
-def _event(key: str, value: Any) -> Event:
-    """The event stored as ``value`` under ``key``; StoreCorruptedError if it is not one.
+def _event(key: str, value: Any, seq: int | None = None) -> Event:
+    """The event stored as ``value`` in the row ``key`` (at ``seq``, by default the key's);
+    StoreCorruptedError if it is not one."""
+    return _events_of(key, [value], int(key[-_SEQ_WIDTH:]) if seq is None else seq)[0]
 
-    Built without ``Event.__init__``: a read of 60,000 events spends a third of its time
-    there, on defaults a stored event always has (profiled for issue 12).
+
+def _events_of(key: str, value: Any, first: int | None = None) -> list[Event]:
+    """The events of the row ``key``: a JSON array of an append's events numbered from the
+    key's seq (format 3), or one event (formats 1-2); StoreCorruptedError if not.
+
+    Built without ``Event.__init__`` (defaults a stored event always has), with one string
+    object per event type, and ``data`` left a plain dict until it is used (``Event.data``
+    wraps it): the three took half of a 60,000-event read's build time (profiled, issue 12).
     """
-    try:
-        kind, event_id, timestamp = value["type"], value["id"], value["timestamp"]
-        data = value.get("data")
-    except (TypeError, KeyError, AttributeError):
-        raise StoreCorruptedError(f"the record {key!r} is not an event") from None
-    if not (
-        type(kind) is str
-        and type(event_id) is str
-        and type(timestamp) is str
-        and (data is None or type(data) is dict)
-    ):
-        raise StoreCorruptedError(f"the record {key!r} is not an event")
-    event = _new_event(Event)
-    event.type = _TYPE_NAMES.get(kind, kind)  # one string object per type, not per event
-    event.data = EventData(data) if data else EventData()
-    event.id = event_id
-    event.timestamp = timestamp
-    event.parent_id = value.get("parentId")
-    event.ephemeral = bool(value.get("ephemeral", False))
-    event.seq = int(key[-_SEQ_WIDTH:])
-    return event
+    if first is None:
+        first = int(key[-_SEQ_WIDTH:])
+    if type(value) is not list:
+        value = [value]
+    elif not value:
+        raise StoreCorruptedError(f"the record {key!r} is an empty list of events")
+    events: list[Event] = []
+    append, names, new, seq = events.append, _TYPE_NAMES, _new_event, first
+    for item in value:
+        try:
+            kind, event_id, timestamp = item["type"], item["id"], item["timestamp"]
+            data = item.get("data")
+        except (TypeError, KeyError, AttributeError):
+            raise StoreCorruptedError(f"the record {key!r} is not an event") from None
+        if (
+            type(kind) is not str
+            or type(event_id) is not str
+            or type(timestamp) is not str
+            or (data is not None and type(data) is not dict)
+        ):
+            raise StoreCorruptedError(f"the record {key!r} is not an event")
+        event = new(Event)
+        event.type = names.get(kind, kind)
+        event._data = {} if data is None else data
+        event.id = event_id
+        event.timestamp = timestamp
+        event.parent_id = item.get("parentId")
+        event.ephemeral = bool(item.get("ephemeral"))
+        event.seq = seq
+        seq += 1
+        append(event)
+    return events
 
 
 def _metadata(key: str, value: Any) -> Any:
@@ -199,6 +223,19 @@ def copied_counts(events: Iterable[Event]) -> dict[str, Any]:
             counts["messageCount"] += 1
             counts["lastModel"] = event.data.get("model")
     return counts
+
+
+def _batches(cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
+    """The cursor's rows fetched in batches growing from 8 to 1,024: the raw text of a batch
+    is freed while the next one is parsed, and a short read (a page, the newest events)
+    fetches few rows however large they are (a row holds up to 256 events)."""
+    size = 8
+    while True:
+        rows = cursor.fetchmany(size)
+        yield from rows
+        if len(rows) < size:
+            return
+        size = min(size * 2, 1024)
 
 
 @contextmanager
@@ -280,19 +317,35 @@ class EventStore:
         self._cache.set(key, _dumps(value), tag=tag)
 
     def _rows(
-        self, low: str, high: str, *, descending: bool = False, limit: int = -1
+        self,
+        low: str,
+        high: str,
+        *,
+        descending: bool = False,
+        limit: int = -1,
+        floor_of: str | None = None,
     ) -> Iterator[tuple[str, Any]]:
-        """Yield ``(key, parsed value)`` for keys in ``[low, high)``, in key order."""
+        """Yield ``(key, parsed value)`` for keys in ``[low, high)``, in key order.
+
+        With ``floor_of`` (a session's key prefix), the range starts at the last key at or
+        below ``low`` within that prefix instead: the row holding the event ``low`` names,
+        whose key is the seq of its first event. One statement either way.
+        """
         order = "DESC" if descending else "ASC"
+        start = "?"
+        params: tuple[Any, ...] = (low, high, limit)
+        if floor_of is not None:
+            start = (
+                "COALESCE((SELECT key FROM Cache WHERE key <= ? AND key >= ? AND raw = 1 "
+                "ORDER BY key DESC LIMIT 1), ?)"
+            )
+            params = (low, floor_of, low, high, limit)
         query = (
-            "SELECT key, mode, filename, value FROM Cache WHERE key >= ? AND key < ? "
+            f"SELECT key, mode, filename, value FROM Cache WHERE key >= {start} AND key < ? "
             f"AND raw = 1 ORDER BY key {order} LIMIT ?"
         )
-        cursor = self._cache._sql(query, (low, high, limit))
-        # in batches: the raw text of a batch is freed while the next one is parsed
-        for key, mode, filename, value in itertools.chain.from_iterable(
-            iter(lambda: cursor.fetchmany(2000), [])
-        ):
+        cursor = self._cache._sql(query, params)
+        for key, mode, filename, value in _batches(cursor):
             if mode == MODE_RAW and filename is None and type(value) is str:
                 yield key, _loads(value, key)
                 continue
@@ -319,9 +372,31 @@ class EventStore:
         return head
 
     def _has_events_after(self, session_id: str, seq: int) -> bool:
-        query = "SELECT 1 FROM Cache WHERE key > ? AND key < ? AND raw = 1 LIMIT 1"
-        high = f"e/{session_id}/{_AFTER_DIGITS}"
-        return self._cache._sql(query, (_event_key(session_id, seq), high)).fetchone() is not None
+        """Whether the log holds an event past ``seq``: one indexed read of its last row (a
+        row of several events can reach past its key). A last row that cannot be read is
+        judged by its key alone (check() reports it; the append is not blocked by it)."""
+        low, high = f"e/{session_id}/", f"e/{session_id}/{_AFTER_DIGITS}"
+        query = (
+            "SELECT key, mode, filename, value FROM Cache WHERE key >= ? AND key < ? "
+            "AND raw = 1 ORDER BY key DESC LIMIT 1"
+        )
+        row = self._cache._sql(query, (low, high)).fetchone()
+        if row is None:
+            return False
+        key, mode, filename, value = row
+        first = int(key[-_SEQ_WIDTH:]) if key[-_SEQ_WIDTH:].isdigit() else seq + 1
+        if first > seq:
+            return True
+        try:
+            if not (mode == MODE_RAW and filename is None and type(value) is str):
+                value = next(self._rows(key, key + "\0"), (key, None))[1]  # a value file
+            elif value[:1] == "[":
+                value = _loads(value, key)
+            else:
+                return False  # one event: its key is its seq
+        except (StoreCorruptedError, ValueError):
+            return False
+        return type(value) is list and first + len(value) - 1 > seq
 
     @_boundary("removing value files no row refers to")
     def sweep_orphan_files(self) -> list[str]:
@@ -395,28 +470,104 @@ class EventStore:
             return count
 
     def _migrate(self) -> None:
-        """Bring a store written by an earlier version to this one's format, once.
+        """Bring a store written by an earlier version to this one's format, once, in one
+        transaction (a crash leaves it as it was, migrated at the next open).
 
         Version 1 (no ``v/format`` key) had no recency index: it is built from the index
         records. Heads without ``open`` are completed at their next append (see
-        :meth:`_head`). Nothing is removed or rewritten but the index.
+        :meth:`_head`). Versions 1 and 2 stored one row per event: their rows are regrouped
+        (:meth:`_group_event_rows`). No event is rewritten, renumbered or dropped.
         """
-        marker = self._get("v/format")
-        if isinstance(marker, dict) and marker.get("version", 0) >= STORE_FORMAT:
+        version = self._format()
+        if version >= STORE_FORMAT:
             return
         with self._cache.transact(retry=True):
-            marker = self._get("v/format")
-            if isinstance(marker, dict) and marker.get("version", 0) >= STORE_FORMAT:
+            version = self._format()
+            if version >= STORE_FORMAT:
                 return  # another process migrated it meanwhile
-            count = self.rebuild_recency_index()
+            count = self.rebuild_recency_index() if version < 2 else 0
+            grouped = self._group_event_rows()
             self._set("v/format", {"version": STORE_FORMAT})
-        if count:
+        if count or grouped:
             log.info(
-                "migrated the store at %s to format %d (%d sessions)",
+                "migrated the store at %s from format %d to %d (%d sessions indexed, "
+                "%d events regrouped)",
                 self.directory,
+                version,
                 STORE_FORMAT,
                 count,
+                grouped,
             )
+
+    def _format(self) -> int:
+        marker = self._get("v/format")
+        if isinstance(marker, dict) and type(marker.get("version")) is int:
+            return marker["version"]
+        return 1
+
+    def _group_event_rows(self) -> int:
+        """Rewrite one-event rows (formats 1-2) as rows of several events: a turn's events
+        in one row (a new row at each ``user.message``), at most :data:`ROW_EVENTS`; return
+        how many events moved into such rows. Call it inside a transaction.
+
+        Lossless by construction: a row's JSON text is copied as stored, never re-encoded
+        (NaN and integers over 64 bits stay as they were); rows are only joined when their
+        keys are consecutive numbers of one session; a row that cannot be read stays where
+        it is (``check()`` reports it). Rows are read 5,000 at a time, so memory does not
+        grow with the store.
+        """
+        query = (
+            "SELECT key, mode, filename, value FROM Cache WHERE key > ? AND key < 'e0' "
+            "AND raw = 1 ORDER BY key LIMIT 5000"
+        )
+        group: list[tuple[str, str, str | None]] = []  # (key, JSON text, value file)
+        moved = 0
+
+        def flush() -> None:
+            nonlocal moved
+            if len(group) > 1:
+                first = group[0][0]
+                inline = [(key,) for key, _, filename in group[1:] if filename is None]
+                for key, _, filename in group[1:]:
+                    if filename is not None:
+                        self._cache.delete(key)  # removes its value file too
+                self._cache._con.executemany("DELETE FROM Cache WHERE key = ? AND raw = 1", inline)
+                text = "[" + ",".join(text for _, text, _ in group) + "]"
+                self._cache.set(first, text, tag=first[2 : -_SEQ_WIDTH - 1])
+                moved += len(group)
+            group.clear()
+
+        after = "e/"
+        previous: tuple[str, int] = ("", -1)
+        while True:
+            rows = self._cache._sql(query, (after,)).fetchall()
+            for key, mode, filename, value in rows:
+                session_id, _, seq_text = key[2:].rpartition("/")
+                text: Any = None
+                try:
+                    check_row(self.directory, key, mode, filename, value)
+                    text = self._cache.get(key) if mode == MODE_TEXT else value
+                    event = _event(key, _loads(text, key)) if type(text) is str else None
+                except (StoreCorruptedError, ValueError, TypeError):
+                    event = None
+                if event is None or len(seq_text) != _SEQ_WIDTH or not seq_text.isdigit():
+                    flush()  # unreadable, or already a row of several: left as it is
+                    previous = ("", -1)
+                    continue
+                seq = int(seq_text)
+                if (
+                    previous != (session_id, seq - 1)
+                    or event.type == EventType.USER_MESSAGE
+                    or len(group) >= ROW_EVENTS
+                ):
+                    flush()
+                group.append((key, text, filename))
+                previous = (session_id, seq)
+            if len(rows) < 5000:
+                break
+            after = rows[-1][0]
+        flush()
+        return moved
 
     def _require(self, session_id: str) -> dict[str, Any]:
         key = f"s/{session_id}"
@@ -513,7 +664,26 @@ class EventStore:
             self._cache.delete(f"h/{session_id}")
             self._cache.delete(_recent_key(record.get("modifiedTime"), session_id))
             self._search.remove_session(session_id)
-            return self._cache.evict(session_id)
+            events = self._count_events(session_id)
+            self._cache.evict(session_id)
+            return events
+
+    def _count_events(self, session_id: str) -> int:
+        """How many events the session's rows hold (a row is one event or a JSON array)."""
+        query = (
+            "SELECT COALESCE(SUM(CASE WHEN mode = ? AND json_valid(value) "
+            "AND json_type(value) = 'array' THEN json_array_length(value) ELSE 1 END), 0) "
+            "FROM Cache WHERE tag = ? AND filename IS NULL"
+        )
+        count = self._cache._sql(query, (MODE_RAW, session_id)).fetchone()[0]
+        query = "SELECT key FROM Cache WHERE tag = ? AND filename IS NOT NULL"
+        for (key,) in self._cache._sql(query, (session_id,)).fetchall():
+            try:
+                value = self._get(key)  # a row over 1 MiB, in a value file
+            except StoreCorruptedError:  # a damaged row is deleted all the same
+                value = None
+            count += len(value) if type(value) is list else 1
+        return count
 
     @_boundary("forking a session")
     def fork_session(
@@ -585,10 +755,16 @@ class EventStore:
             for event in events:
                 seq += 1
                 event.parent_id, event.seq = last, seq
-                self._set(_event_key(session_id, seq), event.to_dict(), tag=session_id)
                 last = event.id
                 _track_open(open_turns, event)
                 stored.append(event)
+            for start in range(0, len(stored), ROW_EVENTS):  # one row per append
+                chunk = stored[start : start + ROW_EVENTS]
+                self._set(
+                    _event_key(session_id, chunk[0].seq),
+                    [event.to_dict() for event in chunk],
+                    tag=session_id,
+                )
             self._search.add(session_id, stored, record)
             self._set(f"h/{session_id}", {"seq": seq, "last": last, "open": open_turns})
             previous = record.get("modifiedTime")
@@ -625,27 +801,68 @@ class EventStore:
         Read from the head's ``open`` map: one key per open turn, whatever the log's length.
         """
         found = []
+        prefix = f"e/{session_id}/"
         for seq in sorted(self._head(session_id)["open"].values()):
             key = _event_key(session_id, seq)
-            for row_key, value in self._rows(key, key + "\0"):
-                found.append(_event(row_key, value))
+            for row_key, value in self._rows(key, key + "\0", floor_of=prefix):
+                found.extend(e for e in _events_of(row_key, value) if e.seq == seq)
         return found
 
     @_boundary("reading events")
     def read_events(self, session_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
-        """The session's events with ``seq > after``, oldest first; at most ``limit``."""
+        """The session's events with ``seq > after``, oldest first; at most ``limit``.
+
+        One range read from the row holding event ``after + 1``; only rows in the range are
+        parsed (a row is one append: a few events).
+        """
+        prefix = f"e/{session_id}/"
         low = _event_key(session_id, after + 1)
-        high = f"e/{session_id}/{_AFTER_DIGITS}"
+        high = prefix + _AFTER_DIGITS
+        events: list[Event] = []
         with _gc_paused():
-            rows = self._rows(low, high, limit=-1 if limit is None else limit)
-            return [_event(key, value) for key, value in rows]
+            # limit + 1 rows hold at least limit events past ``after`` (each row holds one
+            # or more, and only the first can start at or before ``after``)
+            rows = self._rows(
+                low,
+                high,
+                limit=-1 if limit is None else limit + 1,
+                floor_of=prefix if after else None,
+            )
+            if limit is None:
+                for key, value in rows:
+                    events.extend(_events_of(key, value))
+            else:
+                past = 0  # events read with seq > after
+                for key, value in rows:
+                    row = _events_of(key, value)
+                    events.extend(row)
+                    past += sum(1 for event in row if event.seq > after)
+                    if past >= limit:
+                        break
+            skip = 0
+            while skip < len(events) and events[skip].seq <= after:
+                skip += 1
+            if skip:
+                del events[:skip]
+            if limit is not None:
+                del events[limit:]
+            return events
 
     @_boundary("reading events")
     def read_last(self, session_id: str, count: int) -> list[Event]:
         """The session's newest ``count`` events, oldest first (one indexed range read)."""
+        if count <= 0:
+            return []
         low, high = f"e/{session_id}/", f"e/{session_id}/{_AFTER_DIGITS}"
-        rows = list(self._rows(low, high, descending=True, limit=count))
-        return [_event(key, value) for key, value in reversed(rows)]
+        rows: list[list[Event]] = []
+        found = 0
+        for key, value in self._rows(low, high, descending=True, limit=count):
+            rows.append(_events_of(key, value))
+            found += len(rows[-1])
+            if found >= count:
+                break
+        events = [event for row in reversed(rows) for event in row]
+        return events[-count:]
 
     def page(
         self, session_id: str, after: int = 0, limit: int | None = None, last: int | None = None
@@ -677,7 +894,9 @@ class EventStore:
         while True:
             rows = self._chunk(low, high, chunk)
             for key, value in rows:
-                yield _event(key, value)
+                for event in reversed(_events_of(key, value)):
+                    if before is None or event.seq < before:
+                        yield event
             if len(rows) < chunk:
                 return
             high = rows[-1][0]
@@ -695,7 +914,7 @@ class EventStore:
                 check_row(self.directory, key, mode, filename, value)
                 if mode == MODE_TEXT:
                     value = self._cache.get(key)
-                events.append(_event(key, _loads(value, key)))
+                events.extend(_events_of(key, _loads(value, key)))
             except (StoreCorruptedError, ValueError, TypeError):
                 continue
         return events

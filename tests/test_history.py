@@ -226,6 +226,18 @@ class TestContextBudget:
         assert [m.content for m in built.messages] == ["a", "b", "c", "d", "q"]
         assert built.tokens == prompt_cost + 2 * self.COST and built.omitted_turns == 0
 
+    def test_chat_messages_are_built_once_per_exchange(self) -> None:
+        tail = tail_of(("a", "b"), ("c", "d"))
+        first = tail.build("q", 1000, words, "w")
+        second = tail.build("r", 1000, words, "w")
+        assert [m.content for m in second.messages] == ["a", "b", "c", "d", "r"]
+        assert all(x is y for x, y in zip(first.messages[:4], second.messages[:4], strict=True))
+        # an exchange whose reply changes (an abort's partial text, then none kept) is rebuilt
+        exchange = next(iter(tail._history))
+        exchange.reply = "b, longer"
+        third = tail.build("s", 1000, words, "w")
+        assert [m.content for m in third.messages] == ["a", "b, longer", "c", "d", "s"]
+
     def test_one_token_short_drops_the_oldest(self) -> None:
         tail = tail_of(("a", "b"), ("c", "d"))
         budget = 1 + MESSAGE_OVERHEAD + 2 * self.COST - 1

@@ -47,10 +47,14 @@ def _sql(home: str, statement: str, params: tuple = ()) -> None:
 def _event_rows(home: str) -> dict[str, str]:
     con = sqlite3.connect(Path(home) / "sessions" / "cache.db")
     try:
-        rows = con.execute("SELECT key, value FROM Cache WHERE key LIMIT -1").fetchall()
+        # (this read ``WHERE key``, which SQLite takes as a number: always false for these
+        # keys, so the comparisons of the log before and after a repair compared nothing)
+        query = "SELECT key, value FROM Cache WHERE key >= 'e/' AND key < 'e0' AND raw = 1"
+        rows = con.execute(query).fetchall()
     finally:
         con.close()
-    return {key: value for key, value in rows if key.startswith("e/")}
+    assert rows, "no event rows: the comparison would prove nothing"
+    return dict(rows)
 
 
 # -- planted rows: nothing outside the store is read or deleted --------------------------------
@@ -210,8 +214,11 @@ def _damaged_store(home: str) -> dict[str, int]:
         sid: len(store.read_events(sid)) for sid in ("gap", "index", "head", "open", "orphans")
     }
     store.close()
-    _sql(home, "DELETE FROM Cache WHERE key='e/gap/000000000003'")
-    counts["gap"] -= 1
+    # the row of the turn's prompt (format 3: one row per append, here events 2 and 3)
+    lost = json.loads(_event_rows(home)["e/gap/000000000002"])
+    assert [e["type"] for e in lost] == ["user.message", "assistant.turn_start"]
+    _sql(home, "DELETE FROM Cache WHERE key='e/gap/000000000002'")
+    counts["gap"] -= len(lost)
     _sql(home, "UPDATE Cache SET value='{truncated' WHERE key='s/index'")
     _sql(
         home, "UPDATE Cache SET value=? WHERE key='h/head'", (json.dumps({"seq": 2, "last": None}),)

@@ -19,9 +19,10 @@ from copilot import (
     InvalidArgumentTypeError,
 )
 from copilot.events import Event, EventType
-from copilot.store import STORE_FORMAT, EventStore
+from copilot.store import ROW_EVENTS, STORE_FORMAT, EventStore
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-v1"
+FIXTURE_V2 = Path(__file__).parent / "fixtures" / "store-v2"
 
 
 def _client(home: str | Path) -> CopilotClient:
@@ -32,6 +33,11 @@ def _client(home: str | Path) -> CopilotClient:
 
 def _as_dicts(events: list[Event]) -> list[dict]:
     return [dict(e.to_dict(), seq=e.seq) for e in events]
+
+
+def _event_rows(store: EventStore, session_id: str) -> list[tuple[str, str]]:
+    query = "SELECT key, value FROM Cache WHERE key >= ? AND key < ? AND raw = 1 ORDER BY key"
+    return store._cache._sql(query, (f"e/{session_id}/", f"e/{session_id}/:")).fetchall()
 
 
 # -- migration -------------------------------------------------------------------------------
@@ -74,6 +80,109 @@ def test_a_store_of_the_previous_version_migrates_on_open_losing_nothing(old_sto
         client.stop()
 
 
+def test_a_format_2_store_migrates_to_rows_per_turn_losing_nothing(tmp_path: Path) -> None:
+    """tests/fixtures/store-v2 was written by commit bd34175 (format 2: one row per event)."""
+    home = tmp_path / "v2"
+    shutil.copytree(FIXTURE_V2 / "home", home)
+    expected = json.loads((FIXTURE_V2 / "expected.json").read_text())
+    client = _client(home)
+    try:
+        store = client._core.store
+        assert store._get("v/format") == {"version": STORE_FORMAT} and STORE_FORMAT == 3
+        assert client.list_sessions() == expected["sessions"]
+        for session_id, events in expected["events"].items():
+            # ids, seq, parentId, timestamps and data exactly as the old version read them
+            assert _as_dicts(client.get_messages(session_id)) == events
+            rows = _event_rows(store, session_id)
+            assert len(rows) < len(events) or len(events) == 1  # a turn's events in a row
+            assert all(value.startswith("[") for key, value in rows if key[-12:] != "000000000001")
+            # every page is the slice of the whole read, whatever row it starts in
+            for after in range(len(events)):
+                assert _as_dicts(client.get_messages(session_id, after, 3)) == events[after:][:3]
+        turn_rows = [json.loads(v) for _, v in _event_rows(store, "alpha")]
+        assert [e["type"] for e in turn_rows[1]] == [
+            "user.message",
+            "assistant.turn_start",
+            "assistant.message",
+            "assistant.usage",
+            "assistant.turn_end",
+        ]
+        assert [e.data["messageId"] for e in store.open_turns("beta")] == ["m-cut"]
+        assert [d for d in client.check() if d["kind"] != "open-turn"] == []
+        assert {h["sessionId"] for h in client.search("beta again")} == {"beta"}  # index kept
+        session = client.resume_session("alpha")
+        session.send_and_wait("after the migration")
+        old = expected["events"]["alpha"]
+        now = _as_dicts(client.get_messages("alpha"))
+        assert now[: len(old)] == old
+        assert now[len(old)]["seq"] == old[-1]["seq"] + 1
+        assert now[len(old)]["parentId"] == old[-1]["id"]
+    finally:
+        client.stop()
+
+
+def _format_2_store(directory: Path, rows: dict[str, str], head: dict) -> None:
+    """A store in format 2's layout: one JSON row per event, marker 2."""
+    store = EventStore(directory)
+    store.create_session({"sessionId": "s", "model": "echo", "modifiedTime": ""})
+    for key, text in rows.items():
+        store._cache.set(key, text, tag="s")
+    store._set("h/s", head)
+    store._set("v/format", {"version": 2})
+    store.close()
+
+
+def test_the_migration_copies_rows_as_stored_and_leaves_unreadable_ones(tmp_path: Path) -> None:
+    def event(seq: int, kind: str, data: str) -> str:
+        parent = "null" if seq == 1 else f'"e{seq - 1}"'
+        return (
+            f'{{"id":"e{seq}","type":"{kind}","timestamp":"t{seq}","parentId":{parent},'
+            f'"ephemeral":false,"data":{data}}}'
+        )
+
+    big = "x" * (2**20 + 10)  # over 1 MiB: the old row is a value file
+    rows = {
+        "e/s/000000000001": event(
+            1, "user.message", '{"content":"a","n":123456789012345678901234}'
+        ),
+        "e/s/000000000002": event(2, "assistant.message", '{"content":"b","x":NaN}'),
+        "e/s/000000000003": event(3, "assistant.message", f'{{"content":"{big}"}}'),
+        "e/s/000000000004": event(4, "user.message", '{"content":"c"}'),
+        "e/s/000000000005": "{truncated",  # damaged: stays where it is
+        "e/s/000000000006": event(6, "assistant.message", '{"content":"d"}'),
+        "e/s/000000000007": event(7, "user.message", '{"content":"e"}'),
+        "e/s/000000000009": event(9, "assistant.message", '{"content":"f"}'),  # after a gap
+    }
+    _format_2_store(tmp_path / "store", rows, {"seq": 9, "last": "e9", "open": {}})
+    store = EventStore(tmp_path / "store")
+    try:
+        stored = dict(_event_rows(store, "s"))
+        # a turn per row, the JSON text of each event copied as it was (NaN, a 78-bit integer)
+        # a turn per row (a new one at each prompt, after a damaged row and at a gap), the
+        # JSON text of each event copied as it was (NaN, a 78-bit integer)
+        assert stored == {
+            "e/s/000000000001": None,  # events 1-3: over 1 MiB, in a value file
+            "e/s/000000000004": rows["e/s/000000000004"],
+            "e/s/000000000005": "{truncated",
+            "e/s/000000000006": rows["e/s/000000000006"],
+            "e/s/000000000007": rows["e/s/000000000007"],
+            "e/s/000000000009": rows["e/s/000000000009"],
+        }
+        first_three = ",".join(rows[f"e/s/00000000000{i}"] for i in (1, 2, 3))
+        assert store._cache.get("e/s/000000000001") == f"[{first_three}]"
+        kinds = {(d["kind"], d["key"]) for d in store.check()}
+        assert kinds == {("corrupt-record", "e/s/000000000005"), ("sequence-gap", None)}
+        events = [e for e in store.iter_events_backwards("s", before=5)][::-1]
+        assert [e.seq for e in events] == [1, 2, 3, 4]
+        assert [e.parent_id for e in events] == [None, "e1", "e2", "e3"]
+        assert events[0].data["n"] == 123456789012345678901234
+        assert events[1].data["x"] != events[1].data["x"]  # NaN
+        assert events[2].data["content"] == big
+    finally:
+        store.close()
+    assert not list((tmp_path / "store").glob("*/*/*.val"))[1:]  # the old file was removed
+
+
 def test_the_migration_runs_once(old_store: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("INFO", logger="copilot"):
         _client(old_store).stop()
@@ -106,6 +215,30 @@ def test_pages_are_slices_of_the_whole_read(client: CopilotClient, long_session)
     assert session.get_messages(last=1) == whole[-1:]
     assert list(client.iter_messages("long")) == whole
     assert list(session.iter_messages(after=100)) == whole[100:]
+
+
+def test_reads_at_every_row_boundary(tmp_path: Path) -> None:
+    """Appends of 1 to 7 events and one longer than a row holds: every page, tail and
+    backward read is the slice of the whole log, with each event's own seq and parentId."""
+    store = EventStore(tmp_path / "store")
+    store.create_session({"sessionId": "s", "model": "echo", "modifiedTime": ""})
+    for size in [1, 3, 7, 2, 1, ROW_EVENTS + 40, 5]:
+        store.append("s", [Event(EventType.USER_MESSAGE, {"n": i}) for i in range(size)])
+    whole = store.read_events("s")
+    total = len(whole)
+    assert [e.seq for e in whole] == list(range(1, total + 1))
+    assert [e.parent_id for e in whole] == [None] + [e.id for e in whole[:-1]]
+    assert len(_event_rows(store, "s")) == 8  # one row per append, the long one split in two
+    for after in range(total + 1):
+        assert store.read_events("s", after) == whole[after:]
+        for limit in (1, 2, 5):
+            assert store.read_events("s", after, limit) == whole[after : after + limit]
+    for count in range(1, 30):
+        assert store.read_last("s", count) == whole[-count:]
+    for before in range(1, total + 2):
+        assert list(store.iter_events_backwards("s", before, chunk=2)) == whole[: before - 1][::-1]
+    assert list(store.iter_events("s", after=3, chunk=4)) == whole[3:]
+    store.close()
 
 
 @pytest.mark.parametrize(
