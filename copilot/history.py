@@ -231,6 +231,8 @@ class History:
         if kind == EventType.SESSION_START:
             self.system_message = data.get("systemMessage") or None
             return None
+        if kind == EventType.SESSION_RESUME and "systemMessage" in data:
+            self.system_message = data["systemMessage"] or None  # a resume changed it
         exchange = self._exchanges.get(data.get("messageId") or "")
         if exchange is None:
             if kind in _NOTE_TYPES and not self._is_gone(data.get("messageId")):

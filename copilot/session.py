@@ -159,7 +159,9 @@ class SessionCore:
         self.session_id: str = metadata["sessionId"]
         self.model: str = metadata["model"]
         self.streaming: bool = bool(metadata.get("streaming", True))
-        self._system_message: str | None = metadata.get("systemMessage")
+        self._system_message: str | None = effective_system(metadata)
+        #: the session's default ``reasoning_effort`` (a send's own option wins)
+        self.reasoning_effort: str | None = metadata.get("reasoningEffort")
         #: tells this session from one deleted and created again under the same id
         self.start_time = metadata.get("startTime")
         self._handlers: tuple[EventHandler, ...] = ()
@@ -173,6 +175,21 @@ class SessionCore:
         self.closed = False
         self._closing = False
         self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    def apply_settings(self, changes: Mapping[str, Any]) -> None:
+        """Take a resume's changed settings (system message, reasoning effort) from now on;
+        ``changes`` holds the metadata keys that were just stored."""
+        if "systemMessage" in changes or "systemMessageAppend" in changes:
+            base = {"systemMessage": self._base_system, **changes}
+            self._system_message = effective_system(base)
+            self._tail = None  # rebuilt with the new system message at the next turn
+        if "reasoningEffort" in changes:
+            self.reasoning_effort = changes["reasoningEffort"]
+
+    @property
+    def _base_system(self) -> str | None:
+        meta = self.services.store.get_session(self.session_id) or {}
+        return meta.get("systemMessage")
 
     @property
     def client(self) -> SessionServices:
@@ -562,12 +579,20 @@ class SessionCore:
             },
         )
         end = Event(EventType.ASSISTANT_TURN_END, {"messageId": turn.message_id})
+        reply_events = [message, usage, end]
+        if completion.reasoning:
+            thinking = {
+                "messageId": turn.message_id,
+                "reasoningId": new_id(),
+                "content": completion.reasoning,
+            }
+            reply_events.insert(0, Event(EventType.ASSISTANT_REASONING, thinking))
 
         def count_reply(meta: dict[str, Any]) -> None:
             meta["messageCount"] = meta.get("messageCount", 0) + 1
             meta["lastModel"] = model_id
 
-        self.record([message, usage, end], update=count_reply)
+        self.record(reply_events, update=count_reply)
         self._emit(Event(EventType.SESSION_IDLE, {}))
         if not turn.future.done():
             turn.future.set_result(message)
@@ -600,6 +625,8 @@ class SessionCore:
             }
             truncation = Event(EventType.SESSION_TRUNCATION, data)
         options = {k: v for k, v in turn.options.items() if k != "timeout"}
+        if self.reasoning_effort is not None and options.get("reasoning_effort") is None:
+            options["reasoning_effort"] = self.reasoning_effort
         timeout = turn.options.get("timeout", self.services.request_timeout)
         tools = self.tools.schemas() if self.tools is not None else ()
         return ModelRequest(route.name, built.messages, options, timeout, tools), truncation
@@ -698,6 +725,12 @@ class SessionCore:
         return _process_alive(
             data.get("pid", -1), data.get("host", ""), data.get("writer", ""), live_writers
         )
+
+
+def effective_system(metadata: Mapping[str, Any]) -> str | None:
+    """The system message a session sends: its own, then the part a resume appended."""
+    parts = [metadata.get("systemMessage"), metadata.get("systemMessageAppend")]
+    return "\n\n".join(p for p in parts if p) or None
 
 
 def _count_prompt(prompt: str) -> Callable[[dict[str, Any]], None]:
@@ -843,6 +876,12 @@ class Session(_SessionFace):
         store = self._core.services.store
         return self._readers.call(store.page, self.session_id, after, limit, last)
 
+    def get_events(
+        self, after: int = 0, limit: int | None = None, *, last: int | None = None
+    ) -> list[Event]:
+        """The Copilot SDK's name for :meth:`get_messages` (the same events, the same paging)."""
+        return self.get_messages(after, limit, last=last)
+
     def iter_messages(self, after: int = 0) -> Iterator[Event]:
         """The session's stored events, oldest first, read 1,000 at a time (constant memory)."""
         after = validate_paging(after, None)[0]
@@ -873,6 +912,10 @@ class Session(_SessionFace):
         """
         if self._runner.running:
             self._runner.run(self._core.services.close(self._core, timeout))
+
+    def disconnect(self, timeout: float | None = 60.0) -> None:
+        """The Copilot SDK's name for :meth:`destroy`: close this object, keep the data."""
+        self.destroy(timeout)
 
 
 class AsyncSession(_SessionFace):
@@ -920,6 +963,12 @@ class AsyncSession(_SessionFace):
         store = self._core.services.store
         return await self._readers.acall(store.page, self.session_id, after, limit, last)
 
+    async def get_events(
+        self, after: int = 0, limit: int | None = None, *, last: int | None = None
+    ) -> list[Event]:
+        """The Copilot SDK's name for :meth:`get_messages`."""
+        return await self.get_messages(after, limit, last=last)
+
     async def iter_messages(self, after: int = 0) -> AsyncIterator[Event]:
         """The session's stored events, 1,000 read at a time off the event loop."""
         after = validate_paging(after, None)[0]
@@ -944,3 +993,7 @@ class AsyncSession(_SessionFace):
         """Close this session object, keeping its data; see :meth:`Session.destroy`."""
         if self._runner.running:
             await self._runner.arun(self._core.services.close(self._core, timeout))
+
+    async def disconnect(self, timeout: float | None = 60.0) -> None:
+        """The Copilot SDK's name for :meth:`destroy`."""
+        await self.destroy(timeout)
