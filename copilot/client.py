@@ -37,6 +37,7 @@ from .errors import (
     StoreCorruptedError,
 )
 from .events import Event, EventType, new_id, utc_now
+from .prices import PriceTable
 from .providers import PROVIDERS, load_provider_class
 from .providers.base import Availability, Provider
 from .routing import Router
@@ -93,6 +94,7 @@ class ClientCore:
         request_timeout: float | None,
         store: str | None = None,
         owner: str | None = None,
+        prices: Mapping[str, Any] | None = None,
     ) -> None:
         self.home = home
         self.store = open_store(store, home, owner)
@@ -117,6 +119,7 @@ class ClientCore:
             writer_id=self.writer_id,
             close=self.close_session,
             tool_models=self.tool_models,
+            prices=PriceTable(prices),
         )
 
     # -- providers ---------------------------------------------------------------------------
@@ -685,6 +688,7 @@ class _ClientFace:
             "request_timeout": request_timeout,
             "store": store,
             "owner": owner,
+            "prices": config.prices,
         }
         self._running: _Running | None = None
         self._ever_started = False

@@ -52,7 +52,9 @@ class EventType(StrEnum):
 
 
 #: types that are delivered to handlers but never stored
-EPHEMERAL_TYPES = frozenset({EventType.ASSISTANT_MESSAGE_DELTA, EventType.SESSION_IDLE})
+EPHEMERAL_TYPES = frozenset(
+    {EventType.ASSISTANT_MESSAGE_DELTA, EventType.SESSION_IDLE, EventType.SESSION_USAGE_INFO}
+)
 
 
 def new_id() -> str:

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .context import ConversationTail
+from .context import MESSAGE_OVERHEAD, ConversationTail
 from .errors import (
     CopilotError,
     InvalidArgumentError,
@@ -76,6 +76,8 @@ class _Turn:
     future: asyncio.Future[Event]
     #: the prompt as sent, when ``on_user_prompt_submitted`` changed it
     original_prompt: str | None = None
+    #: the context the request was built with (``session.usage_info`` after the reply)
+    context: dict[str, Any] | None = None
 
     def user_data(self) -> dict[str, Any]:
         """The ``data`` of this turn's ``user.message`` event."""
@@ -564,20 +566,31 @@ class SessionCore:
                 "finishReason": completion.finish_reason,
             },
         )
-        usage = Event(
-            EventType.ASSISTANT_USAGE,
-            {
-                "messageId": turn.message_id,
-                "model": model_id,
-                "inputTokens": completion.input_tokens,
-                "outputTokens": completion.output_tokens,
-                "duration": round(result.duration_ms, 3),
-                "timeToFirstToken": (
-                    None if result.first_token_ms is None else round(result.first_token_ms, 3)
-                ),
-                "attempts": result.attempts,
-            },
-        )
+        usage_data: dict[str, Any] = {
+            "messageId": turn.message_id,
+            "model": model_id,
+            "inputTokens": completion.input_tokens,
+            "outputTokens": completion.output_tokens,
+            "duration": round(result.duration_ms, 3),
+            "timeToFirstToken": (
+                None if result.first_token_ms is None else round(result.first_token_ms, 3)
+            ),
+            "attempts": result.attempts,
+        }
+        prices = self.services.prices
+        cost = None
+        if prices is not None:
+            cost = prices.cost(model_id, completion.input_tokens, completion.output_tokens)
+        if cost is not None:
+            usage_data["cost"] = cost
+        info = None
+        if turn.context is not None:
+            info = self._usage_info(turn, begun, completion.content)
+            # stored with the usage (a chart of context fill reads the log); the event itself
+            # is ephemeral, as in the Copilot SDK
+            usage_data["contextTokens"] = info["currentTokens"]
+            usage_data["tokenLimit"] = info["tokenLimit"]
+        usage = Event(EventType.ASSISTANT_USAGE, usage_data)
         end = Event(EventType.ASSISTANT_TURN_END, {"messageId": turn.message_id})
         reply_events = [message, usage, end]
         if completion.reasoning:
@@ -591,11 +604,30 @@ class SessionCore:
         def count_reply(meta: dict[str, Any]) -> None:
             meta["messageCount"] = meta.get("messageCount", 0) + 1
             meta["lastModel"] = model_id
+            add_usage(meta, completion.input_tokens, completion.output_tokens, cost)
 
+        if info is not None:  # ephemeral: delivered just before the reply it counts is stored
+            self._emit(Event(EventType.SESSION_USAGE_INFO, info))
         self.record(reply_events, update=count_reply)
         self._emit(Event(EventType.SESSION_IDLE, {}))
         if not turn.future.done():
             turn.future.set_result(message)
+
+    def _usage_info(self, turn: _Turn, begun: _Begun, reply: str) -> dict[str, Any]:
+        """``session.usage_info`` after a reply: the tokens the conversation holds now (the
+        context sent plus the reply) against the model's window, in the provider's count."""
+        assert turn.context is not None
+        provider = self.services.provider(begun.route.provider)
+        reply_tokens = provider.count_tokens(begun.route.name, reply) + MESSAGE_OVERHEAD
+        current = turn.context["tokens"] + reply_tokens
+        return {
+            "messageId": turn.message_id,
+            "currentTokens": current,
+            "tokenLimit": turn.context["window"],
+            "messagesLength": turn.context["messages"] + 1,
+            "systemTokens": turn.context["system"],
+            "conversationTokens": current - turn.context["system"],
+        }
 
     def _build_request(self, turn: _Turn, route: Route) -> tuple[ModelRequest, Event | None]:
         """The model request of ``turn``, and a ``session.truncation`` event if history was
@@ -613,6 +645,13 @@ class SessionCore:
             turn.prompt, budget, lambda text: provider.count_tokens(route.name, text), counter
         )
         tail.forget_before(window, counter)
+        system = tail.system_message
+        turn.context = {
+            "tokens": built.tokens,
+            "window": window,
+            "messages": len(built.messages),
+            "system": provider.count_tokens(route.name, system) + MESSAGE_OVERHEAD if system else 0,
+        }
         truncation = None
         if built.omitted_turns:
             data = {
@@ -731,6 +770,26 @@ def effective_system(metadata: Mapping[str, Any]) -> str | None:
     """The system message a session sends: its own, then the part a resume appended."""
     parts = [metadata.get("systemMessage"), metadata.get("systemMessageAppend")]
     return "\n\n".join(p for p in parts if p) or None
+
+
+def add_usage(
+    meta: dict[str, Any], input_tokens: int | None, output_tokens: int | None, cost: float | None
+) -> None:
+    """Add one model call to the session's ``usage`` totals in its metadata (kept by the
+    append's metadata update, so the totals never need the log read): ``turns``,
+    ``inputTokens``, ``outputTokens``, ``cost`` (dollars, the priced calls) and
+    ``unpricedTurns`` (calls of models with no known price, left out of ``cost``)."""
+    usage = dict(meta.get("usage") or {})
+    usage["turns"] = usage.get("turns", 0) + 1
+    usage["inputTokens"] = usage.get("inputTokens", 0) + (input_tokens or 0)
+    usage["outputTokens"] = usage.get("outputTokens", 0) + (output_tokens or 0)
+    if cost is None:
+        usage["unpricedTurns"] = usage.get("unpricedTurns", 0) + 1
+        usage.setdefault("cost", 0.0)
+    else:
+        usage["cost"] = round(usage.get("cost", 0.0) + cost, 10)
+        usage.setdefault("unpricedTurns", 0)
+    meta["usage"] = usage
 
 
 def _count_prompt(prompt: str) -> Callable[[dict[str, Any]], None]:
