@@ -40,6 +40,7 @@ from .events import Event, EventType, new_id, utc_now
 from .prices import PriceTable
 from .providers import PROVIDERS, load_provider_class
 from .providers.base import Availability, Provider
+from .rewind import cut_at, without_rewound
 from .routing import Router
 from .search import Progress
 from .session import AsyncSession, Session, SessionCore, effective_system, interrupted_events
@@ -291,6 +292,7 @@ class ClientCore:
         new_id: str,
         model: str | None,
         tool_config: ToolConfig | None = None,
+        to_event_id: str | None = None,
     ) -> SessionCore:
         source = self.store.get_session(validate_session_id(source_id))
         if source is None:
@@ -315,7 +317,9 @@ class ClientCore:
         }
 
         def copy(events: list[Event]) -> list[Event]:
-            return [Event(EventType.SESSION_START, start), *_copy_events(events)]
+            if to_event_id is not None:
+                events = cut_at(events, to_event_id, source_id)
+            return [Event(EventType.SESSION_START, start), *_copy_events(without_rewound(events))]
 
         # One store transaction reads, copies and writes (whole or absent after a crash); a
         # thread keeps the loop serving other sessions while a long log is copied.
@@ -324,6 +328,20 @@ class ClientCore:
         self.sessions[new_id] = core
         await self._session_started(core, "new")
         return core
+
+    async def rename_session(
+        self, old_id: str, new_id: str, timeout: float | None
+    ) -> dict[str, Any]:
+        """Give a session a new id in one store transaction; an open session object of it in
+        this client is closed first (its queued turns finish, as ``destroy`` does)."""
+        validate_session_id(old_id)
+        validate_session_id(new_id)
+        if old_id == new_id:
+            raise InvalidArgumentError(f"rename_session: the new id is the old one ({old_id!r})")
+        core = self.sessions.get(old_id)
+        if core is not None and not core.closed:
+            await self.close_session(core, timeout)
+        return await asyncio.to_thread(self.store.rename_session, old_id, new_id)
 
     async def close_session(self, core: SessionCore, timeout: float | None) -> None:
         await core.close(timeout)
@@ -961,10 +979,13 @@ class CopilotClient(_ClientFace):
         hooks: Mapping[str, Any] | None = None,
         max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
         tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+        to_event_id: str | None = None,
     ) -> Session:
         """Copy a stored session's history into a new session (to try another direction or
         another ``model``); the source is unchanged. Tool arguments as in
-        :meth:`create_session`."""
+        :meth:`create_session`. ``to_event_id`` forks at a point: the events up to and
+        including that one (a turn the point cuts through is left out; events a
+        ``truncate`` removed never are copied)."""
         running = self._started()
         config = _tool_config(
             tools,
@@ -975,8 +996,20 @@ class CopilotClient(_ClientFace):
             max_tool_rounds,
             tool_timeout,
         )
-        forked = running.core.fork_session(source_id, new_id, model, config)
+        forked = running.core.fork_session(source_id, new_id, model, config, to_event_id)
         return Session(running.runner.run(forked), running.runner, running.readers)
+
+    def rename_session(
+        self, old_id: str, new_id: str, *, timeout: float | None = 60.0
+    ) -> dict[str, Any]:
+        """Change a session's id in one store transaction (its log, title and totals move
+        with it); return the new metadata. An open session object of ``old_id`` in this
+        client is closed first (queued turns finish, up to ``timeout`` s); resume it under
+        ``new_id``. A client in another process that still holds ``old_id`` open gets
+        SessionNotFoundError at its next write. Raises SessionNotFoundError /
+        SessionExistsError."""
+        running = self._started()
+        return running.runner.run(running.core.rename_session(old_id, new_id, timeout))
 
     def delete_sessions(
         self, older_than: timedelta, *, dry_run: bool = False
@@ -1179,6 +1212,7 @@ class AsyncCopilotClient(_ClientFace):
         hooks: Mapping[str, Any] | None = None,
         max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
         tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+        to_event_id: str | None = None,
     ) -> AsyncSession:
         """Copy a session's history into a new one; see :meth:`CopilotClient.fork_session`."""
         running = await self._astarted()
@@ -1191,8 +1225,15 @@ class AsyncCopilotClient(_ClientFace):
             max_tool_rounds,
             tool_timeout,
         )
-        forked = running.core.fork_session(source_id, new_id, model, config)
+        forked = running.core.fork_session(source_id, new_id, model, config, to_event_id)
         return AsyncSession(await running.runner.arun(forked), running.runner, running.readers)
+
+    async def rename_session(
+        self, old_id: str, new_id: str, *, timeout: float | None = 60.0
+    ) -> dict[str, Any]:
+        """Change a session's id; see :meth:`CopilotClient.rename_session`."""
+        running = await self._astarted()
+        return await running.runner.arun(running.core.rename_session(old_id, new_id, timeout))
 
     async def delete_sessions(
         self, older_than: timedelta, *, dry_run: bool = False

@@ -26,6 +26,7 @@ from .context import MESSAGE_OVERHEAD, ConversationTail
 from .errors import (
     CopilotError,
     InvalidArgumentError,
+    InvalidArgumentTypeError,
     ProviderError,
     ProviderTimeoutError,
     SessionClosedError,
@@ -37,6 +38,7 @@ from .errors import (
 )
 from .events import Event, EventType, new_id
 from .providers.base import ChatMessage, ModelRequest, estimate_tokens
+from .rewind import rest_of_turn, rewound_turns
 from .routing import Route
 from .tool_loop import SessionTools, combine_steps, run_tool_loop
 from .turn import StreamResult, stream_reply
@@ -351,6 +353,66 @@ class SessionCore:
             except CopilotError:  # the session was deleted meanwhile: nothing to record into
                 log.debug("session %s: on_session_end not recorded", self.session_id)
         self.closed = True
+
+    def truncate(self, event_id: str) -> Event:
+        """Rewind the session to just after event ``event_id``: the turns after it (and a
+        turn it cuts through, before its reply) leave the context, recorded as
+        ``session.snapshot_rewind``; a point at a turn's reply or later keeps that turn.
+        The log keeps the removed events (``get_events()`` still returns them, a fork before
+        the point still has them); the fold and the context skip them."""
+        self.check_open()
+        if self._current is not None or not self._queue.empty():
+            raise InvalidArgumentError(
+                "session.truncate() needs an idle session: wait for (or abort) its running and "
+                "queued turns first"
+            )
+        store = self.services.store
+        with store.transaction():
+            after: list[Event] = []
+            point = None
+            for event in store.iter_events_backwards(self.session_id):
+                if event.id == event_id:
+                    point = event
+                    break
+                after.append(event)
+            if point is None:
+                raise InvalidArgumentError(
+                    f"session {self.session_id!r} has no event {event_id!r}; pick an id from "
+                    "session.get_events()"
+                )
+            after.reverse()
+            after = after[rest_of_turn(point, after) :]  # a point at a reply keeps its turn
+            gone = rewound_turns(after)
+            data = {
+                "upToEventId": event_id,
+                "eventsRemoved": len(after),
+                "eventIds": [e.id for e in after],
+                "messageIds": gone,
+            }
+            prompts = sum(1 for e in after if e.type == EventType.USER_MESSAGE)
+            replies = sum(1 for e in after if e.type == EventType.ASSISTANT_MESSAGE)
+
+            def uncount(meta: dict[str, Any]) -> None:
+                meta["turnCount"] = max(0, meta.get("turnCount", 0) - prompts)
+                meta["messageCount"] = max(0, meta.get("messageCount", 0) - prompts - replies)
+
+            rewind = Event(EventType.SESSION_SNAPSHOT_REWIND, data)
+            self.record([rewind], update=uncount)
+        self._tail = None  # rebuilt from the log at the next turn
+        return rewind
+
+    def set_title(self, title: str) -> Event:
+        """Set the session's display title (its id does not change): ``session.title_changed``,
+        and ``title`` in its metadata."""
+        self.check_open()
+        if not isinstance(title, str):
+            raise InvalidArgumentTypeError(f"a title is a string, not {type(title).__name__}")
+        title = " ".join(title.split())
+        if not title or len(title) > 200:
+            raise InvalidArgumentError("a title is 1 to 200 characters, not only spaces")
+        event = Event(EventType.SESSION_TITLE_CHANGED, {"title": title})
+        self.record([event], update=lambda meta: meta.update(title=title))
+        return event
 
     def _abort_unstarted(self, turn: _Turn, reason: str) -> None:
         events = [
@@ -963,6 +1025,18 @@ class Session(_SessionFace):
         """Use ``model`` from the next turn on; the conversation's context is kept."""
         self._runner.run(self._core.change_model(model))
 
+    def truncate(self, event_id: str) -> Event:
+        """Remove the events after ``event_id`` from the conversation (the Copilot SDK's
+        rewind); returns the ``session.snapshot_rewind`` event. The log keeps them: see
+        :meth:`SessionCore.truncate`. Raises InvalidArgumentError for an unknown id or while
+        a turn runs."""
+        return self._runner.call(self._core.truncate, event_id)
+
+    def set_title(self, title: str) -> Event:
+        """Set the display title (``session.title_changed``); the id stays. See
+        ``client.rename_session`` to change the id."""
+        return self._runner.call(self._core.set_title, title)
+
     def destroy(self, timeout: float | None = 60.0) -> None:
         """Close this session object, keeping its data on disk.
 
@@ -1047,6 +1121,14 @@ class AsyncSession(_SessionFace):
     async def set_model(self, model: str) -> None:
         """Use ``model`` from the next turn on; see :meth:`Session.set_model`."""
         await self._runner.arun(self._core.change_model(model))
+
+    async def truncate(self, event_id: str) -> Event:
+        """Remove the events after ``event_id``; see :meth:`Session.truncate`."""
+        return await self._runner.acall(self._core.truncate, event_id)
+
+    async def set_title(self, title: str) -> Event:
+        """Set the display title; see :meth:`Session.set_title`."""
+        return await self._runner.acall(self._core.set_title, title)
 
     async def destroy(self, timeout: float | None = 60.0) -> None:
         """Close this session object, keeping its data; see :meth:`Session.destroy`."""
