@@ -21,6 +21,7 @@ from . import _exit
 from ._loop import LoopThread
 from ._readers import ReaderThread
 from ._services import SessionServices
+from .compaction import compaction_settings
 from .config import (
     DEFAULT_MODEL_ENV,
     FALLBACK_ENV,
@@ -218,8 +219,10 @@ class ClientCore:
         streaming: bool,
         tool_config: ToolConfig | None = None,
         reasoning_effort: str | None = None,
+        infinite_sessions: Mapping[str, Any] | None = None,
     ) -> SessionCore:
         session_id = new_id() if session_id is None else validate_session_id(session_id)
+        compaction = None if infinite_sessions is None else compaction_settings(infinite_sessions)
         validate_session_options(model=model, streaming=streaming)
         reasoning_effort = validate_option("reasoning_effort", reasoning_effort)
         model = model or self.default_model
@@ -239,6 +242,8 @@ class ClientCore:
         }
         if reasoning_effort is not None:
             metadata["reasoningEffort"] = reasoning_effort
+        if compaction is not None:
+            metadata["infiniteSessions"] = compaction.to_dict()
         self.store.create_session(metadata)
         core = SessionCore(self.services, metadata, tools)
         self.sessions[session_id] = core
@@ -253,10 +258,13 @@ class ClientCore:
         tool_config: ToolConfig | None = None,
         system_message: tuple[str, str | None] | None = None,
         reasoning_effort: str | None = None,
+        infinite_sessions: Mapping[str, Any] | None = None,
     ) -> SessionCore:
         validate_session_id(session_id)
         reasoning_effort = validate_option("reasoning_effort", reasoning_effort)
         changes = _resume_changes(system_message, reasoning_effort)
+        if infinite_sessions is not None:
+            changes["infiniteSessions"] = compaction_settings(infinite_sessions).to_dict()
         open_core = self.sessions.get(session_id)
         metadata = self.store.get_session(session_id)
         tools = None
@@ -846,6 +854,7 @@ class CopilotClient(_ClientFace):
         max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
         tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
         reasoning_effort: str | None = None,
+        infinite_sessions: Mapping[str, Any] | None = None,
     ) -> Session:
         """Create a new session and store it. Raises SessionExistsError if the id is taken.
 
@@ -854,6 +863,9 @@ class CopilotClient(_ClientFace):
         make ``content`` the system message (they differ on :meth:`resume_session`).
         ``reasoning_effort`` (``"low"``, ``"medium"``, ``"high"``) is the session's default
         for providers that reason (a send's own ``reasoning_effort`` wins).
+        ``infinite_sessions`` is the Copilot SDK's ``InfiniteSessionConfig`` (``enabled``,
+        ``background_compaction_threshold``, ``buffer_exhaustion_threshold``; on by default,
+        0.80 and 0.95) plus ``summary_model``: see :mod:`copilot.compaction`.
 
         ``tools`` (see :func:`copilot.tools.define_tool`) let the model act: each call asks
         ``on_permission_request`` (``PermissionHandler.approve_all`` approves all; without a
@@ -876,7 +888,7 @@ class CopilotClient(_ClientFace):
             tool_timeout,
         )
         created = running.core.create_session(
-            session_id, model, text, streaming, config, reasoning_effort
+            session_id, model, text, streaming, config, reasoning_effort, infinite_sessions
         )
         return Session(running.runner.run(created), running.runner, running.readers)
 
@@ -893,6 +905,7 @@ class CopilotClient(_ClientFace):
         tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
         system_message: str | Mapping[str, Any] | None = None,
         reasoning_effort: str | None = None,
+        infinite_sessions: Mapping[str, Any] | None = None,
     ) -> Session:
         """Open a stored session with its history. Raises SessionNotFoundError if unknown.
 
@@ -916,7 +929,11 @@ class CopilotClient(_ClientFace):
             tool_timeout,
         )
         resumed = running.core.resume_session(
-            session_id, config, _system_spec(system_message), reasoning_effort
+            session_id,
+            config,
+            _system_spec(system_message),
+            reasoning_effort,
+            infinite_sessions,
         )
         return Session(running.runner.run(resumed), running.runner, running.readers)
 
@@ -1111,6 +1128,7 @@ class AsyncCopilotClient(_ClientFace):
         max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
         tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
         reasoning_effort: str | None = None,
+        infinite_sessions: Mapping[str, Any] | None = None,
     ) -> AsyncSession:
         """Create a new session; see :meth:`CopilotClient.create_session`."""
         running = await self._astarted()
@@ -1125,7 +1143,7 @@ class AsyncCopilotClient(_ClientFace):
             tool_timeout,
         )
         created = running.core.create_session(
-            session_id, model, text, streaming, config, reasoning_effort
+            session_id, model, text, streaming, config, reasoning_effort, infinite_sessions
         )
         return AsyncSession(await running.runner.arun(created), running.runner, running.readers)
 
@@ -1142,6 +1160,7 @@ class AsyncCopilotClient(_ClientFace):
         tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
         system_message: str | Mapping[str, Any] | None = None,
         reasoning_effort: str | None = None,
+        infinite_sessions: Mapping[str, Any] | None = None,
     ) -> AsyncSession:
         """Open a stored session; see :meth:`CopilotClient.resume_session`."""
         running = await self._astarted()
@@ -1155,7 +1174,11 @@ class AsyncCopilotClient(_ClientFace):
             tool_timeout,
         )
         resumed = running.core.resume_session(
-            session_id, config, _system_spec(system_message), reasoning_effort
+            session_id,
+            config,
+            _system_spec(system_message),
+            reasoning_effort,
+            infinite_sessions,
         )
         return AsyncSession(await running.runner.arun(resumed), running.runner, running.readers)
 

@@ -22,6 +22,13 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from .compaction import (
+    KEEP_TURNS_NOW,
+    SUMMARY_SHARE,
+    compaction_settings,
+    plan_compaction,
+    summary_messages,
+)
 from .context import MESSAGE_OVERHEAD, ConversationTail
 from .errors import (
     CopilotError,
@@ -176,6 +183,11 @@ class SessionCore:
         self._partial: list[str] = []
         self._tail: ConversationTail | None = None
         self._fallback_warned: str | None = None
+        #: infinite sessions (copilot.compaction): the settings, the running summary, the
+        #: share of the input budget the last reply left filled
+        self.compaction = compaction_settings(metadata.get("infiniteSessions"))
+        self._compacting: asyncio.Task[Event | None] | None = None
+        self._fill = 0.0
         self.closed = False
         self._closing = False
         self._worker = asyncio.get_running_loop().create_task(self._work())
@@ -189,6 +201,8 @@ class SessionCore:
             self._tail = None  # rebuilt with the new system message at the next turn
         if "reasoningEffort" in changes:
             self.reasoning_effort = changes["reasoningEffort"]
+        if "infiniteSessions" in changes:
+            self.compaction = compaction_settings(changes["infiniteSessions"])
 
     @property
     def _base_system(self) -> str | None:
@@ -345,6 +359,9 @@ class SessionCore:
                 await asyncio.wait([self._turn_task])
         self._worker.cancel()
         await asyncio.wait([self._worker])
+        if self._compacting is not None and not self._compacting.done():
+            self._compacting.cancel()  # recorded as a failed compaction; the log stays whole
+            await asyncio.wait([self._compacting])
         if self.tools is not None:
             try:
                 await self.tools.hook(
@@ -353,6 +370,132 @@ class SessionCore:
             except CopilotError:  # the session was deleted meanwhile: nothing to record into
                 log.debug("session %s: on_session_end not recorded", self.session_id)
         self.closed = True
+
+    # -- compaction (copilot.compaction) -----------------------------------------------------
+
+    async def compact(self) -> Event | None:
+        """Compact now (or wait for the running compaction); returns its
+        ``session.compaction_complete``, or None when nothing is old enough to summarize."""
+        self.check_open()
+        task = self._compacting
+        if task is not None and not task.done():
+            await asyncio.wait([task])  # a background summary first; then compact what is left
+        task = self._start_compaction(now=True)
+        await asyncio.wait([task])
+        return None if task.cancelled() else task.result()
+
+    def _start_compaction(self, now: bool = False) -> asyncio.Task[Event | None]:
+        task = self._compacting
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._compact(now))
+            task.add_done_callback(_mark_retrieved)
+            self._compacting = task
+        return task
+
+    async def _before_turn(self) -> None:
+        """Past ``buffer_exhaustion_threshold``, wait for the summary (start one if none runs)
+        rather than leave old turns out of this turn's context."""
+        settings = self.compaction
+        if settings.enabled and self._fill >= settings.buffer_exhaustion_threshold:
+            await asyncio.wait([self._start_compaction()])
+
+    async def _compact(self, now: bool = False) -> Event | None:
+        """Summarize the oldest exchanges after the current summary; record the outcome.
+        ``now`` (``session.compact()``): keep only the newest few exchanges."""
+        route = self.services.router.resolve(self.model)
+        provider = self.services.provider(route.provider)
+        window = provider.context_window(route.name)
+        budget = max(window - min(1024, window // 4), 1)
+        summarizer = route
+        if self.compaction.summary_model:
+            summarizer = self.services.router.resolve(self.compaction.summary_model)
+        summary_provider = self.services.provider(summarizer.provider)
+        summary_window = summary_provider.context_window(summarizer.name)
+        summary_max = max(64, int(SUMMARY_SHARE * budget))
+        room = summary_window - summary_max - 200  # the instructions and message overheads
+
+        def count(text: str) -> int:
+            return provider.count_tokens(route.name, text)
+
+        tail = self._refresh_tail(window)
+        keep = KEEP_TURNS_NOW if now else None
+        plan = plan_compaction(tail.exchanges(), tail.summary, budget, count, room, keep)
+        if plan is None:
+            return None
+        common = {
+            "compactionId": new_id(),
+            "model": summarizer.model_id,
+            "fromSeq": plan.from_seq,
+            "throughSeq": plan.through_seq,
+            "preCompactionTokens": plan.tokens_before,
+        }
+        start = {**common, "turns": len(plan.message_ids)}
+        self.record([Event(EventType.SESSION_COMPACTION_START, start)])
+        request = ModelRequest(
+            summarizer.name,
+            summary_messages(plan),
+            {"max_tokens": summary_max},
+            self.services.request_timeout,
+        )
+        try:
+            result = await stream_reply(
+                summary_provider,
+                request,
+                self.services.retry_policy,
+                on_delta=lambda text, attempt: None,
+                on_retry=lambda error, attempt, delay: None,
+                partial=[],
+            )
+            summary = result.completion.content.strip()
+            if not summary:
+                raise ProviderError(f"{summarizer.model_id} returned an empty summary")
+        except (CopilotError, asyncio.CancelledError) as error:
+            if isinstance(error, asyncio.CancelledError):
+                reason = "cancelled: the session was closed"
+            else:
+                reason = f"{type(error).__name__}: {error}"
+            data = {**common, "success": False, "error": reason, "fallback": "truncation"}
+            failed = Event(EventType.SESSION_COMPACTION_COMPLETE, data)
+            try:
+                self.record([failed])
+            except CopilotError:
+                log.debug("session %s: a failed compaction not recorded", self.session_id)
+            return failed
+        cut = count(summary) > summary_max
+        if cut:
+            summary = summary[: summary_max * 4]
+        completion = result.completion
+        prices = self.services.prices
+        cost = None
+        if prices is not None:
+            cost = prices.cost(
+                summarizer.model_id, completion.input_tokens, completion.output_tokens
+            )
+        summary_tokens = count(summary)
+        data = {
+            **common,
+            "success": True,
+            "summary": summary,
+            "summaryCut": cut,
+            "messageIds": list(plan.message_ids),
+            "summaryTokens": summary_tokens,
+            "postCompactionTokens": summary_tokens + plan.tokens_kept,
+            "inputTokens": completion.input_tokens,
+            "outputTokens": completion.output_tokens,
+        }
+        if cost is not None:
+            data["cost"] = cost
+
+        def keep(meta: dict[str, Any]) -> None:
+            meta["compaction"] = {"summary": summary, "throughSeq": plan.through_seq}
+            add_usage(meta, completion.input_tokens, completion.output_tokens, cost, turn=False)
+
+        done = Event(EventType.SESSION_COMPACTION_COMPLETE, data)
+        self.record([done], update=keep)
+        if self._tail is tail:
+            tail.summary, tail.compacted_through = summary, plan.through_seq
+        self._fill = data["postCompactionTokens"] / budget
+        return done
 
     def truncate(self, event_id: str) -> Event:
         """Rewind the session to just after event ``event_id``: the turns after it (and a
@@ -466,6 +609,7 @@ class SessionCore:
         call under the retry policy), record (the outcome). Each step's failure is recorded."""
         if self.tools is not None:
             await self._prompt_hook(turn)
+        await self._before_turn()
         begun = self._begin(turn)
         if isinstance(begun, CopilotError):
             self._fail(turn, begun)
@@ -671,6 +815,11 @@ class SessionCore:
         if info is not None:  # ephemeral: delivered just before the reply it counts is stored
             self._emit(Event(EventType.SESSION_USAGE_INFO, info))
         self.record(reply_events, update=count_reply)
+        if turn.context is not None and info is not None:
+            self._fill = info["currentTokens"] / max(turn.context["budget"], 1)
+            settings = self.compaction
+            if settings.enabled and self._fill >= settings.background_compaction_threshold:
+                self._start_compaction()
         self._emit(Event(EventType.SESSION_IDLE, {}))
         if not turn.future.done():
             turn.future.set_result(message)
@@ -711,6 +860,7 @@ class SessionCore:
         turn.context = {
             "tokens": built.tokens,
             "window": window,
+            "budget": budget,
             "messages": len(built.messages),
             "system": provider.count_tokens(route.name, system) + MESSAGE_OVERHEAD if system else 0,
         }
@@ -741,7 +891,13 @@ class SessionCore:
         if meta.get("startTime") != self.start_time:  # deleted and created again elsewhere
             self.start_time, self._tail = meta.get("startTime"), None
         if self._tail is not None:
-            self._tail.fold(store.read_events(self.session_id, after=self._tail.last_seq))
+            new = store.read_events(self.session_id, after=self._tail.last_seq)
+            self._tail.fold(new)
+            for event in new:
+                data = event.data
+                if event.type == EventType.SESSION_COMPACTION_COMPLETE and data.get("success"):
+                    self._tail.summary = data["summary"]
+                    self._tail.compacted_through = data["throughSeq"]
             return self._tail
         loaded: list[Event] = []
         tokens = 0
@@ -758,6 +914,10 @@ class SessionCore:
             self._system_message, max(0, meta.get("turnCount", 0) - prompts)
         )
         self._tail.fold(loaded)
+        latest = meta.get("compaction")
+        if latest:  # a fresh process starts from the latest summary, kept in the metadata
+            self._tail.summary = latest["summary"]
+            self._tail.compacted_through = latest["throughSeq"]
         return self._tail
 
     def _on_delta(self, turn: _Turn, text: str, attempt: int) -> None:
@@ -835,14 +995,20 @@ def effective_system(metadata: Mapping[str, Any]) -> str | None:
 
 
 def add_usage(
-    meta: dict[str, Any], input_tokens: int | None, output_tokens: int | None, cost: float | None
+    meta: dict[str, Any],
+    input_tokens: int | None,
+    output_tokens: int | None,
+    cost: float | None,
+    *,
+    turn: bool = True,
 ) -> None:
     """Add one model call to the session's ``usage`` totals in its metadata (kept by the
     append's metadata update, so the totals never need the log read): ``turns``,
     ``inputTokens``, ``outputTokens``, ``cost`` (dollars, the priced calls) and
     ``unpricedTurns`` (calls of models with no known price, left out of ``cost``)."""
     usage = dict(meta.get("usage") or {})
-    usage["turns"] = usage.get("turns", 0) + 1
+    key = "turns" if turn else "compactions"  # a summary's call costs, but is not a turn
+    usage[key] = usage.get(key, 0) + 1
     usage["inputTokens"] = usage.get("inputTokens", 0) + (input_tokens or 0)
     usage["outputTokens"] = usage.get("outputTokens", 0) + (output_tokens or 0)
     if cost is None:
@@ -1032,6 +1198,13 @@ class Session(_SessionFace):
         a turn runs."""
         return self._runner.call(self._core.truncate, event_id)
 
+    def compact(self) -> Event | None:
+        """Summarize the oldest turns now (or wait for the running summary); returns the
+        ``session.compaction_complete`` event (``success`` False when the summary failed:
+        old turns then fall out of the context as without compaction), or None when the
+        context holds nothing old enough to summarize. See :mod:`copilot.compaction`."""
+        return self._runner.run(self._core.compact())
+
     def set_title(self, title: str) -> Event:
         """Set the display title (``session.title_changed``); the id stays. See
         ``client.rename_session`` to change the id."""
@@ -1125,6 +1298,10 @@ class AsyncSession(_SessionFace):
     async def truncate(self, event_id: str) -> Event:
         """Remove the events after ``event_id``; see :meth:`Session.truncate`."""
         return await self._runner.acall(self._core.truncate, event_id)
+
+    async def compact(self) -> Event | None:
+        """Summarize the oldest turns now; see :meth:`Session.compact`."""
+        return await self._runner.arun(self._core.compact())
 
     async def set_title(self, title: str) -> Event:
         """Set the display title; see :meth:`Session.set_title`."""
