@@ -82,7 +82,7 @@ from .export import EXPORT_FORMATS, export_session, to_markdown
 from .formatting import time_ago
 from .interpolate import interpolate
 from .state import CopilotState, get_state, reset_state
-from .usage import has_matplotlib, usage_chart, usage_rows
+from .usage import has_matplotlib, usage_png, usage_rows
 
 __all__ = ["CopilotMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -674,8 +674,9 @@ class CopilotMagics(Magics):
             )
             + (f", {totals['compactions']} compactions" if totals.get("compactions") else "")
         )
-        if has_matplotlib():
-            display(usage_chart(rows, f"session {name}"))
+        if has_matplotlib():  # a PNG: shows in any frontend, no inline backend needed
+            png = usage_png(rows, f"session {name}")
+            display({"image/png": png, "text/plain": f"<usage chart of {name}>"}, raw=True)
 
     @_command(
         "export",

@@ -9,6 +9,7 @@ matplotlib; without it ``%copilot usage`` shows the table only.
 from __future__ import annotations
 
 import importlib.util
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from copilot import EventType
 from copilot.events import Event
 
-__all__ = ["UsageRow", "has_matplotlib", "usage_chart", "usage_rows"]
+__all__ = ["UsageRow", "has_matplotlib", "usage_chart", "usage_png", "usage_rows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +84,7 @@ def has_matplotlib() -> bool:
 def usage_chart(rows: list[UsageRow], title: str) -> Any:
     """A matplotlib figure: tokens in and out per turn (bars), the context fill (line, right
     axis) and a dashed line where each compaction happened. Requires matplotlib."""
-    import matplotlib
-
-    matplotlib.use("agg", force=False)
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # drawn without pyplot: no backend is touched
 
     turns = [r for r in rows if not r.compaction]
     figure = Figure(figsize=(8, 3.5))
@@ -112,3 +110,10 @@ def usage_chart(rows: list[UsageRow], title: str) -> Any:
     axes.set_title(title)
     axes.legend(loc="upper left", fontsize="small")
     return figure
+
+
+def usage_png(rows: list[UsageRow], title: str) -> bytes:
+    """:func:`usage_chart` as PNG bytes."""
+    buffer = io.BytesIO()
+    usage_chart(rows, title).savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    return buffer.getvalue()

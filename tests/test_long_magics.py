@@ -79,3 +79,23 @@ def test_compact_now(ip) -> None:
 def test_usage_of_an_unknown_session_is_a_clear_error(ip) -> None:
     _, captured = run(ip, "%copilot usage nope")
     assert "nope" in text_of(captured) and "Traceback" not in text_of(captured)
+
+
+def test_usage_chart_is_a_png_with_the_compactions(ip) -> None:
+    pytest.importorskip("matplotlib")
+    from copilot_jupyter.usage import usage_chart
+
+    run(ip, "%copilot new chat")
+    for i in range(5):
+        run(ip, f"%%copilot chat\nprompt number {i}")
+    run(ip, "%copilot compact chat")
+    _, captured = run(ip, "%copilot usage chat")
+    (png,) = [o.data["image/png"] for o in captured.outputs if "image/png" in o.data]
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    client = ip.run_cell("import copilot_jupyter.state as s; s.get_state().client").result
+    figure = usage_chart(usage_rows(client.get_messages("chat")), "t")
+    (axes, fill) = figure.axes
+    assert len(axes.patches) == 10  # input and output bars for 5 turns
+    dashed = [line for line in axes.lines if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].get_xdata()[0] == 5.5  # after turn 5
+    assert 0 < max(fill.lines[0].get_ydata()) <= 100
