@@ -248,3 +248,19 @@ def test_truncate_fork_at_and_rename_across_two_processes(home, server):
     client.resume_session("child-fork").send_and_wait("fork")
     assert _sent(server) == ["one", "echo: one", "fork"]
     client.stop()
+
+
+def test_rewound_turns_stay_recoverable_by_a_fork_inside_the_removed_range(home, server):
+    client = _client(home, server)
+    session = client.create_session(session_id="r", model="openai:gpt-4o")
+    first = session.send_and_wait("one")
+    second = session.send_and_wait("two")
+    session.send_and_wait("three")
+    session.truncate(first.id)  # "two" and "three" leave the conversation
+    session.send_and_wait("four")
+    assert _sent(server) == ["one", "echo: one", "four"]
+    # the removed events are still in the log: a fork at one of them brings them back
+    back = client.fork_session("r", "recovered", to_event_id=second.id)
+    back.send_and_wait("five")
+    assert _sent(server) == ["one", "echo: one", "two", "echo: two", "five"]
+    client.stop()
