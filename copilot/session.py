@@ -1112,8 +1112,9 @@ class Session(_SessionFace):
         """Queue ``prompt`` and return its message id at once; the turn runs in the background.
 
         Turns of one session run in order; different sessions run concurrently. ``options``
-        are generation options (``temperature``, ``max_tokens``, ``timeout``, ``reasoning_effort``). ``replaces``
-        names an earlier turn's message id that this one supersedes (a re-run notebook cell):
+        are generation options (``temperature``, ``max_tokens``, ``timeout``,
+        ``reasoning_effort``). ``replaces`` names an earlier turn's message id that this one
+        supersedes (a re-run notebook cell):
         that exchange leaves the model context, and stays in the log. ``metadata`` (JSON
         values) is stored with the prompt, never sent to the model.
         """
