@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .prices import PriceTable
     from .providers.base import Provider
     from .routing import Router
     from .store import EventStore
@@ -38,3 +39,5 @@ class SessionServices:
     close: Callable[[Any, float | None], Awaitable[None]]
     #: the ids of the usable models that can call tools (blocking; for error messages)
     tool_models: Callable[[], list[str]]
+    #: model prices for ``assistant.usage``'s ``cost`` (None: the shipped table)
+    prices: PriceTable | None = None

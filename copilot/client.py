@@ -21,6 +21,7 @@ from . import _exit
 from ._loop import LoopThread
 from ._readers import ReaderThread
 from ._services import SessionServices
+from .compaction import compaction_settings
 from .config import (
     DEFAULT_MODEL_ENV,
     FALLBACK_ENV,
@@ -31,16 +32,19 @@ from .config import (
 from .errors import (
     CopilotError,
     InvalidArgumentError,
+    InvalidArgumentTypeError,
     ModelNotAvailableError,
     SessionNotFoundError,
     StoreCorruptedError,
 )
 from .events import Event, EventType, new_id, utc_now
+from .prices import PriceTable
 from .providers import PROVIDERS, load_provider_class
 from .providers.base import Availability, Provider
+from .rewind import cut_at, without_rewound
 from .routing import Router
 from .search import Progress
-from .session import AsyncSession, Session, SessionCore, interrupted_events
+from .session import AsyncSession, Session, SessionCore, effective_system, interrupted_events
 from .store import EventStore
 from .stores import STORE_ENV, open_store, store_kind
 from .tool_loop import DEFAULT_MAX_TOOL_ROUNDS, SessionTools, ToolConfig
@@ -49,6 +53,7 @@ from .tools import Tool
 from .turn import RetryPolicy
 from .validation import (
     validate_limit,
+    validate_option,
     validate_paging,
     validate_session_id,
     validate_session_options,
@@ -91,6 +96,7 @@ class ClientCore:
         request_timeout: float | None,
         store: str | None = None,
         owner: str | None = None,
+        prices: Mapping[str, Any] | None = None,
     ) -> None:
         self.home = home
         self.store = open_store(store, home, owner)
@@ -115,6 +121,7 @@ class ClientCore:
             writer_id=self.writer_id,
             close=self.close_session,
             tool_models=self.tool_models,
+            prices=PriceTable(prices),
         )
 
     # -- providers ---------------------------------------------------------------------------
@@ -211,9 +218,13 @@ class ClientCore:
         system_message: str | None,
         streaming: bool,
         tool_config: ToolConfig | None = None,
+        reasoning_effort: str | None = None,
+        infinite_sessions: Mapping[str, Any] | None = None,
     ) -> SessionCore:
         session_id = new_id() if session_id is None else validate_session_id(session_id)
+        compaction = None if infinite_sessions is None else compaction_settings(infinite_sessions)
         validate_session_options(model=model, streaming=streaming)
+        reasoning_effort = validate_option("reasoning_effort", reasoning_effort)
         model = model or self.default_model
         route = self.router.resolve(model)
         tools = self._tools_for(session_id, model, tool_config)
@@ -229,6 +240,10 @@ class ClientCore:
             "systemMessage": system_message,
             "streaming": streaming,
         }
+        if reasoning_effort is not None:
+            metadata["reasoningEffort"] = reasoning_effort
+        if compaction is not None:
+            metadata["infiniteSessions"] = compaction.to_dict()
         self.store.create_session(metadata)
         core = SessionCore(self.services, metadata, tools)
         self.sessions[session_id] = core
@@ -238,9 +253,18 @@ class ClientCore:
         return core
 
     async def resume_session(
-        self, session_id: str, tool_config: ToolConfig | None = None
+        self,
+        session_id: str,
+        tool_config: ToolConfig | None = None,
+        system_message: tuple[str, str | None] | None = None,
+        reasoning_effort: str | None = None,
+        infinite_sessions: Mapping[str, Any] | None = None,
     ) -> SessionCore:
         validate_session_id(session_id)
+        reasoning_effort = validate_option("reasoning_effort", reasoning_effort)
+        changes = _resume_changes(system_message, reasoning_effort)
+        if infinite_sessions is not None:
+            changes["infiniteSessions"] = compaction_settings(infinite_sessions).to_dict()
         open_core = self.sessions.get(session_id)
         metadata = self.store.get_session(session_id)
         tools = None
@@ -249,15 +273,23 @@ class ClientCore:
         if open_core is not None and not open_core.closed:
             if metadata is not None and metadata.get("startTime") == open_core.start_time:
                 open_core.tools = tools  # tools are code: the ones given now (none if none)
+                if changes:
+                    data = {"model": open_core.model, "interruptedTurns": 0, **changes}
+                    data.update(_sent_system({**metadata, **changes}, changes))
+                    open_core.record(
+                        [Event(EventType.SESSION_RESUME, data)], update=_apply(changes)
+                    )
+                    open_core.apply_settings(changes)
                 await self._session_started(open_core, "resume")
                 return open_core
             await self.close_session(open_core, timeout=0)  # deleted elsewhere
         if metadata is None:
             raise SessionNotFoundError(session_id)
-        core = SessionCore(self.services, metadata, tools)
+        core = SessionCore(self.services, {**metadata, **changes}, tools)
         interrupted = core.recover_interrupted(_LIVE_WRITERS)
-        data = {"model": core.model, "interruptedTurns": interrupted}
-        core.record([Event(EventType.SESSION_RESUME, data)])
+        data = {"model": core.model, "interruptedTurns": interrupted, **changes}
+        data.update(_sent_system({**metadata, **changes}, changes))
+        core.record([Event(EventType.SESSION_RESUME, data)], update=_apply(changes))
         self.sessions[session_id] = core
         await self._session_started(core, "resume")
         return core
@@ -268,6 +300,7 @@ class ClientCore:
         new_id: str,
         model: str | None,
         tool_config: ToolConfig | None = None,
+        to_event_id: str | None = None,
     ) -> SessionCore:
         source = self.store.get_session(validate_session_id(source_id))
         if source is None:
@@ -287,12 +320,14 @@ class ClientCore:
         }
         start = {
             "model": metadata["model"],
-            "systemMessage": metadata.get("systemMessage"),
+            "systemMessage": effective_system(metadata),
             "forkedFrom": source_id,
         }
 
         def copy(events: list[Event]) -> list[Event]:
-            return [Event(EventType.SESSION_START, start), *_copy_events(events)]
+            if to_event_id is not None:
+                events = cut_at(events, to_event_id, source_id)
+            return [Event(EventType.SESSION_START, start), *_copy_events(without_rewound(events))]
 
         # One store transaction reads, copies and writes (whole or absent after a crash); a
         # thread keeps the loop serving other sessions while a long log is copied.
@@ -301,6 +336,20 @@ class ClientCore:
         self.sessions[new_id] = core
         await self._session_started(core, "new")
         return core
+
+    async def rename_session(
+        self, old_id: str, new_id: str, timeout: float | None
+    ) -> dict[str, Any]:
+        """Give a session a new id in one store transaction; an open session object of it in
+        this client is closed first (its queued turns finish, as ``destroy`` does)."""
+        validate_session_id(old_id)
+        validate_session_id(new_id)
+        if old_id == new_id:
+            raise InvalidArgumentError(f"rename_session: the new id is the old one ({old_id!r})")
+        core = self.sessions.get(old_id)
+        if core is not None and not core.closed:
+            await self.close_session(core, timeout)
+        return await asyncio.to_thread(self.store.rename_session, old_id, new_id)
 
     async def close_session(self, core: SessionCore, timeout: float | None) -> None:
         await core.close(timeout)
@@ -555,13 +604,75 @@ def _tool_config(
     )
 
 
+def _system_spec(
+    system_message: str | Mapping[str, Any] | None,
+) -> tuple[str, str | None] | None:
+    """``(mode, content)`` of a ``system_message`` argument, or None when it was not given.
+
+    The Copilot SDK's shape is ``{"mode": "append" | "replace", "content": ...}`` (mode
+    defaults to ``"append"``); a plain string is ``"replace"`` with that content.
+    """
+    if system_message is None:
+        return None
+    if isinstance(system_message, str):
+        return "replace", system_message or None
+    if not isinstance(system_message, Mapping):
+        raise InvalidArgumentTypeError(
+            "system_message is a string or {'mode': 'append' | 'replace', 'content': str}, "
+            f"not {type(system_message).__name__}"
+        )
+    mode = system_message.get("mode", "append")
+    content = system_message.get("content")
+    if mode not in ("append", "replace"):
+        raise InvalidArgumentError(
+            f"system_message mode is 'append' or 'replace', not {mode!r} "
+            "('customize' of the Copilot SDK has no sections to customize here)"
+        )
+    if content is not None and not isinstance(content, str):
+        raise InvalidArgumentTypeError(
+            f"system_message content is a string, not {type(content).__name__}"
+        )
+    return mode, content or None
+
+
 def _system_text(system_message: str | Mapping[str, Any] | None) -> str | None:
-    # The official SDK passes {"content": ..., "mode": ...}; a plain string is the same content.
-    if isinstance(system_message, Mapping):
-        system_message = system_message.get("content")
-    if system_message is not None and not isinstance(system_message, str):
-        raise InvalidArgumentError("system_message is a string or {'content': str}")
-    return system_message or None
+    # A new session has no system message of its own yet: both modes give the content.
+    spec = _system_spec(system_message)
+    return None if spec is None else spec[1]
+
+
+def _resume_changes(
+    system_message: tuple[str, str | None] | None, reasoning_effort: str | None
+) -> dict[str, Any]:
+    """The metadata a resume changes: ``replace`` sets the session's system message (and
+    drops an appended part); ``append`` sets the part added after it (replacing the part an
+    earlier ``append`` set, so resuming twice does not append twice)."""
+    changes: dict[str, Any] = {}
+    if system_message is not None:
+        mode, content = system_message
+        if mode == "replace":
+            changes.update(systemMessage=content, systemMessageAppend=None)
+        else:
+            changes["systemMessageAppend"] = content
+    if reasoning_effort is not None:
+        changes["reasoningEffort"] = reasoning_effort
+    return changes
+
+
+def _sent_system(metadata: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"systemMessage": <what is sent from now on>}`` for a resume that changed it (the
+    event's ``systemMessage`` is, as in ``session.start``, the message the model is sent;
+    the metadata keeps the session's own and the appended part apart)."""
+    if "systemMessage" not in changes and "systemMessageAppend" not in changes:
+        return {}
+    return {"systemMessage": effective_system(metadata)}
+
+
+def _apply(changes: dict[str, Any]) -> Callable[[dict[str, Any]], None] | None:
+    """A metadata update that writes ``changes`` (None when there are none)."""
+    if not changes:
+        return None
+    return lambda meta: meta.update(changes)
 
 
 class _ClientFace:
@@ -603,6 +714,7 @@ class _ClientFace:
             "request_timeout": request_timeout,
             "store": store,
             "owner": owner,
+            "prices": config.prices,
         }
         self._running: _Running | None = None
         self._ever_started = False
@@ -741,8 +853,19 @@ class CopilotClient(_ClientFace):
         hooks: Mapping[str, Any] | None = None,
         max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
         tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+        reasoning_effort: str | None = None,
+        infinite_sessions: Mapping[str, Any] | None = None,
     ) -> Session:
         """Create a new session and store it. Raises SessionExistsError if the id is taken.
+
+        ``system_message`` is a string or the Copilot SDK's ``{"mode": "append" | "replace",
+        "content": ...}``; there is no built-in system prompt, so on a new session both modes
+        make ``content`` the system message (they differ on :meth:`resume_session`).
+        ``reasoning_effort`` (``"low"``, ``"medium"``, ``"high"``) is the session's default
+        for providers that reason (a send's own ``reasoning_effort`` wins).
+        ``infinite_sessions`` is the Copilot SDK's ``InfiniteSessionConfig`` (``enabled``,
+        ``background_compaction_threshold``, ``buffer_exhaustion_threshold``; on by default,
+        0.80 and 0.95) plus ``summary_model``: see :mod:`copilot.compaction`.
 
         ``tools`` (see :func:`copilot.tools.define_tool`) let the model act: each call asks
         ``on_permission_request`` (``PermissionHandler.approve_all`` approves all; without a
@@ -764,7 +887,9 @@ class CopilotClient(_ClientFace):
             max_tool_rounds,
             tool_timeout,
         )
-        created = running.core.create_session(session_id, model, text, streaming, config)
+        created = running.core.create_session(
+            session_id, model, text, streaming, config, reasoning_effort, infinite_sessions
+        )
         return Session(running.runner.run(created), running.runner, running.readers)
 
     def resume_session(
@@ -778,8 +903,16 @@ class CopilotClient(_ClientFace):
         hooks: Mapping[str, Any] | None = None,
         max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
         tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+        system_message: str | Mapping[str, Any] | None = None,
+        reasoning_effort: str | None = None,
+        infinite_sessions: Mapping[str, Any] | None = None,
     ) -> Session:
         """Open a stored session with its history. Raises SessionNotFoundError if unknown.
+
+        ``system_message={"mode": "replace", "content": ...}`` (or a string) replaces the
+        session's system message from now on; ``{"mode": "append", "content": ...}`` adds
+        ``content`` after it (a later append replaces that added part, it does not pile up).
+        ``reasoning_effort`` changes the session's default. Both are stored in its metadata.
 
         The tool arguments are those of :meth:`create_session`: a session is given its tools
         each time it is opened; calls and results already in its history stay in its context
@@ -795,8 +928,14 @@ class CopilotClient(_ClientFace):
             max_tool_rounds,
             tool_timeout,
         )
-        core = running.runner.run(running.core.resume_session(session_id, config))
-        return Session(core, running.runner, running.readers)
+        resumed = running.core.resume_session(
+            session_id,
+            config,
+            _system_spec(system_message),
+            reasoning_effort,
+            infinite_sessions,
+        )
+        return Session(running.runner.run(resumed), running.runner, running.readers)
 
     def list_sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Every stored session's metadata (``sessionId``, ``startTime``, ``modifiedTime``,
@@ -857,10 +996,13 @@ class CopilotClient(_ClientFace):
         hooks: Mapping[str, Any] | None = None,
         max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
         tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+        to_event_id: str | None = None,
     ) -> Session:
         """Copy a stored session's history into a new session (to try another direction or
         another ``model``); the source is unchanged. Tool arguments as in
-        :meth:`create_session`."""
+        :meth:`create_session`. ``to_event_id`` forks at a point: the events up to and
+        including that one (a turn the point cuts through is left out; events a
+        ``truncate`` removed never are copied)."""
         running = self._started()
         config = _tool_config(
             tools,
@@ -871,8 +1013,20 @@ class CopilotClient(_ClientFace):
             max_tool_rounds,
             tool_timeout,
         )
-        forked = running.core.fork_session(source_id, new_id, model, config)
+        forked = running.core.fork_session(source_id, new_id, model, config, to_event_id)
         return Session(running.runner.run(forked), running.runner, running.readers)
+
+    def rename_session(
+        self, old_id: str, new_id: str, *, timeout: float | None = 60.0
+    ) -> dict[str, Any]:
+        """Change a session's id in one store transaction (its log, title and totals move
+        with it); return the new metadata. An open session object of ``old_id`` in this
+        client is closed first (queued turns finish, up to ``timeout`` s); resume it under
+        ``new_id``. A client in another process that still holds ``old_id`` open gets
+        SessionNotFoundError at its next write. Raises SessionNotFoundError /
+        SessionExistsError."""
+        running = self._started()
+        return running.runner.run(running.core.rename_session(old_id, new_id, timeout))
 
     def delete_sessions(
         self, older_than: timedelta, *, dry_run: bool = False
@@ -973,6 +1127,8 @@ class AsyncCopilotClient(_ClientFace):
         hooks: Mapping[str, Any] | None = None,
         max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
         tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+        reasoning_effort: str | None = None,
+        infinite_sessions: Mapping[str, Any] | None = None,
     ) -> AsyncSession:
         """Create a new session; see :meth:`CopilotClient.create_session`."""
         running = await self._astarted()
@@ -986,7 +1142,9 @@ class AsyncCopilotClient(_ClientFace):
             max_tool_rounds,
             tool_timeout,
         )
-        created = running.core.create_session(session_id, model, text, streaming, config)
+        created = running.core.create_session(
+            session_id, model, text, streaming, config, reasoning_effort, infinite_sessions
+        )
         return AsyncSession(await running.runner.arun(created), running.runner, running.readers)
 
     async def resume_session(
@@ -1000,6 +1158,9 @@ class AsyncCopilotClient(_ClientFace):
         hooks: Mapping[str, Any] | None = None,
         max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
         tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+        system_message: str | Mapping[str, Any] | None = None,
+        reasoning_effort: str | None = None,
+        infinite_sessions: Mapping[str, Any] | None = None,
     ) -> AsyncSession:
         """Open a stored session; see :meth:`CopilotClient.resume_session`."""
         running = await self._astarted()
@@ -1012,8 +1173,14 @@ class AsyncCopilotClient(_ClientFace):
             max_tool_rounds,
             tool_timeout,
         )
-        core = await running.runner.arun(running.core.resume_session(session_id, config))
-        return AsyncSession(core, running.runner, running.readers)
+        resumed = running.core.resume_session(
+            session_id,
+            config,
+            _system_spec(system_message),
+            reasoning_effort,
+            infinite_sessions,
+        )
+        return AsyncSession(await running.runner.arun(resumed), running.runner, running.readers)
 
     async def list_sessions(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Sessions' metadata, most recently used first; see :meth:`CopilotClient.list_sessions`."""
@@ -1068,6 +1235,7 @@ class AsyncCopilotClient(_ClientFace):
         hooks: Mapping[str, Any] | None = None,
         max_tool_rounds: int = DEFAULT_MAX_TOOL_ROUNDS,
         tool_timeout: float | None = DEFAULT_TOOL_TIMEOUT,
+        to_event_id: str | None = None,
     ) -> AsyncSession:
         """Copy a session's history into a new one; see :meth:`CopilotClient.fork_session`."""
         running = await self._astarted()
@@ -1080,8 +1248,15 @@ class AsyncCopilotClient(_ClientFace):
             max_tool_rounds,
             tool_timeout,
         )
-        forked = running.core.fork_session(source_id, new_id, model, config)
+        forked = running.core.fork_session(source_id, new_id, model, config, to_event_id)
         return AsyncSession(await running.runner.arun(forked), running.runner, running.readers)
+
+    async def rename_session(
+        self, old_id: str, new_id: str, *, timeout: float | None = 60.0
+    ) -> dict[str, Any]:
+        """Change a session's id; see :meth:`CopilotClient.rename_session`."""
+        running = await self._astarted()
+        return await running.runner.arun(running.core.rename_session(old_id, new_id, timeout))
 
     async def delete_sessions(
         self, older_than: timedelta, *, dry_run: bool = False

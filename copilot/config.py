@@ -14,6 +14,10 @@ event store (``sessions/``) and an optional ``config.toml``::
     [providers.openai]                   # non-secret provider settings
     base_url = "http://127.0.0.1:8080/v1"
 
+    [prices."openai:gpt-4.1"]            # dollars per million tokens (copilot.prices)
+    input = 2.0
+    output = 8.0
+
 API keys are never read from this file: they come from environment variables only, so the file
 can be shared and a key never sits where the store, a log or a notebook could show it.
 """
@@ -31,6 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 import platformdirs
 
 from .errors import ConfigError
+from .prices import PriceTable
 
 __all__ = ["Config", "home_directory", "load_config"]
 
@@ -52,6 +57,8 @@ class Config:
     routes: dict[str, str] = field(default_factory=dict)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     store: str | None = None
+    #: ``[prices."provider:model"]`` tables: input/output dollars per million tokens
+    prices: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def home_directory(base_directory: str | os.PathLike[str] | None = None) -> Path:
@@ -109,7 +116,15 @@ def load_config(home: Path) -> Config:
             f"{path}: the store URL holds a password; secrets never go in this file: give it "
             "in PGPASSWORD or ~/.pgpass (libpq reads both)"
         )
+    prices = raw.get("prices", {})
+    if not isinstance(prices, dict):
+        raise ConfigError(f'{path}: [prices."provider:model"] tables hold input and output prices')
+    try:
+        PriceTable(prices)  # a bad price fails when the client is built, not at a turn
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return Config(
+        prices=prices,
         store=store,
         default_model=raw.get("default_model"),
         fallback_model=raw.get("fallback_model"),

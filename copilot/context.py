@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .compaction import with_summary
 from .events import Event
 from .history import Exchange, ExchangeStatus, History
 from .providers.base import ChatMessage
@@ -59,6 +60,9 @@ class ConversationTail:
         self.earlier_turns = earlier_turns
         #: message id -> the model messages of an ended exchange's tool steps (built once)
         self._steps: dict[str, tuple[ChatMessage, ...]] = {}
+        #: the latest compaction's summary, and the log position it covers (copilot.compaction)
+        self.summary: str | None = None
+        self.compacted_through = 0
 
     @property
     def last_seq(self) -> int:
@@ -110,14 +114,18 @@ class ConversationTail:
         """
         used = count_tokens(prompt) + MESSAGE_OVERHEAD
         head: list[ChatMessage] = []
-        if self.system_message:
-            head.append(ChatMessage("system", self.system_message))
-            used += count_tokens(self.system_message) + MESSAGE_OVERHEAD
+        system = with_summary(self.system_message, self.summary)
+        if system:
+            head.append(ChatMessage("system", system))
+            used += count_tokens(system) + MESSAGE_OVERHEAD
         kept: list[Exchange] = []
         omitted_turns = omitted_tokens = 0
+        through = self.compacted_through
         for exchange in self._history.newest_first():
             if not _in_context(exchange):
                 continue
+            if exchange.seq is not None and exchange.seq <= through:
+                break  # this one and every older one are in the summary
             cost = exchange.tokens.get(counter_key)
             if cost is None:
                 cost = count_tokens(exchange.prompt) + count_tokens(exchange.reply)
@@ -156,9 +164,15 @@ class ConversationTail:
             messages=tuple(messages),
             tokens=used,
             budget=budget,
-            omitted_turns=omitted_turns + self.earlier_turns,
+            # turns before the loaded tail are in the summary once there is one
+            omitted_turns=omitted_turns + (0 if self.summary else self.earlier_turns),
             omitted_tokens=omitted_tokens,
         )
+
+    def exchanges(self) -> list[Exchange]:
+        """The exchanges a context may show: in context, after the latest summary."""
+        through = self.compacted_through
+        return [e for e in self._history if _in_context(e) and (e.seq or through + 1) > through]
 
     def forget_before(self, budget_tokens: int, counter_key: str) -> None:
         """Drop exchanges older than what ``budget_tokens`` could ever include (bounds memory)."""

@@ -28,10 +28,17 @@ class EventType(StrEnum):
     SESSION_IDLE = "session.idle"
     SESSION_TRUNCATION = "session.truncation"
     SESSION_MODEL_CHANGE = "session.model_change"
+    # long sessions (the Copilot SDK's names): context use, compaction, rewind, title
+    SESSION_USAGE_INFO = "session.usage_info"
+    SESSION_COMPACTION_START = "session.compaction_start"
+    SESSION_COMPACTION_COMPLETE = "session.compaction_complete"
+    SESSION_SNAPSHOT_REWIND = "session.snapshot_rewind"
+    SESSION_TITLE_CHANGED = "session.title_changed"
     USER_MESSAGE = "user.message"
     ASSISTANT_TURN_START = "assistant.turn_start"
     ASSISTANT_MESSAGE_DELTA = "assistant.message_delta"
     ASSISTANT_MESSAGE = "assistant.message"
+    ASSISTANT_REASONING = "assistant.reasoning"
     ASSISTANT_USAGE = "assistant.usage"
     ASSISTANT_TURN_END = "assistant.turn_end"
     ABORT = "abort"
@@ -45,7 +52,9 @@ class EventType(StrEnum):
 
 
 #: types that are delivered to handlers but never stored
-EPHEMERAL_TYPES = frozenset({EventType.ASSISTANT_MESSAGE_DELTA, EventType.SESSION_IDLE})
+EPHEMERAL_TYPES = frozenset(
+    {EventType.ASSISTANT_MESSAGE_DELTA, EventType.SESSION_IDLE, EventType.SESSION_USAGE_INFO}
+)
 
 
 def new_id() -> str:

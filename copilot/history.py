@@ -238,6 +238,11 @@ class History:
         if kind == EventType.SESSION_START:
             self.system_message = data.get("systemMessage") or None
             return None
+        if kind == EventType.SESSION_RESUME and "systemMessage" in data:
+            self.system_message = data["systemMessage"] or None  # a resume changed it
+        if kind == EventType.SESSION_SNAPSHOT_REWIND:  # session.truncate: those turns leave
+            for message_id in data.get("messageIds") or ():
+                self.drop(message_id)
         exchange = self._exchanges.get(data.get("messageId") or "")
         if exchange is None:
             if kind in _NOTE_TYPES and not self._is_gone(data.get("messageId")):

@@ -22,10 +22,18 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from .context import ConversationTail
+from .compaction import (
+    KEEP_TURNS_NOW,
+    SUMMARY_SHARE,
+    compaction_settings,
+    plan_compaction,
+    summary_messages,
+)
+from .context import MESSAGE_OVERHEAD, ConversationTail
 from .errors import (
     CopilotError,
     InvalidArgumentError,
+    InvalidArgumentTypeError,
     ProviderError,
     ProviderTimeoutError,
     SessionClosedError,
@@ -37,6 +45,7 @@ from .errors import (
 )
 from .events import Event, EventType, new_id
 from .providers.base import ChatMessage, ModelRequest, estimate_tokens
+from .rewind import rest_of_turn, rewound_turns
 from .routing import Route
 from .tool_loop import SessionTools, combine_steps, run_tool_loop
 from .turn import StreamResult, stream_reply
@@ -76,6 +85,8 @@ class _Turn:
     future: asyncio.Future[Event]
     #: the prompt as sent, when ``on_user_prompt_submitted`` changed it
     original_prompt: str | None = None
+    #: the context the request was built with (``session.usage_info`` after the reply)
+    context: dict[str, Any] | None = None
 
     def user_data(self) -> dict[str, Any]:
         """The ``data`` of this turn's ``user.message`` event."""
@@ -159,7 +170,9 @@ class SessionCore:
         self.session_id: str = metadata["sessionId"]
         self.model: str = metadata["model"]
         self.streaming: bool = bool(metadata.get("streaming", True))
-        self._system_message: str | None = metadata.get("systemMessage")
+        self._system_message: str | None = effective_system(metadata)
+        #: the session's default ``reasoning_effort`` (a send's own option wins)
+        self.reasoning_effort: str | None = metadata.get("reasoningEffort")
         #: tells this session from one deleted and created again under the same id
         self.start_time = metadata.get("startTime")
         self._handlers: tuple[EventHandler, ...] = ()
@@ -170,9 +183,31 @@ class SessionCore:
         self._partial: list[str] = []
         self._tail: ConversationTail | None = None
         self._fallback_warned: str | None = None
+        #: infinite sessions (copilot.compaction): the settings, the running summary, the
+        #: share of the input budget the last reply left filled
+        self.compaction = compaction_settings(metadata.get("infiniteSessions"))
+        self._compacting: asyncio.Task[Event | None] | None = None
+        self._fill = 0.0
         self.closed = False
         self._closing = False
         self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    def apply_settings(self, changes: Mapping[str, Any]) -> None:
+        """Take a resume's changed settings (system message, reasoning effort) from now on;
+        ``changes`` holds the metadata keys that were just stored."""
+        if "systemMessage" in changes or "systemMessageAppend" in changes:
+            base = {"systemMessage": self._base_system, **changes}
+            self._system_message = effective_system(base)
+            self._tail = None  # rebuilt with the new system message at the next turn
+        if "reasoningEffort" in changes:
+            self.reasoning_effort = changes["reasoningEffort"]
+        if "infiniteSessions" in changes:
+            self.compaction = compaction_settings(changes["infiniteSessions"])
+
+    @property
+    def _base_system(self) -> str | None:
+        meta = self.services.store.get_session(self.session_id) or {}
+        return meta.get("systemMessage")
 
     @property
     def client(self) -> SessionServices:
@@ -324,6 +359,9 @@ class SessionCore:
                 await asyncio.wait([self._turn_task])
         self._worker.cancel()
         await asyncio.wait([self._worker])
+        if self._compacting is not None and not self._compacting.done():
+            self._compacting.cancel()  # recorded as a failed compaction; the log stays whole
+            await asyncio.wait([self._compacting])
         if self.tools is not None:
             try:
                 await self.tools.hook(
@@ -332,6 +370,192 @@ class SessionCore:
             except CopilotError:  # the session was deleted meanwhile: nothing to record into
                 log.debug("session %s: on_session_end not recorded", self.session_id)
         self.closed = True
+
+    # -- compaction (copilot.compaction) -----------------------------------------------------
+
+    async def compact(self) -> Event | None:
+        """Compact now (or wait for the running compaction); returns its
+        ``session.compaction_complete``, or None when nothing is old enough to summarize."""
+        self.check_open()
+        task = self._compacting
+        if task is not None and not task.done():
+            await asyncio.wait([task])  # a background summary first; then compact what is left
+        task = self._start_compaction(now=True)
+        await asyncio.wait([task])
+        return None if task.cancelled() else task.result()
+
+    def _start_compaction(self, now: bool = False) -> asyncio.Task[Event | None]:
+        task = self._compacting
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._compact(now))
+            task.add_done_callback(_mark_retrieved)
+            self._compacting = task
+        return task
+
+    async def _before_turn(self) -> None:
+        """Past ``buffer_exhaustion_threshold``, wait for the summary (start one if none runs)
+        rather than leave old turns out of this turn's context."""
+        settings = self.compaction
+        if settings.enabled and self._fill >= settings.buffer_exhaustion_threshold:
+            await asyncio.wait([self._start_compaction()])
+
+    async def _compact(self, now: bool = False) -> Event | None:
+        """Summarize the oldest exchanges after the current summary; record the outcome.
+        ``now`` (``session.compact()``): keep only the newest few exchanges."""
+        route = self.services.router.resolve(self.model)
+        provider = self.services.provider(route.provider)
+        window = provider.context_window(route.name)
+        budget = max(window - min(1024, window // 4), 1)
+        summarizer = route
+        if self.compaction.summary_model:
+            summarizer = self.services.router.resolve(self.compaction.summary_model)
+        summary_provider = self.services.provider(summarizer.provider)
+        summary_window = summary_provider.context_window(summarizer.name)
+        summary_max = max(64, int(SUMMARY_SHARE * budget))
+        room = summary_window - summary_max - 200  # the instructions and message overheads
+
+        def count(text: str) -> int:
+            return provider.count_tokens(route.name, text)
+
+        tail = self._refresh_tail(window)
+        keep = KEEP_TURNS_NOW if now else None
+        plan = plan_compaction(tail.exchanges(), tail.summary, budget, count, room, keep)
+        if plan is None:
+            return None
+        common = {
+            "compactionId": new_id(),
+            "model": summarizer.model_id,
+            "fromSeq": plan.from_seq,
+            "throughSeq": plan.through_seq,
+            "preCompactionTokens": plan.tokens_before,
+        }
+        start = {**common, "turns": len(plan.message_ids)}
+        self.record([Event(EventType.SESSION_COMPACTION_START, start)])
+        request = ModelRequest(
+            summarizer.name,
+            summary_messages(plan),
+            {"max_tokens": summary_max},
+            self.services.request_timeout,
+        )
+        try:
+            result = await stream_reply(
+                summary_provider,
+                request,
+                self.services.retry_policy,
+                on_delta=lambda text, attempt: None,
+                on_retry=lambda error, attempt, delay: None,
+                partial=[],
+            )
+            summary = result.completion.content.strip()
+            if not summary:
+                raise ProviderError(f"{summarizer.model_id} returned an empty summary")
+        except (CopilotError, asyncio.CancelledError) as error:
+            if isinstance(error, asyncio.CancelledError):
+                reason = "cancelled: the session was closed"
+            else:
+                reason = f"{type(error).__name__}: {error}"
+            data = {**common, "success": False, "error": reason, "fallback": "truncation"}
+            failed = Event(EventType.SESSION_COMPACTION_COMPLETE, data)
+            try:
+                self.record([failed])
+            except CopilotError:
+                log.debug("session %s: a failed compaction not recorded", self.session_id)
+            return failed
+        cut = count(summary) > summary_max
+        if cut:
+            summary = summary[: summary_max * 4]
+        completion = result.completion
+        prices = self.services.prices
+        cost = None
+        if prices is not None:
+            cost = prices.cost(
+                summarizer.model_id, completion.input_tokens, completion.output_tokens
+            )
+        summary_tokens = count(summary)
+        data = {
+            **common,
+            "success": True,
+            "summary": summary,
+            "summaryCut": cut,
+            "messageIds": list(plan.message_ids),
+            "summaryTokens": summary_tokens,
+            "postCompactionTokens": summary_tokens + plan.tokens_kept,
+            "inputTokens": completion.input_tokens,
+            "outputTokens": completion.output_tokens,
+        }
+        if cost is not None:
+            data["cost"] = cost
+
+        def keep(meta: dict[str, Any]) -> None:
+            meta["compaction"] = {"summary": summary, "throughSeq": plan.through_seq}
+            add_usage(meta, completion.input_tokens, completion.output_tokens, cost, turn=False)
+
+        done = Event(EventType.SESSION_COMPACTION_COMPLETE, data)
+        self.record([done], update=keep)
+        if self._tail is tail:
+            tail.summary, tail.compacted_through = summary, plan.through_seq
+        self._fill = data["postCompactionTokens"] / budget
+        return done
+
+    def truncate(self, event_id: str) -> Event:
+        """Rewind the session to just after event ``event_id``: the turns after it (and a
+        turn it cuts through, before its reply) leave the context, recorded as
+        ``session.snapshot_rewind``; a point at a turn's reply or later keeps that turn.
+        The log keeps the removed events (``get_events()`` still returns them, a fork before
+        the point still has them); the fold and the context skip them."""
+        self.check_open()
+        if self._current is not None or not self._queue.empty():
+            raise InvalidArgumentError(
+                "session.truncate() needs an idle session: wait for (or abort) its running and "
+                "queued turns first"
+            )
+        store = self.services.store
+        with store.transaction():
+            after: list[Event] = []
+            point = None
+            for event in store.iter_events_backwards(self.session_id):
+                if event.id == event_id:
+                    point = event
+                    break
+                after.append(event)
+            if point is None:
+                raise InvalidArgumentError(
+                    f"session {self.session_id!r} has no event {event_id!r}; pick an id from "
+                    "session.get_events()"
+                )
+            after.reverse()
+            after = after[rest_of_turn(point, after) :]  # a point at a reply keeps its turn
+            gone = rewound_turns(after)
+            data = {
+                "upToEventId": event_id,
+                "eventsRemoved": len(after),
+                "eventIds": [e.id for e in after],
+                "messageIds": gone,
+            }
+            prompts = sum(1 for e in after if e.type == EventType.USER_MESSAGE)
+            replies = sum(1 for e in after if e.type == EventType.ASSISTANT_MESSAGE)
+
+            def uncount(meta: dict[str, Any]) -> None:
+                meta["turnCount"] = max(0, meta.get("turnCount", 0) - prompts)
+                meta["messageCount"] = max(0, meta.get("messageCount", 0) - prompts - replies)
+
+            rewind = Event(EventType.SESSION_SNAPSHOT_REWIND, data)
+            self.record([rewind], update=uncount)
+        self._tail = None  # rebuilt from the log at the next turn
+        return rewind
+
+    def set_title(self, title: str) -> Event:
+        """Set the session's display title (its id does not change): ``session.title_changed``,
+        and ``title`` in its metadata."""
+        self.check_open()
+        if not isinstance(title, str):
+            raise InvalidArgumentTypeError(f"a title is a string, not {type(title).__name__}")
+        title = " ".join(title.split())
+        if not title or len(title) > 200:
+            raise InvalidArgumentError("a title is 1 to 200 characters, not only spaces")
+        event = Event(EventType.SESSION_TITLE_CHANGED, {"title": title})
+        self.record([event], update=lambda meta: meta.update(title=title))
+        return event
 
     def _abort_unstarted(self, turn: _Turn, reason: str) -> None:
         events = [
@@ -385,6 +609,7 @@ class SessionCore:
         call under the retry policy), record (the outcome). Each step's failure is recorded."""
         if self.tools is not None:
             await self._prompt_hook(turn)
+        await self._before_turn()
         begun = self._begin(turn)
         if isinstance(begun, CopilotError):
             self._fail(turn, begun)
@@ -547,30 +772,73 @@ class SessionCore:
                 "finishReason": completion.finish_reason,
             },
         )
-        usage = Event(
-            EventType.ASSISTANT_USAGE,
-            {
-                "messageId": turn.message_id,
-                "model": model_id,
-                "inputTokens": completion.input_tokens,
-                "outputTokens": completion.output_tokens,
-                "duration": round(result.duration_ms, 3),
-                "timeToFirstToken": (
-                    None if result.first_token_ms is None else round(result.first_token_ms, 3)
-                ),
-                "attempts": result.attempts,
-            },
-        )
+        usage_data: dict[str, Any] = {
+            "messageId": turn.message_id,
+            "model": model_id,
+            "inputTokens": completion.input_tokens,
+            "outputTokens": completion.output_tokens,
+            "duration": round(result.duration_ms, 3),
+            "timeToFirstToken": (
+                None if result.first_token_ms is None else round(result.first_token_ms, 3)
+            ),
+            "attempts": result.attempts,
+        }
+        prices = self.services.prices
+        cost = None
+        if prices is not None:
+            cost = prices.cost(model_id, completion.input_tokens, completion.output_tokens)
+        if cost is not None:
+            usage_data["cost"] = cost
+        info = None
+        if turn.context is not None:
+            info = self._usage_info(turn, begun, completion.content)
+            # stored with the usage (a chart of context fill reads the log); the event itself
+            # is ephemeral, as in the Copilot SDK
+            usage_data["contextTokens"] = info["currentTokens"]
+            usage_data["tokenLimit"] = info["tokenLimit"]
+        usage = Event(EventType.ASSISTANT_USAGE, usage_data)
         end = Event(EventType.ASSISTANT_TURN_END, {"messageId": turn.message_id})
+        reply_events = [message, usage, end]
+        if completion.reasoning:
+            thinking = {
+                "messageId": turn.message_id,
+                "reasoningId": new_id(),
+                "content": completion.reasoning,
+            }
+            reply_events.insert(0, Event(EventType.ASSISTANT_REASONING, thinking))
 
         def count_reply(meta: dict[str, Any]) -> None:
             meta["messageCount"] = meta.get("messageCount", 0) + 1
             meta["lastModel"] = model_id
+            add_usage(meta, completion.input_tokens, completion.output_tokens, cost)
 
-        self.record([message, usage, end], update=count_reply)
+        if info is not None:  # ephemeral: delivered just before the reply it counts is stored
+            self._emit(Event(EventType.SESSION_USAGE_INFO, info))
+        self.record(reply_events, update=count_reply)
+        if turn.context is not None and info is not None:
+            self._fill = info["currentTokens"] / max(turn.context["budget"], 1)
+            settings = self.compaction
+            if settings.enabled and self._fill >= settings.background_compaction_threshold:
+                self._start_compaction()
         self._emit(Event(EventType.SESSION_IDLE, {}))
         if not turn.future.done():
             turn.future.set_result(message)
+
+    def _usage_info(self, turn: _Turn, begun: _Begun, reply: str) -> dict[str, Any]:
+        """``session.usage_info`` after a reply: the tokens the conversation holds now (the
+        context sent plus the reply) against the model's window, in the provider's count."""
+        assert turn.context is not None
+        provider = self.services.provider(begun.route.provider)
+        reply_tokens = provider.count_tokens(begun.route.name, reply) + MESSAGE_OVERHEAD
+        current = turn.context["tokens"] + reply_tokens
+        return {
+            "messageId": turn.message_id,
+            "currentTokens": current,
+            "tokenLimit": turn.context["window"],
+            "messagesLength": turn.context["messages"] + 1,
+            "systemTokens": turn.context["system"],
+            "conversationTokens": current - turn.context["system"],
+        }
 
     def _build_request(self, turn: _Turn, route: Route) -> tuple[ModelRequest, Event | None]:
         """The model request of ``turn``, and a ``session.truncation`` event if history was
@@ -588,6 +856,14 @@ class SessionCore:
             turn.prompt, budget, lambda text: provider.count_tokens(route.name, text), counter
         )
         tail.forget_before(window, counter)
+        system = tail.system_message
+        turn.context = {
+            "tokens": built.tokens,
+            "window": window,
+            "budget": budget,
+            "messages": len(built.messages),
+            "system": provider.count_tokens(route.name, system) + MESSAGE_OVERHEAD if system else 0,
+        }
         truncation = None
         if built.omitted_turns:
             data = {
@@ -600,6 +876,8 @@ class SessionCore:
             }
             truncation = Event(EventType.SESSION_TRUNCATION, data)
         options = {k: v for k, v in turn.options.items() if k != "timeout"}
+        if self.reasoning_effort is not None and options.get("reasoning_effort") is None:
+            options["reasoning_effort"] = self.reasoning_effort
         timeout = turn.options.get("timeout", self.services.request_timeout)
         tools = self.tools.schemas() if self.tools is not None else ()
         return ModelRequest(route.name, built.messages, options, timeout, tools), truncation
@@ -613,7 +891,13 @@ class SessionCore:
         if meta.get("startTime") != self.start_time:  # deleted and created again elsewhere
             self.start_time, self._tail = meta.get("startTime"), None
         if self._tail is not None:
-            self._tail.fold(store.read_events(self.session_id, after=self._tail.last_seq))
+            new = store.read_events(self.session_id, after=self._tail.last_seq)
+            self._tail.fold(new)
+            for event in new:
+                data = event.data
+                if event.type == EventType.SESSION_COMPACTION_COMPLETE and data.get("success"):
+                    self._tail.summary = data["summary"]
+                    self._tail.compacted_through = data["throughSeq"]
             return self._tail
         loaded: list[Event] = []
         tokens = 0
@@ -630,6 +914,10 @@ class SessionCore:
             self._system_message, max(0, meta.get("turnCount", 0) - prompts)
         )
         self._tail.fold(loaded)
+        latest = meta.get("compaction")
+        if latest:  # a fresh process starts from the latest summary, kept in the metadata
+            self._tail.summary = latest["summary"]
+            self._tail.compacted_through = latest["throughSeq"]
         return self._tail
 
     def _on_delta(self, turn: _Turn, text: str, attempt: int) -> None:
@@ -698,6 +986,38 @@ class SessionCore:
         return _process_alive(
             data.get("pid", -1), data.get("host", ""), data.get("writer", ""), live_writers
         )
+
+
+def effective_system(metadata: Mapping[str, Any]) -> str | None:
+    """The system message a session sends: its own, then the part a resume appended."""
+    parts = [metadata.get("systemMessage"), metadata.get("systemMessageAppend")]
+    return "\n\n".join(p for p in parts if p) or None
+
+
+def add_usage(
+    meta: dict[str, Any],
+    input_tokens: int | None,
+    output_tokens: int | None,
+    cost: float | None,
+    *,
+    turn: bool = True,
+) -> None:
+    """Add one model call to the session's ``usage`` totals in its metadata (kept by the
+    append's metadata update, so the totals never need the log read): ``turns``,
+    ``inputTokens``, ``outputTokens``, ``cost`` (dollars, the priced calls) and
+    ``unpricedTurns`` (calls of models with no known price, left out of ``cost``)."""
+    usage = dict(meta.get("usage") or {})
+    key = "turns" if turn else "compactions"  # a summary's call costs, but is not a turn
+    usage[key] = usage.get(key, 0) + 1
+    usage["inputTokens"] = usage.get("inputTokens", 0) + (input_tokens or 0)
+    usage["outputTokens"] = usage.get("outputTokens", 0) + (output_tokens or 0)
+    if cost is None:
+        usage["unpricedTurns"] = usage.get("unpricedTurns", 0) + 1
+        usage.setdefault("cost", 0.0)
+    else:
+        usage["cost"] = round(usage.get("cost", 0.0) + cost, 10)
+        usage.setdefault("unpricedTurns", 0)
+    meta["usage"] = usage
 
 
 def _count_prompt(prompt: str) -> Callable[[dict[str, Any]], None]:
@@ -792,8 +1112,9 @@ class Session(_SessionFace):
         """Queue ``prompt`` and return its message id at once; the turn runs in the background.
 
         Turns of one session run in order; different sessions run concurrently. ``options``
-        are generation options (``temperature``, ``max_tokens``, ``timeout``). ``replaces``
-        names an earlier turn's message id that this one supersedes (a re-run notebook cell):
+        are generation options (``temperature``, ``max_tokens``, ``timeout``,
+        ``reasoning_effort``). ``replaces`` names an earlier turn's message id that this one
+        supersedes (a re-run notebook cell):
         that exchange leaves the model context, and stays in the log. ``metadata`` (JSON
         values) is stored with the prompt, never sent to the model.
         """
@@ -843,6 +1164,12 @@ class Session(_SessionFace):
         store = self._core.services.store
         return self._readers.call(store.page, self.session_id, after, limit, last)
 
+    def get_events(
+        self, after: int = 0, limit: int | None = None, *, last: int | None = None
+    ) -> list[Event]:
+        """The Copilot SDK's name for :meth:`get_messages` (the same events, the same paging)."""
+        return self.get_messages(after, limit, last=last)
+
     def iter_messages(self, after: int = 0) -> Iterator[Event]:
         """The session's stored events, oldest first, read 1,000 at a time (constant memory)."""
         after = validate_paging(after, None)[0]
@@ -865,6 +1192,25 @@ class Session(_SessionFace):
         """Use ``model`` from the next turn on; the conversation's context is kept."""
         self._runner.run(self._core.change_model(model))
 
+    def truncate(self, event_id: str) -> Event:
+        """Remove the events after ``event_id`` from the conversation (the Copilot SDK's
+        rewind); returns the ``session.snapshot_rewind`` event. The log keeps them: see
+        :meth:`SessionCore.truncate`. Raises InvalidArgumentError for an unknown id or while
+        a turn runs."""
+        return self._runner.call(self._core.truncate, event_id)
+
+    def compact(self) -> Event | None:
+        """Summarize the oldest turns now (or wait for the running summary); returns the
+        ``session.compaction_complete`` event (``success`` False when the summary failed:
+        old turns then fall out of the context as without compaction), or None when the
+        context holds nothing old enough to summarize. See :mod:`copilot.compaction`."""
+        return self._runner.run(self._core.compact())
+
+    def set_title(self, title: str) -> Event:
+        """Set the display title (``session.title_changed``); the id stays. See
+        ``client.rename_session`` to change the id."""
+        return self._runner.call(self._core.set_title, title)
+
     def destroy(self, timeout: float | None = 60.0) -> None:
         """Close this session object, keeping its data on disk.
 
@@ -873,6 +1219,10 @@ class Session(_SessionFace):
         """
         if self._runner.running:
             self._runner.run(self._core.services.close(self._core, timeout))
+
+    def disconnect(self, timeout: float | None = 60.0) -> None:
+        """The Copilot SDK's name for :meth:`destroy`: close this object, keep the data."""
+        self.destroy(timeout)
 
 
 class AsyncSession(_SessionFace):
@@ -920,6 +1270,12 @@ class AsyncSession(_SessionFace):
         store = self._core.services.store
         return await self._readers.acall(store.page, self.session_id, after, limit, last)
 
+    async def get_events(
+        self, after: int = 0, limit: int | None = None, *, last: int | None = None
+    ) -> list[Event]:
+        """The Copilot SDK's name for :meth:`get_messages`."""
+        return await self.get_messages(after, limit, last=last)
+
     async def iter_messages(self, after: int = 0) -> AsyncIterator[Event]:
         """The session's stored events, 1,000 read at a time off the event loop."""
         after = validate_paging(after, None)[0]
@@ -940,7 +1296,23 @@ class AsyncSession(_SessionFace):
         """Use ``model`` from the next turn on; see :meth:`Session.set_model`."""
         await self._runner.arun(self._core.change_model(model))
 
+    async def truncate(self, event_id: str) -> Event:
+        """Remove the events after ``event_id``; see :meth:`Session.truncate`."""
+        return await self._runner.acall(self._core.truncate, event_id)
+
+    async def compact(self) -> Event | None:
+        """Summarize the oldest turns now; see :meth:`Session.compact`."""
+        return await self._runner.arun(self._core.compact())
+
+    async def set_title(self, title: str) -> Event:
+        """Set the display title; see :meth:`Session.set_title`."""
+        return await self._runner.acall(self._core.set_title, title)
+
     async def destroy(self, timeout: float | None = 60.0) -> None:
         """Close this session object, keeping its data; see :meth:`Session.destroy`."""
         if self._runner.running:
             await self._runner.arun(self._core.services.close(self._core, timeout))
+
+    async def disconnect(self, timeout: float | None = 60.0) -> None:
+        """The Copilot SDK's name for :meth:`destroy`."""
+        await self.destroy(timeout)

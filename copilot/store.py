@@ -723,6 +723,31 @@ class EventStore:
             self.append(new_id, copies)
             return self._require(new_id)
 
+    @_boundary("renaming a session")
+    def rename_session(self, old_id: str, new_id: str) -> dict[str, Any]:
+        """Give session ``old_id`` the id ``new_id``, its log and metadata unchanged otherwise,
+        in one transaction (a crash leaves it under one name or the other, never both or
+        neither). Raises :class:`SessionNotFoundError` for an unknown ``old_id`` and
+        :class:`SessionExistsError` if ``new_id`` is taken. Returns the new metadata."""
+        with self._cache.transact(retry=True):
+            record = self._require(old_id)
+            if self._cache.get(f"s/{new_id}") is not None:
+                raise SessionExistsError(new_id)
+            head = self._head(old_id)
+            events = self.read_events(old_id)
+            for event in events:
+                self._set(_event_key(new_id, event.seq or 0), event.to_dict(), tag=new_id)
+            self._set(f"h/{new_id}", head)
+            self._cache.delete(_recent_key(record.get("modifiedTime"), old_id))
+            self._cache.delete(f"s/{old_id}")
+            self._cache.delete(f"h/{old_id}")
+            self._cache.evict(old_id)  # the old event keys (tagged with the old id)
+            self._search.remove_session(old_id)
+            renamed = {**record, "sessionId": new_id}
+            self._search.add(new_id, events, renamed)
+            self._put_session(renamed, None)
+            return renamed
+
     # -- events ------------------------------------------------------------------------------
 
     @_boundary("appending events")

@@ -87,6 +87,12 @@ class Store(Protocol):
 
     # -- events ------------------------------------------------------------------------------
 
+    def rename_session(self, old_id: str, new_id: str) -> dict[str, Any]:
+        """Give session ``old_id`` the id ``new_id`` (log and metadata otherwise unchanged) in
+        one transaction. Raises SessionNotFoundError / SessionExistsError; returns the new
+        metadata."""
+        ...
+
     def append(
         self,
         session_id: str,

@@ -414,6 +414,32 @@ class PostgresStore:
             self.append(new_id, copies, update=lambda meta: meta.update(record))
         return self.get_session(new_id) or record
 
+    def rename_session(self, old_id: str, new_id: str) -> dict[str, Any]:
+        """Give session ``old_id`` the id ``new_id`` in one transaction (its row and its
+        events move together); see :meth:`copilot.store.EventStore.rename_session`."""
+        self._heads.pop(old_id, None)
+        with self.transaction(), self._cursor(old_id) as cursor:
+            cursor.execute(f"SELECT 1 FROM copilot_sessions WHERE {_SESSION}", (self.owner, old_id))
+            if cursor.fetchone() is None:
+                raise SessionNotFoundError(old_id)
+            cursor.execute(
+                "INSERT INTO copilot_sessions (owner, session_id, meta, seq, last_id, open_turns) "
+                "SELECT owner, %s, meta || jsonb_build_object('sessionId', %s::text), seq, "
+                f"last_id, open_turns FROM copilot_sessions WHERE {_SESSION} "
+                "ON CONFLICT DO NOTHING RETURNING meta::text",
+                (new_id, new_id, self.owner, old_id),
+            )
+            row = cursor.fetchone()
+            if row is None:
+                raise SessionExistsError(new_id)
+            cursor.execute(
+                f"UPDATE copilot_events SET session_id = %s WHERE {_SESSION}",
+                (new_id, self.owner, old_id),
+            )
+            cursor.execute(f"DELETE FROM copilot_sessions WHERE {_SESSION}", (self.owner, old_id))
+            self._notify(cursor, old_id, 0)
+        return _metadata(new_id, row[0])
+
     # -- events ------------------------------------------------------------------------------
 
     def append(

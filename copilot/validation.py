@@ -98,7 +98,8 @@ def validate_metadata(metadata: Any) -> dict[str, Any] | None:
 class OptionSpec:
     """What one option accepts. ``kind`` is ``"number"`` (int or float, finite),
     ``"integer"`` (int; a bool is not one), ``"stop"`` (a string or a list of 1 to 4
-    non-empty strings), ``"text"`` (a non-empty string) or ``"bool"``. ``low``/``high`` bound a
+    non-empty strings), ``"text"`` (a non-empty string), ``"bool"`` or ``"effort"`` (a
+    reasoning effort). ``low``/``high`` bound a
     number (``low_open``: the bound itself is refused). ``None`` always means "not given"."""
 
     kind: str
@@ -114,6 +115,8 @@ class OptionSpec:
             return "a non-empty string"
         if self.kind == "bool":
             return "True or False"
+        if self.kind == "effort":
+            return " or ".join(repr(e) for e in REASONING_EFFORTS)
         noun = "an integer" if self.kind == "integer" else "a finite number"
         if self.low is not None and self.high is not None:
             return f"{noun} from {self.low:g} to {self.high:g}"
@@ -137,7 +140,11 @@ SEND_OPTIONS: dict[str, OptionSpec] = {
     "repeat_penalty": OptionSpec("number", 0, low_open=True),
     "timeout": OptionSpec("number", 0, low_open=True),
     "stop": OptionSpec("stop"),
+    "reasoning_effort": OptionSpec("effort"),
 }
+
+#: the values ``reasoning_effort`` takes
+REASONING_EFFORTS = ("low", "medium", "high")
 
 #: the options of ``create_session`` checked here (the id and system message have their own)
 SESSION_OPTIONS: dict[str, OptionSpec] = {
@@ -157,6 +164,12 @@ def validate_option(name: str, value: Any, spec: OptionSpec | None = None) -> An
     if spec.kind == "bool":
         if not isinstance(value, bool):
             raise InvalidArgumentTypeError(f"{accepts}, not {type(value).__name__} {value!r}")
+        return value
+    if spec.kind == "effort":
+        if not isinstance(value, str):
+            raise InvalidArgumentTypeError(f"{accepts}, not {type(value).__name__} {value!r}")
+        if value not in REASONING_EFFORTS:
+            raise InvalidArgumentError(f"{accepts}, not {value!r}")
         return value
     if spec.kind == "text":
         if not isinstance(value, str):

@@ -108,6 +108,7 @@ from .interpolate import interpolate
 from .state import CopilotState, ToolSetting, get_state, reset_state
 from .summaries import summarize
 from .tools import DEFAULT_MAX_CHARS
+from .usage import has_matplotlib, usage_png, usage_rows
 
 __all__ = ["CopilotMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -838,6 +839,73 @@ class CopilotMagics(Magics):
         session = self._existing(args.name)
         session.set_model(args.model)
         print(f"session {args.name} now uses {args.model}; its context is kept")
+
+    @_command(
+        "compact",
+        "summarize a session's oldest turns now (infinite sessions)",
+        _arg("name", nargs="?", help="the session (default: the current one)"),
+    )
+    def _cmd_compact(self, args: argparse.Namespace) -> None:
+        name = self._name_or_current(args.name)
+        done = self._existing(name).compact()
+        if done is None:
+            print(f"session {name}: nothing old enough to summarize yet")
+        elif not done.data.get("success"):
+            raise _Failure(
+                f"session {name}: the summary failed ({done.data.get('error')}); old turns "
+                "fall out of the context as before. Try again, or set a summary_model"
+            )
+        else:
+            data = done.data
+            print(
+                f"session {name}: {len(data['messageIds'])} turns summarized; context "
+                f"{data['preCompactionTokens']:,} -> {data['postCompactionTokens']:,} tokens"
+            )
+
+    @_command(
+        "usage",
+        "tokens, context fill and cost per turn (a chart too if matplotlib is installed)",
+        _arg("name", nargs="?", help="the session (default: the current one)"),
+    )
+    def _cmd_usage(self, args: argparse.Namespace) -> None:
+        name = self._name_or_current(args.name)
+        meta = self.state.client.get_session_metadata(name)
+        if meta is None:
+            raise SessionNotFoundError(name)
+        rows = usage_rows(self._stored_events(name))
+        if not rows:
+            print(f"session {name}: no turns yet")
+            return
+        _show_table(
+            ("turn", "model", "in", "out", "context", "fill", "cost $"),
+            [
+                (
+                    f"{r.turn} (summary)" if r.compaction else r.turn,
+                    r.model,
+                    r.input_tokens,
+                    r.output_tokens,
+                    "" if r.context_tokens is None else r.context_tokens,
+                    "" if r.fill is None else f"{r.fill:.0%}",
+                    "" if r.cost is None else f"{r.cost:.6f}",
+                )
+                for r in rows
+            ],
+        )
+        totals = meta.get("usage") or {}
+        print(
+            f"session {name}: {totals.get('turns', 0)} turns, {totals.get('inputTokens', 0):,} "
+            f"tokens in, {totals.get('outputTokens', 0):,} out, "
+            f"${totals.get('cost', 0.0):.6f}"
+            + (
+                f" ({totals['unpricedTurns']} turns without a price)"
+                if totals.get("unpricedTurns")
+                else ""
+            )
+            + (f", {totals['compactions']} compactions" if totals.get("compactions") else "")
+        )
+        if has_matplotlib():  # a PNG: shows in any frontend, no inline backend needed
+            png = usage_png(rows, f"session {name}")
+            display({"image/png": png, "text/plain": f"<usage chart of {name}>"}, raw=True)
 
     @_command(
         "export",

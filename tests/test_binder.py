@@ -97,6 +97,7 @@ def test_there_are_notebooks():
         "05-",
         "06-",
         "07-",
+        "08-",
     ]
 
 

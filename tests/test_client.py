@@ -326,7 +326,10 @@ def test_system_message_leads_every_context(client):
 
 def test_history_is_trimmed_to_the_context_window_and_recorded(make_client):
     client = make_client(providers={"echo": {"context_window": 400}})
-    session = client.create_session(model="echo", system_message="SYSTEM")
+    # compaction off: this is the fallback that leaves old turns out (issue 17 summarizes them)
+    session = client.create_session(
+        model="echo", system_message="SYSTEM", infinite_sessions={"enabled": False}
+    )
     for i in range(30):
         session.send_and_wait(prompt=f"question number {i} " + "x" * 40)
     sent = client.get_provider("echo").requests[-1].messages

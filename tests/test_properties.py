@@ -103,7 +103,9 @@ def id_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CopilotClien
 @pytest.fixture(scope="module")
 def prompt_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
     client = _new_client(str(tmp_path_factory.mktemp("prompts")))
-    session = client.create_session("prompts", model="echo")
+    # compaction off: each case reads the last request the model got, which a background
+    # summary (issue 17) would otherwise be
+    session = client.create_session("prompts", model="echo", infinite_sessions={"enabled": False})
     yield client, session
     client.stop(timeout=5)
 

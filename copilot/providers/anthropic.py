@@ -29,6 +29,10 @@ deadline, error translation, key scrubbing):
   them: recent SDKs (2.x) dropped them, as current Claude models reject sampling parameters
   with a 400, so with those SDKs they are left out (logged at DEBUG) rather than failing every
   request of a user who sets a temperature for all models.
+* **reasoning_effort** turns extended thinking on: ``thinking={"type": "enabled",
+  "budget_tokens": B}`` with B = 1024 / 4096 / 16384 for low / medium / high (``max_tokens``
+  is raised by B when it would not exceed it; sampling options are left out, which the API
+  refuses with thinking). ``thinking_delta`` text becomes :attr:`Completion.reasoning`.
 * **The reply** is complete only when ``message_stop`` arrives; a stream that ends before it is
   a cut-off reply (:class:`ProviderResponseError`), as is an ``error`` event mid-stream (e.g.
   ``overloaded_error``). ``input_tokens`` counts the cached prompt tokens too
@@ -71,6 +75,9 @@ DEFAULT_MAX_TOKENS = 4096
 
 #: sampling options sent only if the installed SDK still accepts them
 SAMPLING_OPTIONS = ("temperature", "top_p", "top_k")
+
+#: extended thinking budget (tokens) per ``reasoning_effort``; the API's minimum is 1024
+THINKING_BUDGETS: dict[str, int] = {"low": 1024, "medium": 4096, "high": 16384}
 
 #: context windows by model family (names match by ``-``-bounded prefix)
 CLAUDE_CONTEXT_WINDOWS: dict[str, int] = {"claude": 200_000}
@@ -211,7 +218,16 @@ class AnthropicProvider(_SDKProvider):
         }
         if system is not None:
             kwargs["system"] = system
+        effort = options.get("reasoning_effort")
+        thinking = THINKING_BUDGETS.get(effort) if effort is not None else None
+        if thinking is not None:
+            # extended thinking: the budget counts inside max_tokens, which must exceed it
+            kwargs["thinking"] = {"type": "enabled", "budget_tokens": thinking}
+            if kwargs["max_tokens"] <= thinking:
+                kwargs["max_tokens"] = thinking + kwargs["max_tokens"]
         for name in SAMPLING_OPTIONS:
+            if thinking is not None:
+                break  # the API refuses temperature, top_p and top_k with thinking on
             if options.get(name) is not None:
                 if name in self._sdk_parameters():
                     kwargs[name] = options[name]
@@ -255,6 +271,8 @@ class _MessagesReader(StreamReader):
         self.stopped = False
         #: block index -> [id, name, input fragments]
         self.calls: dict[int, list[Any]] = {}
+        #: extended thinking text, in order
+        self.reasoning: list[str] = []
 
     def feed(self, event: Any) -> Iterable[StreamItem]:
         kind = getattr(event, "type", None)
@@ -265,6 +283,9 @@ class _MessagesReader(StreamReader):
             if delta_type == "text_delta" and text:
                 self.parts.append(text)
                 return (TextDelta(text),)
+            if delta_type == "thinking_delta":
+                self.reasoning.append(getattr(delta, "thinking", "") or "")
+                return ()
             call = self.calls.get(getattr(event, "index", -1))
             if delta_type == "input_json_delta" and call is not None:
                 call[2].append(getattr(delta, "partial_json", "") or "")
@@ -305,6 +326,7 @@ class _MessagesReader(StreamReader):
             output_tokens=self.output_tokens,
             finish_reason=_FINISH_REASONS.get(self.stop_reason or "", self.stop_reason),
             tool_calls=calls,
+            reasoning="".join(self.reasoning) or None,
         )
 
 

@@ -113,7 +113,9 @@ class Completion:
     """The end of a reply: the full text, the model that answered and the token usage.
 
     ``tool_calls`` holds the tools the model asked to run, in its order (``finish_reason`` is
-    then ``"tool_calls"``); empty for a final answer.
+    then ``"tool_calls"``); empty for a final answer. ``reasoning`` is the model's thinking
+    text when the provider returned it (OpenAI-compatible ``reasoning_content``, Anthropic
+    ``thinking`` blocks), else None.
     """
 
     content: str
@@ -122,6 +124,7 @@ class Completion:
     output_tokens: int | None = None
     finish_reason: str | None = None
     tool_calls: tuple[ToolCallRequest, ...] = ()
+    reasoning: str | None = None
 
 
 StreamItem = TextDelta | Completion

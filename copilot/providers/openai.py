@@ -48,6 +48,10 @@ Decisions, documented here once:
 * **Token counting** uses :func:`estimate_tokens`, never ``tiktoken``: tiktoken downloads its
   encodings on first use (which hangs or fails with the network closed), and the GitHub, Ollama
   and compatible providers serve models whose tokenizers tiktoken does not know anyway.
+* **reasoning_effort** (``low``, ``medium``, ``high``) is sent as ``reasoning_effort``, except
+  to OpenAI's own API for a model outside the reasoning families (o1, o3, o4, gpt-5), which
+  would reject it. Thinking text streamed as ``reasoning_content`` or ``reasoning`` deltas
+  becomes :attr:`Completion.reasoning`.
 * **max_tokens** is sent as ``max_completion_tokens`` to OpenAI's own API (where ``max_tokens``
   is deprecated and rejected by the o-series models) and as ``max_tokens`` to every other
   endpoint (local servers and GitHub Models understand it). Options passed through:
@@ -192,6 +196,16 @@ class OpenAIProvider(_SDKProvider):
         if options.get("max_tokens") is not None:
             param = "max_completion_tokens" if self._official_api() else "max_tokens"
             kwargs.setdefault(param, options["max_tokens"])
+        effort = options.get("reasoning_effort")
+        if effort is not None:
+            # OpenAI's own API rejects it for models that do not reason (gpt-4.1: 400); any
+            # other endpoint gets it as asked (compatible servers take or ignore it)
+            if not self._official_api() or is_reasoning_model(request.model):
+                kwargs["reasoning_effort"] = effort
+            else:
+                log.debug(
+                    "%s: reasoning_effort not sent: %s does not reason", self.name, request.model
+                )
         if request.tools:
             kwargs["tools"] = [
                 {
@@ -227,6 +241,8 @@ class _ChatCompletionsReader(StreamReader):
         self.usage: Any = None
         #: index -> [id, name, argument fragments]
         self.calls: dict[int, list[Any]] = {}
+        #: reasoning text fragments (``reasoning_content`` or ``reasoning`` deltas)
+        self.reasoning: list[str] = []
 
     def feed(self, chunk: Any) -> Iterable[StreamItem]:
         self.answered_by = getattr(chunk, "model", None) or self.answered_by
@@ -238,6 +254,9 @@ class _ChatCompletionsReader(StreamReader):
                 continue
             delta = getattr(choice, "delta", None)
             text = getattr(delta, "content", None) if delta is not None else None
+            thinking = _reasoning_text(delta)
+            if thinking:
+                self.reasoning.append(thinking)
             if text:
                 self.parts.append(text)
                 items.append(TextDelta(text))
@@ -281,7 +300,29 @@ class _ChatCompletionsReader(StreamReader):
             output_tokens=getattr(usage, "completion_tokens", None) if usage is not None else None,
             finish_reason=self.finish_reason,
             tool_calls=calls,
+            reasoning="".join(self.reasoning) or None,
         )
+
+
+def _reasoning_text(delta: Any) -> str | None:
+    """The thinking text of a chunk's delta: ``reasoning_content`` (DeepSeek, llama.cpp, vLLM)
+    or ``reasoning`` (OpenRouter, Ollama); the SDK keeps such unknown fields as extras."""
+    if delta is None:
+        return None
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(delta, name, None)
+        if value is None:
+            extra = getattr(delta, "model_extra", None) or {}
+            value = extra.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def is_reasoning_model(model: str) -> bool:
+    """Whether an OpenAI model takes ``reasoning_effort`` (the o-series and gpt-5 families)."""
+    name = model.rsplit("/", 1)[-1]
+    return name.startswith(("o1", "o3", "o4", "gpt-5"))
 
 
 class GitHubModelsProvider(OpenAIProvider):

@@ -222,6 +222,20 @@ class _Handler(BaseHandler):
             "message_start", {"type": "message_start", "message": self._message(out_model, usage)}
         )
         index = 0
+        if reply.reasoning:
+            block = {"type": "thinking", "thinking": "", "signature": ""}
+            self._event(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": block},
+            )
+            for piece in _split_chunks(reply.reasoning):
+                delta = {"type": "thinking_delta", "thinking": piece}
+                self._event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                )
+            self._event("content_block_stop", {"type": "content_block_stop", "index": index})
+            index += 1
         if reply.content or not calls:
             self._text_block(index, reply.stream_chunks(), delay)
             index += 1

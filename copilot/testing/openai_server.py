@@ -263,6 +263,10 @@ class _Handler(BaseHandler):
             self._chunk(out_model, self._delta({"role": "assistant", "content": ""}), include_usage)
         ]
         events += [
+            self._chunk(out_model, self._delta({"reasoning_content": c}), include_usage)
+            for c in split_chunks(reply.reasoning)
+        ]
+        events += [
             self._chunk(out_model, self._delta({"content": c}), include_usage)
             for c in reply.stream_chunks()
         ]

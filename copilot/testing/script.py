@@ -175,6 +175,8 @@ class Reply:
     * ``tool_calls``: the tools the reply calls, after its text (see :class:`ToolCall`).
     * ``extra_usage``: more usage fields to report (e.g. Anthropic's
       ``cache_read_input_tokens``).
+    * ``reasoning``: thinking text streamed before the reply (OpenAI-compatible
+      ``reasoning_content`` deltas, Anthropic ``thinking`` blocks); empty: none.
     """
 
     content: str = ""
@@ -186,6 +188,7 @@ class Reply:
     chunk_delay: float | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
     extra_usage: dict[str, int] = field(default_factory=dict)
+    reasoning: str = ""
 
     def __post_init__(self) -> None:
         if self.chunks is not None:
