@@ -38,3 +38,7 @@ class SessionServices:
     close: Callable[[Any, float | None], Awaitable[None]]
     #: the ids of the usable models that can call tools (blocking; for error messages)
     tool_models: Callable[[], list[str]]
+    #: the ids of the usable models that read images (blocking; for error messages)
+    vision_models: Callable[[], list[str]] = list
+    #: the per-attachment cap in bytes (``CopilotClient(max_attachment_bytes=...)``)
+    max_attachment_bytes: int = 20 * 2**20

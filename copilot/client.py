@@ -21,6 +21,7 @@ from . import _exit
 from ._loop import LoopThread
 from ._readers import ReaderThread
 from ._services import SessionServices
+from .attachments import DEFAULT_MAX_BYTES, check_max_bytes
 from .config import (
     DEFAULT_MODEL_ENV,
     FALLBACK_ENV,
@@ -91,6 +92,7 @@ class ClientCore:
         request_timeout: float | None,
         store: str | None = None,
         owner: str | None = None,
+        max_attachment_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.home = home
         self.store = open_store(store, home, owner)
@@ -115,6 +117,8 @@ class ClientCore:
             writer_id=self.writer_id,
             close=self.close_session,
             tool_models=self.tool_models,
+            vision_models=self.vision_models,
+            max_attachment_bytes=max_attachment_bytes,
         )
 
     # -- providers ---------------------------------------------------------------------------
@@ -172,6 +176,7 @@ class ClientCore:
                         "reason": status.reason,
                         "contextWindow": provider.context_window(model),
                         "tools": provider.supports_tools(model),
+                        "vision": provider.supports_images(model),
                     }
                 )
         return models
@@ -179,6 +184,10 @@ class ClientCore:
     def tool_models(self) -> list[str]:
         """The ids of the usable models that can call tools (for error messages; blocking)."""
         return [m["id"] for m in self.list_models() if m["usable"] and m["tools"]]
+
+    def vision_models(self) -> list[str]:
+        """The ids of the usable models that read images (for error messages; blocking)."""
+        return [m["id"] for m in self.list_models() if m["usable"] and m["vision"]]
 
     def _tools_for(
         self, session_id: str, model: str, config: ToolConfig | None
@@ -579,6 +588,7 @@ class _ClientFace:
         request_timeout: float | None = 120.0,
         store: str | None = None,
         owner: str | None = None,
+        max_attachment_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.home = home_directory(base_directory)
         config = load_config(self.home)
@@ -603,6 +613,7 @@ class _ClientFace:
             "request_timeout": request_timeout,
             "store": store,
             "owner": owner,
+            "max_attachment_bytes": check_max_bytes(max_attachment_bytes),
         }
         self._running: _Running | None = None
         self._ever_started = False

@@ -15,15 +15,20 @@ replaces (a re-run cell).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from .attachments import Attachment, attachment_from_reference, text_block
 from .events import Event
 from .history import Exchange, History
 from .providers.base import ChatMessage
 from .tool_loop import replay_steps
 
-__all__ = ["BuiltContext", "ConversationTail"]
+__all__ = ["BlobLoader", "BuiltContext", "ConversationTail", "user_message"]
+
+#: reads an attachment's bytes back from the store by sha256 (None: not stored)
+BlobLoader = Callable[[str], "bytes | None"]
 
 #: tokens a chat format spends per message beyond its text (role markers, separators)
 MESSAGE_OVERHEAD = 4
@@ -40,6 +45,36 @@ class BuiltContext:
     omitted_tokens: int
 
 
+def user_message(prompt: str, attachments: Sequence[Attachment], images: bool) -> ChatMessage:
+    """A prompt with its attachments: text files inline after it (a header naming each),
+    images as the message's attachments, or, for a model that cannot see (``images``
+    False: the model changed since), a line saying the image was left out."""
+    text = [prompt]
+    seen: list[Attachment] = []
+    for attachment in attachments:
+        if not attachment.is_image:
+            text.append(text_block(attachment))
+        elif images:
+            seen.append(attachment)
+        else:
+            text.append(f"[image {attachment.display_name} left out: this model cannot see images]")
+    return ChatMessage("user", "\n\n".join(text), attachments=tuple(seen))
+
+
+def _loaded(references: Sequence[Mapping[str, Any]], load: BlobLoader | None) -> list[Attachment]:
+    """The stored attachments ``references`` name, read back; one no longer stored is
+    named in the text instead (a store repaired by hand)."""
+    found = []
+    for reference in references:
+        data = load(str(reference.get("sha256"))) if load is not None else None
+        if data is None:
+            name = reference.get("displayName", "attachment")
+            data = f"(the attachment {name} is no longer stored)".encode()
+            reference = {**reference, "mimeType": "text/plain"}
+        found.append(attachment_from_reference(reference, data))
+    return found
+
+
 class ConversationTail:
     """The newest exchanges of a session, kept up to date from its event log."""
 
@@ -50,6 +85,8 @@ class ConversationTail:
         self.earlier_turns = earlier_turns
         #: message id -> the model messages of an ended exchange's tool steps (built once)
         self._steps: dict[str, tuple[ChatMessage, ...]] = {}
+        #: message id -> its attachments read back from the store (read once)
+        self._attached: dict[str, list[Attachment]] = {}
 
     @property
     def last_seq(self) -> int:
@@ -72,6 +109,7 @@ class ConversationTail:
         """Forget the exchange of prompt ``message_id`` (a prompt about to replace it)."""
         self._history.drop(message_id)
         self._steps.pop(message_id, None)
+        self._attached.pop(message_id, None)
 
     def _tool_steps(self, exchange: Exchange) -> tuple[ChatMessage, ...]:
         """The calls and results of ``exchange`` as model messages (cached once it ended:
@@ -85,19 +123,34 @@ class ConversationTail:
                 self._steps[exchange.message_id] = steps
         return steps
 
+    def _user(self, exchange: Exchange, load: BlobLoader | None, images: bool) -> ChatMessage:
+        """An exchange's prompt as a model message, with its stored attachments."""
+        if not exchange.attachments:
+            return ChatMessage("user", exchange.prompt)
+        attached = self._attached.get(exchange.message_id)
+        if attached is None:
+            attached = self._attached[exchange.message_id] = _loaded(exchange.attachments, load)
+        return user_message(exchange.prompt, attached, images)
+
     def build(
         self,
         prompt: str,
         budget: int,
         count_tokens: Callable[[str], int],
         counter_key: str,
+        attachments: Sequence[Attachment] = (),
+        load: BlobLoader | None = None,
+        images: bool = True,
     ) -> BuiltContext:
         """The system message, the newest exchanges that fit ``budget`` tokens, and ``prompt``.
 
         Token counts are cached per exchange under ``counter_key`` (a tokenizer's name), so a
-        turn counts only the exchanges it has not counted before.
+        turn counts only the exchanges it has not counted before. ``attachments`` are the new
+        prompt's; earlier prompts' stored references are read back with ``load`` (images go
+        again as image parts while ``images``; text counts towards the budget, images not).
         """
-        used = count_tokens(prompt) + MESSAGE_OVERHEAD
+        last = user_message(prompt, attachments, images)
+        used = count_tokens(last.content) + MESSAGE_OVERHEAD
         head: list[ChatMessage] = []
         if self.system_message:
             head.append(ChatMessage("system", self.system_message))
@@ -108,7 +161,8 @@ class ConversationTail:
         for exchange in reversed(complete):
             cost = exchange.tokens.get(counter_key)
             if cost is None:
-                cost = count_tokens(exchange.prompt) + count_tokens(exchange.reply)
+                cost = count_tokens(self._user(exchange, load, images).content)
+                cost += count_tokens(exchange.reply)
                 cost += 2 * MESSAGE_OVERHEAD
                 for message in self._tool_steps(exchange):
                     cost += count_tokens(message.content) + MESSAGE_OVERHEAD
@@ -122,10 +176,10 @@ class ConversationTail:
             kept.append(exchange)
         messages = head
         for exchange in reversed(kept):
-            messages.append(ChatMessage("user", exchange.prompt))
+            messages.append(self._user(exchange, load, images))
             messages.extend(self._tool_steps(exchange))  # calls and results, if it acted
             messages.append(ChatMessage("assistant", exchange.reply))
-        messages.append(ChatMessage("user", prompt))
+        messages.append(last)
         return BuiltContext(
             messages=tuple(messages),
             tokens=used,
@@ -149,5 +203,6 @@ class ConversationTail:
                 self._history.forget(gone)
                 for message_id in gone:
                     self._steps.pop(message_id, None)
+                    self._attached.pop(message_id, None)
                 self.earlier_turns += index
                 return

@@ -1,0 +1,403 @@
+"""Attachments (issue 14): SDK-shaped ``send(attachments=...)``, checked before queuing;
+bytes stored once per content and referenced by ``user.message``; images re-sent on later
+turns, after resume (in a fresh process) and in forks; released with the last session."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import pytest
+
+from copilot import AsyncCopilotClient, CopilotClient
+from copilot.attachments import DEFAULT_MAX_BYTES, resolve_attachments
+from copilot.errors import (
+    AttachmentError,
+    AttachmentNotFoundError,
+    AttachmentTooLargeError,
+    InvalidArgumentTypeError,
+    VisionNotSupportedError,
+)
+from copilot.events import EventType
+from copilot.store import EventStore
+from copilot.testing import Reply, ScriptedAnthropicServer
+
+KEY = "sk-test-attach-0123456789"
+
+
+def png(width: int = 3, height: int = 2, seed: int = 0) -> bytes:
+    """A real (tiny) PNG: RGB pixels varying with ``seed``, so contents differ per seed."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    rows = b"".join(
+        b"\x00" + bytes((x * 40 + seed) % 256 for x in range(width * 3)) for _ in range(height)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def blob(data: bytes, name: str = "plot.png", mime: str = "image/png") -> dict:
+    return {
+        "type": "blob",
+        "data": base64.b64encode(data).decode(),
+        "mimeType": mime,
+        "displayName": name,
+    }
+
+
+def blob_keys(home: str) -> dict[str, list[str]]:
+    """The store's attachment keys by kind (read with a second connection to the directory)."""
+    store = EventStore(Path(home) / "sessions")
+    try:
+        keys = [
+            k for k in store._cache.iterkeys() if k.split("/")[0] in ("blob", "blobref", "sblob")
+        ]
+    finally:
+        store.close()
+    found: dict[str, list[str]] = {"blob": [], "blobref": [], "sblob": []}
+    for key in keys:
+        found[key.split("/")[0]].append(key)
+    return found
+
+
+def image_urls(body: dict) -> list[str]:
+    """Every ``image_url`` data URI of a Chat Completions request body, in order."""
+    return [
+        part["image_url"]["url"]
+        for m in body["messages"]
+        if isinstance(m["content"], list)
+        for part in m["content"]
+        if part.get("type") == "image_url"
+    ]
+
+
+def data_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+@pytest.fixture
+def openai_env(monkeypatch, openai_server):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    return openai_server
+
+
+def chat(server) -> list[dict]:
+    return [r.json for r in server.requests if r.path.endswith("/chat/completions")]
+
+
+# -- checking before queuing ---------------------------------------------------------------
+
+
+def test_unknown_type_bad_base64_and_missing_file_are_typed_and_named(tmp_path):
+    with pytest.raises(
+        AttachmentError, match=r"unknown attachment type 'image'.*\"file\".*\"blob\""
+    ):
+        resolve_attachments([{"type": "image", "path": "x.png"}])
+    with pytest.raises(AttachmentError, match=r"not valid base64.*b64encode"):
+        resolve_attachments([{"type": "blob", "data": "not base64!!", "mimeType": "image/png"}])
+    with pytest.raises(AttachmentError, match="mimeType"):
+        resolve_attachments([{"type": "blob", "data": "aGk="}])
+    missing = tmp_path / "nowhere.png"
+    with pytest.raises(AttachmentNotFoundError, match=r"nowhere\.png.*does not exist"):
+        resolve_attachments([{"type": "file", "path": str(missing)}])
+    with pytest.raises(InvalidArgumentTypeError, match="list of dicts"):
+        resolve_attachments("plot.png")
+    with pytest.raises(AttachmentError, match="neither an image nor UTF-8 text"):
+        resolve_attachments([blob(b"\x00\x01\x02binary", "x.bin", "application/octet-stream")])
+    # an image type whose bytes are not that image is refused, not sent as garbage
+    with pytest.raises(AttachmentError, match="not a png image"):
+        resolve_attachments([blob(b"hello", "fake.png")])
+
+
+def test_kinds_are_sniffed_from_bytes_and_the_same_content_is_kept_once(tmp_path):
+    image = png()
+    named_txt = tmp_path / "really-a-png.txt"
+    named_txt.write_bytes(image)
+    notes = tmp_path / "notes.md"
+    notes.write_text("# notes\nhello", encoding="utf-8")
+    found = resolve_attachments(
+        [{"type": "file", "path": str(named_txt)}, blob(image), {"type": "file", "path": notes}]
+    )
+    assert [(a.mime_type, a.display_name) for a in found] == [
+        ("image/png", "really-a-png.txt"),
+        ("text/plain", "notes.md"),
+    ]
+    assert found[0].sha256 == hashlib.sha256(image).hexdigest()
+    assert found[0].reference() == {
+        "type": "image",
+        "sha256": hashlib.sha256(image).hexdigest(),
+        "mimeType": "image/png",
+        "displayName": "really-a-png.txt",
+        "size": len(image),
+    }
+
+
+def test_the_cap_is_a_boundary_and_configurable(tmp_path):
+    assert DEFAULT_MAX_BYTES == 20 * 2**20
+    at = tmp_path / "at.txt"
+    at.write_text("a" * 1000)
+    over = tmp_path / "over.txt"
+    over.write_text("a" * 1001)
+    assert resolve_attachments([{"type": "file", "path": at}], max_bytes=1000)[0].size == 1000
+    with pytest.raises(
+        AttachmentTooLargeError, match=r"1,001 bytes, over the cap of 1,000"
+    ) as info:
+        resolve_attachments([{"type": "file", "path": over}], max_bytes=1000)
+    assert (info.value.size, info.value.limit) == (1001, 1000)
+    encoded = blob(b"b" * 1001, "b.txt", "text/plain")
+    with pytest.raises(AttachmentTooLargeError):
+        resolve_attachments([encoded], max_bytes=1000)
+    assert resolve_attachments([blob(b"b" * 1000, "b.txt", "text/plain")], max_bytes=1000)
+
+
+def test_a_30_mb_attachment_is_refused_with_nothing_stored(make_client, home, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(png() + b"\x00" * (30 * 2**20))
+    client = make_client(fallback_model="echo")
+    session = client.create_session("big", model="echo")
+    before = client.get_messages("big")
+    with pytest.raises(
+        AttachmentTooLargeError,
+        match=r"big.png.*over the cap of 20,971,520 bytes.*nothing was stored",
+    ):
+        session.send("look", attachments=[{"type": "file", "path": str(big)}])
+    encoded = base64.b64encode(big.read_bytes()).decode()
+    with pytest.raises(AttachmentTooLargeError):
+        session.send_and_wait(
+            "look", attachments=[{"type": "blob", "data": encoded, "mimeType": "image/png"}]
+        )
+    assert client.get_messages("big") == before  # no user.message
+    assert client.get_session_metadata("big")["turnCount"] == 0
+    assert blob_keys(home) == {"blob": [], "blobref": [], "sblob": []}
+    # the session still works
+    assert session.send_and_wait("still here").data["content"] == "echo: still here"
+
+
+def test_a_vision_less_model_is_refused_before_anything_is_sent(
+    make_client, openai_server, monkeypatch, home
+):
+    monkeypatch.setenv("OPENAI_COMPATIBLE_BASE_URL", openai_server.base_url)
+    client = make_client(fallback_model="echo")
+    session = client.create_session("blind", model="openai-compatible:tiny")
+    with pytest.raises(
+        VisionNotSupportedError,
+        match=r"openai-compatible:tiny cannot read images.*'plot.png' is an image.*nothing was sent.*echo",
+    ) as info:
+        session.send_and_wait("what is this?", attachments=[blob(png())])
+    assert info.value.model == "openai-compatible:tiny"
+    assert chat(openai_server) == []
+    assert [e.type for e in client.get_messages("blind")] == [EventType.SESSION_START]
+    assert blob_keys(home)["blob"] == []
+    # text attachments need no vision: they go inline, under a header naming the file
+    openai_server.enqueue(Reply(chunks=["ok"]))
+    session.send_and_wait("summarise", attachments=[blob(b"a,b\n1,2\n", "data.csv", "text/csv")])
+    sent = chat(openai_server)[-1]["messages"][-1]["content"]
+    assert sent == "summarise\n\n[attached file: data.csv]\na,b\n1,2\n\n[end of data.csv]"
+
+
+def test_list_models_says_which_models_see(make_client, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    models = {m["id"]: m["vision"] for m in make_client().list_models()}
+    assert models["echo"] is True
+    assert models["openai:gpt-4.1"] is True and models["openai:gpt-4o"] is True
+    assert models["openai:gpt-3.5-turbo"] is False
+    assert all(v is False for k, v in models.items() if k.startswith("local:"))
+    assert any(k.startswith("anthropic:claude") and v for k, v in models.items())
+
+
+# -- storage: once per content, referenced, released with the last session -----------------
+
+
+def test_an_attachment_is_stored_once_for_two_sessions_and_deleted_with_the_last(make_client, home):
+    image = png()
+    sha = hashlib.sha256(image).hexdigest()
+    client = make_client(fallback_model="echo")
+    a = client.create_session("a", model="echo")
+    b = client.create_session("b", model="echo")
+    reply = a.send_and_wait("see", attachments=[blob(image)])
+    assert (
+        reply.data["content"]
+        == f"echo: see\n[image plot.png: image/png, {len(image)} bytes, sha256 {sha[:12]}]"
+    )
+    b.send_and_wait("same", attachments=[blob(image, "other-name.png")])
+    user = next(e for e in client.get_messages("a") if e.type == EventType.USER_MESSAGE)
+    assert user.data["attachments"] == [
+        {
+            "type": "image",
+            "sha256": sha,
+            "mimeType": "image/png",
+            "displayName": "plot.png",
+            "size": len(image),
+        }
+    ]
+    assert "data" not in json.dumps(user.data["attachments"])
+    keys = blob_keys(home)
+    assert keys["blob"] == [f"blob/{sha}"]
+    assert sorted(keys["blobref"]) == [f"blobref/{sha}/a", f"blobref/{sha}/b"]
+    client.delete_session("a")
+    assert blob_keys(home)["blob"] == [f"blob/{sha}"]
+    client.delete_session("b")
+    assert blob_keys(home) == {"blob": [], "blobref": [], "sblob": []}
+    assert client.check() == []
+
+
+def test_a_fork_shares_the_attachment_and_keeps_it_alive(make_client, home):
+    image = png(seed=7)
+    sha = hashlib.sha256(image).hexdigest()
+    client = make_client(fallback_model="echo")
+    source = client.create_session("src", model="echo")
+    source.send_and_wait("see", attachments=[blob(image)])
+    fork = client.fork_session("src", "fork")
+    client.delete_session("src")
+    assert blob_keys(home)["blob"] == [f"blob/{sha}"]
+    client.get_provider("echo").requests.clear()
+    fork.send_and_wait("and again?")
+    request = client.get_provider("echo").requests[-1]
+    assert [a.data for m in request.messages for a in m.attachments] == [image]
+    client.delete_session("fork")
+    assert blob_keys(home)["blob"] == []
+
+
+# -- providers: image parts on the wire, re-sent on later turns and after resume -----------
+
+
+def test_openai_request_holds_the_exact_png_and_later_turns_resend_it(make_client, openai_env):
+    image = png(seed=3)
+    client = make_client(fallback_model="echo")
+    session = client.create_session("o", model="openai:gpt-4.1")
+    openai_env.enqueue(Reply(chunks=["a plot"]), Reply(chunks=["yes"]))
+    session.send_and_wait("what is it?", attachments=[blob(image)])
+    first = chat(openai_env)[-1]
+    assert first["messages"][-1]["content"][0] == {"type": "text", "text": "what is it?"}
+    assert image_urls(first) == [data_uri(image)]
+    session.send_and_wait("sure?")
+    second = chat(openai_env)[-1]
+    assert image_urls(second) == [data_uri(image)]
+    assert second["messages"][-1] == {"role": "user", "content": "sure?"}
+
+
+RESUME = textwrap.dedent(
+    """
+    import json, sys
+    from copilot import CopilotClient
+    with CopilotClient(base_directory=sys.argv[1], fallback_model="echo") as client:
+        session = client.resume_session(sys.argv[2])
+        print(json.dumps(session.send_and_wait("and now?").data["content"]))
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_a_fresh_process_resumes_and_resends_the_image(make_client, openai_env, home):
+    image = png(seed=11)
+    client = make_client(fallback_model="echo")
+    session = client.create_session("r", model="openai:gpt-4.1")
+    openai_env.enqueue(Reply(chunks=["seen"]), Reply(chunks=["resumed"]))
+    session.send_and_wait("look", attachments=[blob(image)])
+    client.stop()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run(
+        [sys.executable, "-c", RESUME, home, "r"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=90,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == "resumed"
+    last = chat(openai_env)[-1]
+    assert image_urls(last) == [data_uri(image)]
+    assert last["messages"][-1] == {"role": "user", "content": "and now?"}
+
+
+@pytest.mark.timeout(60)
+def test_anthropic_request_holds_an_image_block(make_client, monkeypatch):
+    image = png(seed=5)
+    with ScriptedAnthropicServer() as server:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        server.enqueue(Reply(chunks=["a plot"]))
+        client = make_client(fallback_model="echo")
+        session = client.create_session("c", model="anthropic:claude-vision-test")
+        session.send_and_wait("what?", attachments=[blob(image)])
+        body = [r.json for r in server.requests if r.path.endswith("/messages")][-1]
+    assert body["messages"][-1] == {
+        "role": "user",
+        "content": [
+            {
+                "type": "image",
+                "source": {
+                    "type": "base64",
+                    "media_type": "image/png",
+                    "data": base64.b64encode(image).decode(),
+                },
+            },
+            {"type": "text", "text": "what?"},
+        ],
+    }
+
+
+def test_the_async_face_takes_attachments_and_checks_them(home):
+    image = png(seed=9)
+
+    async def go() -> tuple[str, type]:
+        async with AsyncCopilotClient(base_directory=home, fallback_model="echo") as client:
+            session = await client.create_session(model="echo")
+            reply = await session.send_and_wait("see", attachments=[blob(image)])
+            try:
+                await session.send("x", attachments=[{"type": "nope"}])
+            except AttachmentError as exc:
+                return reply.data["content"], type(exc)
+            return reply.data["content"], type(None)
+
+    content, error = asyncio.run(go())
+    assert content.startswith("echo: see\n[image plot.png: image/png") and error is AttachmentError
+
+
+def test_the_dict_form_carries_attachments_like_the_sdk(client):
+    session = client.create_session(model="echo")
+    reply = session.send_and_wait({"prompt": "see", "attachments": [blob(png())]})
+    assert "[image plot.png" in reply.data["content"]
+
+
+def test_a_model_change_to_one_that_cannot_see_leaves_the_image_out_and_says_so(
+    make_client, openai_server, monkeypatch
+):
+    monkeypatch.setenv("OPENAI_COMPATIBLE_BASE_URL", openai_server.base_url)
+    client = make_client(fallback_model="echo")
+    session = client.create_session("m", model="echo")
+    session.send_and_wait("see", attachments=[blob(png())])
+    session.set_model("openai-compatible:tiny")
+    openai_server.enqueue(Reply(chunks=["ok"]))
+    session.send_and_wait("next")
+    first_user = chat(openai_server)[-1]["messages"][0]
+    assert first_user == {
+        "role": "user",
+        "content": "see\n\n[image plot.png left out: this model cannot see images]",
+    }
+
+
+def test_the_client_refuses_a_bad_cap(home):
+    with pytest.raises(InvalidArgumentTypeError):
+        CopilotClient(base_directory=home, max_attachment_bytes="20MB")
+    with pytest.raises(AttachmentError, match="positive"):
+        CopilotClient(base_directory=home, max_attachment_bytes=0)
