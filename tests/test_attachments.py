@@ -401,3 +401,122 @@ def test_the_client_refuses_a_bad_cap(home):
         CopilotClient(base_directory=home, max_attachment_bytes="20MB")
     with pytest.raises(AttachmentError, match="positive"):
         CopilotClient(base_directory=home, max_attachment_bytes=0)
+
+
+# -- both stores ----------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["diskcache", "postgres"])
+def store_under_test(request, home):
+    """``(client kwargs, stored())``: stored() lists the stored blobs' sha256 and the
+    (sha256, session) references, read straight from the store's tables or keys."""
+    if request.param == "diskcache":
+
+        def stored() -> tuple[list[str], list[tuple[str, str]]]:
+            keys = blob_keys(home)
+            refs = sorted(tuple(k.split("/")[1:]) for k in keys["blobref"])
+            return sorted(k.split("/")[1] for k in keys["blob"]), refs
+
+        return {}, stored
+    import psycopg
+
+    url = request.getfixturevalue("postgres_server").new_database()
+
+    def stored_pg() -> tuple[list[str], list[tuple[str, str]]]:
+        with psycopg.connect(url, autocommit=True) as conn:
+            blobs = [r[0] for r in conn.execute("SELECT sha256 FROM copilot_blobs ORDER BY 1")]
+            refs = [
+                (r[0], r[1])
+                for r in conn.execute(
+                    "SELECT sha256, session_id FROM copilot_blob_refs ORDER BY 1, 2"
+                )
+            ]
+        return blobs, refs
+
+    return {"store": url, "owner": "tester"}, stored_pg
+
+
+@pytest.mark.timeout(120)
+def test_both_stores_keep_one_copy_share_it_with_forks_and_drop_it_with_the_last(
+    make_client, store_under_test
+):
+    kwargs, stored = store_under_test
+    image, other = png(seed=21), png(seed=22)
+    sha, sha_other = hashlib.sha256(image).hexdigest(), hashlib.sha256(other).hexdigest()
+    client = make_client(fallback_model="echo", **kwargs)
+    a = client.create_session("a", model="echo")
+    b = client.create_session("b", model="echo")
+    a.send_and_wait("one", attachments=[blob(image)])
+    a.send_and_wait("again", attachments=[blob(image), blob(other, "other.png")])
+    b.send_and_wait("two", attachments=[blob(image)])
+    assert stored() == (
+        sorted([sha, sha_other]),
+        sorted([(sha, "a"), (sha, "b"), (sha_other, "a")]),
+    )
+    client.fork_session("a", "f")
+    client.delete_session("a")
+    assert stored() == (
+        sorted([sha, sha_other]),
+        sorted([(sha, "b"), (sha, "f"), (sha_other, "f")]),
+    )
+    echo = client.get_provider("echo")
+    echo.requests.clear()
+    client.resume_session("f").send_and_wait("still there?")
+    assert [a.data for m in echo.requests[-1].messages for a in m.attachments] == [
+        image,
+        image,
+        other,
+    ]
+    client.delete_session("f")
+    assert stored() == ([sha], [(sha, "b")])
+    client.delete_session("b")
+    assert stored() == ([], [])
+
+
+@pytest.mark.timeout(120)
+def test_both_stores_refuse_30_mb_with_nothing_stored(make_client, store_under_test, tmp_path):
+    kwargs, stored = store_under_test
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"x" * (30 * 2**20))
+    client = make_client(fallback_model="echo", **kwargs)
+    session = client.create_session("big", model="echo")
+    with pytest.raises(AttachmentTooLargeError):
+        session.send_and_wait("read", attachments=[{"type": "file", "path": str(big)}])
+    assert stored() == ([], [])
+    assert [e.type for e in client.get_messages("big")] == [EventType.SESSION_START]
+
+
+RESUME_PG = textwrap.dedent(
+    """
+    import json, sys
+    from copilot import CopilotClient
+    with CopilotClient(base_directory=sys.argv[1], fallback_model="echo", store=sys.argv[3],
+                       owner="tester") as client:
+        session = client.resume_session(sys.argv[2])
+        print(json.dumps(session.send_and_wait("and now?").data["content"]))
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_a_fresh_process_resumes_from_postgres_and_resends_the_image(
+    make_client, openai_env, home, postgres_server
+):
+    url = postgres_server.new_database()
+    image = png(seed=31)
+    client = make_client(fallback_model="echo", store=url, owner="tester")
+    session = client.create_session("r", model="openai:gpt-4.1")
+    openai_env.enqueue(Reply(chunks=["seen"]), Reply(chunks=["resumed"]))
+    session.send_and_wait("look", attachments=[blob(image)])
+    client.stop()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run(
+        [sys.executable, "-c", RESUME_PG, home, "r", url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=90,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == "resumed"
+    assert image_urls(chat(openai_env)[-1]) == [data_uri(image)]
