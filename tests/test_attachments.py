@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+# a real kernel for the %%copilot -a tests: test_magics_kernel's module-scoped fixture
+from test_magics_kernel import kernel  # noqa: F401
+
 from copilot import AsyncCopilotClient, CopilotClient
 from copilot.attachments import DEFAULT_MAX_BYTES, resolve_attachments
 from copilot.errors import (
@@ -520,3 +523,80 @@ def test_a_fresh_process_resumes_from_postgres_and_resends_the_image(
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == "resumed"
     assert image_urls(chat(openai_env)[-1]) == [data_uri(image)]
+
+
+# -- %%copilot -a: figures and files from a real kernel ------------------------------------
+
+
+def test_a_fig_or_out_n_without_an_image_is_a_typed_error_naming_the_fix():
+    from copilot_jupyter.figures import FigureLog, attachment_for
+
+    figures = FigureLog()
+    with pytest.raises(AttachmentError, match=r"-a fig: no figure has been shown.*plt\.plot"):
+        attachment_for("fig", figures, {})
+    with pytest.raises(AttachmentError, match=r"-a Out\[4\]: cell 4 showed no image"):
+        attachment_for("Out[4]", figures, {4: "just text"})
+    image = base64.b64encode(png()).decode()
+    figures.record(image[:10] + "\n" + image[10:], 4)  # wrapped as a front end may wrap it
+    assert attachment_for("fig", figures, {}) == {
+        "type": "blob",
+        "data": image,
+        "mimeType": "image/png",
+        "displayName": "Out[4].png",
+    }
+    assert attachment_for("Out[4]", figures, {})["data"] == image
+    assert attachment_for("notes.txt", figures, {}) == {"type": "file", "path": "notes.txt"}
+
+
+@pytest.mark.timeout(300)
+def test_a_matplotlib_figure_in_a_real_kernel_goes_as_an_image_url_with_its_png_bytes(
+    kernel,  # noqa: F811  (the fixture imported above)
+    tmp_path_factory,
+):
+    """A real kernel (jupyter_client): a figure drawn with the inline backend, then
+    ``%%copilot -a fig`` and ``-a Out[n]`` and ``-a PATH``: the scripted server's requests
+    hold image_url parts with exactly the PNG the kernel displayed."""
+    from copilot.testing import ScriptedOpenAIServer
+
+    k = kernel
+    k.run("%load_ext copilot_jupyter")
+    notes = tmp_path_factory.mktemp("files") / "notes.md"
+    notes.write_text("# findings\nthe curve rises", encoding="utf-8")
+    with ScriptedOpenAIServer() as server:
+        server.enqueue(Reply("a rising line"), Reply("the same"), Reply("read it"))
+        k.run(
+            "from copilot import CopilotClient\n"
+            "from copilot_jupyter.state import CopilotState, reset_state\n"
+            "_before = reset_state(CopilotState(CopilotClient(providers={'openai': "
+            f"{{'base_url': {server.base_url!r}}}}})))"
+        )
+        try:
+            drawn = k.run(
+                "%matplotlib inline\nimport matplotlib.pyplot as plt\n"
+                "plt.plot([1, 2, 4])\nplt.title('rise')"
+            )
+            n = drawn.reply["execution_count"]
+            shown = [
+                m["content"]["data"]["image/png"]
+                for m in drawn.of_type("display_data")
+                if "image/png" in m["content"]["data"]
+            ]
+            assert len(shown) == 1
+            k.run("%%copilot plots -m gpt-4.1 -a fig\nWhat does this show?")
+            k.run(f"%%copilot plots -a Out[{n}]\nAnd this one?")
+            k.run(f"%%copilot plots -a {notes}\nAnd the notes?")
+            missing = k.run("%%copilot plots -a Out[9999]\nThis?")
+        finally:
+            k.run("_now = reset_state(_before)\n_now.client.stop(timeout=5)")
+    expected = "data:image/png;base64," + "".join(shown[0].split())
+    first, second, third = chat(server)
+    assert image_urls(first) == [expected]
+    assert first["messages"][-1]["content"][0] == {"type": "text", "text": "What does this show?"}
+    # the second turn re-sends the first image (history) and sends Out[n] (the same bytes)
+    assert image_urls(second) == [expected, expected]
+    assert third["messages"][-1] == {
+        "role": "user",
+        "content": "And the notes?\n\n[attached file: notes.md]\n# findings\nthe curve rises\n"
+        "[end of notes.md]",
+    }
+    assert "Out[9999]: cell 9999 showed no image" in missing.text
