@@ -418,6 +418,15 @@ def _get_session_metadata(store: EventStore, session_id: str) -> dict[str, Any] 
     return store.get_session(validate_session_id(session_id))
 
 
+def _get_attachment(store: EventStore, sha256: str) -> bytes | None:
+    if not isinstance(sha256, str) or len(sha256) != 64:
+        raise InvalidArgumentError(
+            f"an attachment is named by its sha256 (64 hex digits, the sha256 of a "
+            f"user.message's data.attachments), not {sha256!r}"
+        )
+    return store.get_blob(sha256.lower())
+
+
 def _get_messages(
     store: EventStore,
     session_id: str,
@@ -819,6 +828,11 @@ class CopilotClient(_ClientFace):
         """A stored session's metadata, or None: check a session exists before resuming it."""
         return self._read(_get_session_metadata, session_id)
 
+    def get_attachment(self, sha256: str) -> bytes | None:
+        """The bytes of a stored attachment (``user.message`` ``data.attachments[i].sha256``),
+        or None once no session references it."""
+        return self._read(_get_attachment, sha256)
+
     def get_last_session_id(self) -> str | None:
         """The id of the most recently used session, or None."""
         return self._read(_get_last_session_id)
@@ -1033,6 +1047,10 @@ class AsyncCopilotClient(_ClientFace):
     async def get_session_metadata(self, session_id: str) -> dict[str, Any] | None:
         """A stored session's metadata, or None."""
         return await self._aread(_get_session_metadata, session_id)
+
+    async def get_attachment(self, sha256: str) -> bytes | None:
+        """The bytes of a stored attachment, or None; see :meth:`CopilotClient.get_attachment`."""
+        return await self._aread(_get_attachment, sha256)
 
     async def get_last_session_id(self) -> str | None:
         """The id of the most recently used session, or None."""

@@ -759,7 +759,14 @@ class CopilotMagics(Magics):
     def _cmd_export(self, args: argparse.Namespace) -> None:
         events = self._stored_events(args.name)
         metadata = self.state.client.get_session_metadata(args.name) or {}
-        path = export_session(args.name, events, args.path, metadata, create_folders=args.mkdir)
+        path = export_session(
+            args.name,
+            events,
+            args.path,
+            metadata,
+            create_folders=args.mkdir,
+            load_blob=self.state.client.get_attachment,
+        )
         print(f"exported session {args.name} to {path}")
 
     @_command(

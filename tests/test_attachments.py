@@ -27,6 +27,7 @@ from copilot.errors import (
     AttachmentError,
     AttachmentNotFoundError,
     AttachmentTooLargeError,
+    InvalidArgumentError,
     InvalidArgumentTypeError,
     VisionNotSupportedError,
 )
@@ -600,3 +601,48 @@ def test_a_matplotlib_figure_in_a_real_kernel_goes_as_an_image_url_with_its_png_
         "[end of notes.md]",
     }
     assert "Out[9999]: cell 9999 showed no image" in missing.text
+
+
+# -- export: images shown in .md and .ipynb ---------------------------------------------------
+
+
+def test_exports_show_images_and_name_text_files(client, tmp_path):
+    import nbformat
+
+    from copilot_jupyter.export import export_session
+
+    image = png(seed=41)
+    sha = hashlib.sha256(image).hexdigest()
+    session = client.create_session("shown", model="echo")
+    session.send_and_wait(
+        "what is it?",
+        attachments=[blob(image, "Out[3].png"), blob(b"x,y\n1,2\n", "data.csv", "text/csv")],
+    )
+    events = client.get_messages("shown")
+    metadata = client.get_session_metadata("shown")
+    load = client.get_attachment
+    assert load(sha) == image
+
+    md = export_session("shown", events, tmp_path / "chat.md", metadata, load_blob=load)
+    text = md.read_text()
+    assert f"what is it?\n\n![Out\\[3\\].png](chat_files/{sha[:16]}.png)\n\n" in text
+    assert "*📎 data.csv (text/csv, 8 bytes)*" in text
+    assert (tmp_path / "chat_files" / f"{sha[:16]}.png").read_bytes() == image
+
+    nb_path = export_session("shown", events, tmp_path / "chat.ipynb", metadata, load_blob=load)
+    notebook = nbformat.read(nb_path, as_version=4)
+    nbformat.validate(notebook)
+    prompt_cell = notebook.cells[1]
+    assert prompt_cell.source == (
+        "**You:**\n\nwhat is it?\n\n![Out\\[3\\].png](attachment:1-Out_3_.png)\n\n"
+        "*📎 data.csv (text/csv, 8 bytes)*"
+    )
+    assert base64.b64decode(prompt_cell.attachments["1-Out_3_.png"]["image/png"]) == image
+
+    # without the loader (or once deleted) an image is named, not lost silently
+    plain = export_session("shown", events, tmp_path / "plain.md", metadata).read_text()
+    assert f"*📎 Out[3].png (image/png, {len(image)} bytes)*" in plain
+    client.delete_session("shown")
+    assert load(sha) is None
+    with pytest.raises(InvalidArgumentError, match="64 hex digits"):
+        load("abc")
