@@ -636,6 +636,11 @@ class _ClientFace:
         return self._core_args["default_model"]
 
     @property
+    def max_attachment_bytes(self) -> int:
+        """The per-attachment cap in bytes (``max_attachment_bytes=``, default 20 MiB)."""
+        return self._core_args["max_attachment_bytes"]
+
+    @property
     def fallback_model(self) -> str | None:
         """The model that serves when a requested one has no usable provider, or None."""
         return self._core_args["fallback_model"]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -646,3 +647,69 @@ def test_exports_show_images_and_name_text_files(client, tmp_path):
     assert load(sha) is None
     with pytest.raises(InvalidArgumentError, match="64 hex digits"):
         load("abc")
+
+
+# -- the panel: Attach (FileUpload) and thumbnails ------------------------------------------
+
+
+def test_the_panel_attaches_uploads_to_the_next_prompt_and_shows_thumbnails(tmp_path):
+    from helpers import wait_until
+
+    from copilot_jupyter.panel import SessionPanel
+    from copilot_jupyter.transcript import THUMB_MAX_BYTES
+
+    image = png(seed=51)
+    sha = hashlib.sha256(image).hexdigest()
+    client = CopilotClient(tmp_path / "store", default_model="echo", max_attachment_bytes=2**20)
+    panel = SessionPanel(client=client, poll_interval=0.1)
+    try:
+        c = panel.controller
+        panel.name.value = "shown"
+        panel.new_button.click()
+        upload = {
+            "name": "plot.png",
+            "type": "image/png",
+            "size": len(image),
+            "last_modified": datetime.now(UTC),
+        }
+        panel.upload.value = ({**upload, "content": memoryview(image)},)
+        assert panel.upload.value == ()  # emptied: the same file can be chosen again
+        assert [a["displayName"] for a in c.attachments] == ["plot.png"]
+        assert "📎 attached for the next prompt: plot.png" in c.status
+        # a file over the cap is refused in the status line, and nothing is attached
+        big = b"a" * (2**20 + 1)
+        panel.upload.value = ({**upload, "name": "big.txt", "content": memoryview(big)},)
+        assert c.status_level == "error" and "big.txt" in c.status and "over the cap" in c.status
+        assert [a["displayName"] for a in c.attachments] == ["plot.png"]
+        panel.prompt.value = "what is it?"
+        panel.send_button.click()
+        wait_until(lambda: not c.busy and "echo: what is it?" in panel.chat.value, 10, "the reply")
+        assert c.attachments == []
+        uri = "data:image/png;base64," + base64.b64encode(image).decode()
+        assert f'<img class="cj-thumb" src="{uri}" alt="plot.png" title="plot.png">' in (
+            panel.chat.value
+        )
+        user = next(e for e in client.get_messages("shown") if e.type == EventType.USER_MESSAGE)
+        assert user.data["attachments"][0]["sha256"] == sha
+    finally:
+        panel.close()
+        client.stop(timeout=5)
+    assert THUMB_MAX_BYTES == 2**20
+
+
+def test_a_large_image_is_a_chip_not_a_thumbnail():
+    from copilot.history import Exchange
+    from copilot_jupyter.transcript import THUMB_MAX_BYTES, render_entry
+
+    reference = {
+        "type": "image",
+        "sha256": "0" * 64,
+        "mimeType": "image/png",
+        "displayName": "huge.png",
+        "size": THUMB_MAX_BYTES + 1,
+    }
+    asked: list[str] = []
+    exchange = Exchange(message_id="m", prompt="see", attachments=[reference])
+    html = render_entry(exchange, lambda sha: asked.append(sha) or b"x")
+    assert '<span class="cj-chip">📎 huge.png · 1,048,577 bytes</span>' in html
+    assert asked == []  # never read: a thumbnail would resend megabytes to the browser
