@@ -367,6 +367,10 @@ class SessionCore:
         self.closed = True
 
     def _abort_unstarted(self, turn: _Turn, reason: str) -> None:
+        try:  # every reference in the log has its bytes while the session exists
+            self._store_attachments(turn)
+        except CopilotError:
+            turn.attachments = []  # the session is gone or the store failed: no reference
         events = [
             Event(EventType.USER_MESSAGE, turn.user_data(), id=turn.message_id),
             Event(EventType.ABORT, {"messageId": turn.message_id, "reason": reason}),
@@ -453,9 +457,10 @@ class SessionCore:
                     provider, route.name, route.model_id, self.services.tool_models
                 )
         except CopilotError as error:
-            with self.services.store.transaction():
-                self._store_attachments(turn)
-                self.record([user], update=_count_prompt(turn.prompt))
+            # the bytes first (a crash between leaves a reference the delete releases),
+            # then the prompt, whose handlers hear of it once it committed
+            self._store_attachments(turn)
+            self.record([user], update=_count_prompt(turn.prompt))
             return error
         events = [user]
         if route.warning and self._fallback_warned != route.model_id:

@@ -258,6 +258,7 @@ def test_an_attachment_is_stored_once_for_two_sessions_and_deleted_with_the_last
     keys = blob_keys(home)
     assert keys["blob"] == [f"blob/{sha}"]
     assert sorted(keys["blobref"]) == [f"blobref/{sha}/a", f"blobref/{sha}/b"]
+    assert client.check() == []  # the attachment keys are not damage
     client.delete_session("a")
     assert blob_keys(home)["blob"] == [f"blob/{sha}"]
     client.delete_session("b")
@@ -713,3 +714,20 @@ def test_a_large_image_is_a_chip_not_a_thumbnail():
     html = render_entry(exchange, lambda sha: asked.append(sha) or b"x")
     assert '<span class="cj-chip">📎 huge.png · 1,048,577 bytes</span>' in html
     assert asked == []  # never read: a thumbnail would resend megabytes to the browser
+
+
+def test_a_queued_turn_aborted_before_it_starts_keeps_its_attachment_with_the_prompt(
+    slow_client, home
+):
+    image = png(seed=61)
+    sha = hashlib.sha256(image).hexdigest()
+    session = slow_client.create_session("q", model="echo")
+    first = session.send("a long one " * 20)
+    queued = session.send("later", attachments=[blob(image)])
+    assert session.abort(queued)
+    session.wait(first, timeout=30)
+    user = [e for e in slow_client.get_messages("q") if e.type == EventType.USER_MESSAGE][-1]
+    assert user.data["attachments"][0]["sha256"] == sha
+    assert slow_client.get_attachment(sha) == image  # no reference without its bytes
+    slow_client.delete_session("q")
+    assert slow_client.get_attachment(sha) is None
