@@ -430,6 +430,11 @@ class PostgresStore:
         before the reference is added, so a concurrent delete of the last other reference
         cannot remove it under this one."""
         with self._cursor(session_id, write=True) as cursor:
+            cursor.execute(
+                f"SELECT 1 FROM copilot_sessions WHERE {_SESSION}", (self.owner, session_id)
+            )
+            if cursor.fetchone() is None:
+                raise SessionNotFoundError(session_id)
             for sha256, mime_type, data in blobs:
                 while True:
                     cursor.execute(

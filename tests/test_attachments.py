@@ -731,3 +731,69 @@ def test_a_queued_turn_aborted_before_it_starts_keeps_its_attachment_with_the_pr
     assert slow_client.get_attachment(sha) == image  # no reference without its bytes
     slow_client.delete_session("q")
     assert slow_client.get_attachment(sha) is None
+
+
+# -- PostgreSQL: a delete and a put of the same content racing --------------------------------
+
+
+def _waiting_on_a_lock(url: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        query = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        )
+        return conn.execute(query).fetchone()[0] > 0
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("first", ["put", "delete"])
+def test_postgres_a_racing_put_keeps_the_bytes_whichever_locks_first(postgres_server, first):
+    """Session a holds the only reference; session b attaches the same bytes while a is
+    deleted. Whichever transaction takes the blob's row lock first, the other waits for it
+    (seen in pg_stat_activity), and b's reference ends with its bytes stored."""
+    import threading
+
+    from helpers import wait_until
+
+    from copilot.events import Event
+    from copilot.store_postgres import PostgresStore
+
+    url = postgres_server.new_database()
+    image = png(seed=71)
+    sha = hashlib.sha256(image).hexdigest()
+    one, two = PostgresStore(url, owner="o"), PostgresStore(url, owner="o")
+    try:
+        for name in ("a", "b"):
+            one.create_session({"sessionId": name, "modifiedTime": "2026-01-01T00:00:00+00:00"})
+            one.append(name, [Event(EventType.SESSION_START, {"model": "echo"})])
+        one.put_blobs("a", [(sha, "image/png", image)])
+        errors: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                if first == "put":
+                    two.delete_session("a")
+                else:
+                    two.put_blobs("b", [(sha, "image/png", image)])
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        with one.transaction():
+            if first == "put":
+                one.put_blobs("b", [(sha, "image/png", image)])
+            else:
+                one.delete_session("a")
+            thread = threading.Thread(target=other)
+            thread.start()
+            wait_until(lambda: _waiting_on_a_lock(url), 30, "the other transaction to wait")
+        thread.join(30)
+        assert not errors, errors
+        assert one.blob_refs(sha) == ["b"]
+        assert one.get_blob(sha) == image
+        one.delete_session("b")
+        assert one.get_blob(sha) is None and one.blob_refs(sha) == []
+    finally:
+        one.close()
+        two.close()
