@@ -797,3 +797,23 @@ def test_postgres_a_racing_put_keeps_the_bytes_whichever_locks_first(postgres_se
     finally:
         one.close()
         two.close()
+
+
+def test_out_n_falls_back_to_a_results_png_a_figure_or_repr_png():
+    from matplotlib.figure import Figure
+
+    from copilot_jupyter.figures import FigureLog, attachment_for
+
+    figure = Figure(figsize=(1, 1))
+    figure.add_subplot().plot([1, 2, 3])
+
+    class Picture:
+        def _repr_png_(self) -> bytes:
+            return png(seed=81)
+
+    from_figure = attachment_for("Out[5]", FigureLog(), {5: figure})
+    data = base64.b64decode(from_figure["data"])
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and from_figure["displayName"] == "Out[5].png"
+    assert resolve_attachments([from_figure])[0].mime_type == "image/png"
+    from_repr = attachment_for("Out[6]", FigureLog(), {6: Picture()})
+    assert base64.b64decode(from_repr["data"]) == png(seed=81)
