@@ -8,9 +8,11 @@ than this package (a newer copilot-jupyter migrated it: upgrade this one).
 Rules every migration keeps (``tests/test_store_postgres.py::test_schema_keys_*`` checks the
 live catalog):
 
-- every data table's primary key starts with ``(owner, session_id)``;
-- no sequence, identity column or foreign key: nothing spans sessions, so each table distributes
-  unchanged on Citus by ``session_id`` (``copilot_schema`` is a reference table there);
+- every data table's primary key starts with ``(owner, session_id)``, except
+  ``copilot_blobs`` (attachment bytes shared by an owner's sessions), keyed ``(owner, sha256)``:
+  owner first, so on Citus it distributes by ``owner`` (or is co-located by it);
+- no sequence, identity column or foreign key: nothing else spans sessions, so each table
+  distributes unchanged on Citus by ``session_id`` (``copilot_schema`` is a reference table there);
 - JSON is ``jsonb``.
 """
 
@@ -82,6 +84,37 @@ MIGRATIONS: tuple[str, ...] = (
             CREATE POLICY copilot_owner ON copilot_search
                 USING (owner = current_user) WITH CHECK (owner = current_user);
             GRANT SELECT, INSERT, UPDATE, DELETE ON copilot_search TO PUBLIC;
+        END IF;
+    END $$;
+    """,
+    # 3: attachments (issue 14). The bytes once per owner and content; one reference row per
+    # session that holds them (the reference count is the number of rows). A delete removes
+    # the session's references and the bytes no reference is left for, in its transaction.
+    """
+    CREATE TABLE copilot_blobs (
+        owner       text   NOT NULL,
+        sha256      text   NOT NULL,
+        mime_type   text   NOT NULL,
+        size        bigint NOT NULL,
+        data        bytea  NOT NULL,
+        PRIMARY KEY (owner, sha256)
+    );
+    CREATE TABLE copilot_blob_refs (
+        owner       text   NOT NULL,
+        session_id  text   NOT NULL,
+        sha256      text   NOT NULL,
+        PRIMARY KEY (owner, session_id, sha256)
+    );
+    CREATE INDEX copilot_blob_refs_by_blob ON copilot_blob_refs (owner, sha256);
+    DO $$ BEGIN
+        IF (SELECT relrowsecurity FROM pg_class WHERE oid = 'copilot_sessions'::regclass) THEN
+            ALTER TABLE copilot_blobs ENABLE ROW LEVEL SECURITY;
+            ALTER TABLE copilot_blob_refs ENABLE ROW LEVEL SECURITY;
+            CREATE POLICY copilot_owner ON copilot_blobs
+                USING (owner = current_user) WITH CHECK (owner = current_user);
+            CREATE POLICY copilot_owner ON copilot_blob_refs
+                USING (owner = current_user) WITH CHECK (owner = current_user);
+            GRANT SELECT, INSERT, UPDATE, DELETE ON copilot_blobs, copilot_blob_refs TO PUBLIC;
         END IF;
     END $$;
     """,

@@ -41,3 +41,7 @@ class SessionServices:
     tool_models: Callable[[], list[str]]
     #: model prices for ``assistant.usage``'s ``cost`` (None: the shipped table)
     prices: PriceTable | None = None
+    #: the ids of the usable models that read images (blocking; for error messages)
+    vision_models: Callable[[], list[str]] = list
+    #: the per-attachment cap in bytes (``CopilotClient(max_attachment_bytes=...)``)
+    max_attachment_bytes: int = 20 * 2**20

@@ -47,6 +47,9 @@ from .store import (
 if TYPE_CHECKING:
     from .store import EventStore
 
+#: key prefixes of attachment bytes and their references (copilot.store's blob methods)
+BLOB_KINDS = ("blob", "blobref", "sblob")
+
 __all__ = ["check_store", "repair_store"]
 
 
@@ -92,7 +95,7 @@ def _scan(
         if kind == "m":
             recent.add(key)
             continue
-        if key == "v/format":
+        if key == "v/format" or kind in BLOB_KINDS:  # attachments: EventStore.put_blobs
             continue
         if kind == "e":
             session_id, _, seq_text = rest.rpartition("/")

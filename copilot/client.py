@@ -21,6 +21,7 @@ from . import _exit
 from ._loop import LoopThread
 from ._readers import ReaderThread
 from ._services import SessionServices
+from .attachments import DEFAULT_MAX_BYTES, check_max_bytes
 from .compaction import compaction_settings
 from .config import (
     DEFAULT_MODEL_ENV,
@@ -97,6 +98,7 @@ class ClientCore:
         store: str | None = None,
         owner: str | None = None,
         prices: Mapping[str, Any] | None = None,
+        max_attachment_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.home = home
         self.store = open_store(store, home, owner)
@@ -122,6 +124,8 @@ class ClientCore:
             close=self.close_session,
             tool_models=self.tool_models,
             prices=PriceTable(prices),
+            vision_models=self.vision_models,
+            max_attachment_bytes=max_attachment_bytes,
         )
 
     # -- providers ---------------------------------------------------------------------------
@@ -179,6 +183,7 @@ class ClientCore:
                         "reason": status.reason,
                         "contextWindow": provider.context_window(model),
                         "tools": provider.supports_tools(model),
+                        "vision": provider.supports_images(model),
                     }
                 )
         return models
@@ -186,6 +191,10 @@ class ClientCore:
     def tool_models(self) -> list[str]:
         """The ids of the usable models that can call tools (for error messages; blocking)."""
         return [m["id"] for m in self.list_models() if m["usable"] and m["tools"]]
+
+    def vision_models(self) -> list[str]:
+        """The ids of the usable models that read images (for error messages; blocking)."""
+        return [m["id"] for m in self.list_models() if m["usable"] and m["vision"]]
 
     def _tools_for(
         self, session_id: str, model: str, config: ToolConfig | None
@@ -458,6 +467,15 @@ def _get_session_metadata(store: EventStore, session_id: str) -> dict[str, Any] 
     return store.get_session(validate_session_id(session_id))
 
 
+def _get_attachment(store: EventStore, sha256: str) -> bytes | None:
+    if not isinstance(sha256, str) or len(sha256) != 64:
+        raise InvalidArgumentError(
+            f"an attachment is named by its sha256 (64 hex digits, the sha256 of a "
+            f"user.message's data.attachments), not {sha256!r}"
+        )
+    return store.get_blob(sha256.lower())
+
+
 def _get_messages(
     store: EventStore,
     session_id: str,
@@ -690,6 +708,7 @@ class _ClientFace:
         request_timeout: float | None = 120.0,
         store: str | None = None,
         owner: str | None = None,
+        max_attachment_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.home = home_directory(base_directory)
         config = load_config(self.home)
@@ -715,6 +734,7 @@ class _ClientFace:
             "store": store,
             "owner": owner,
             "prices": config.prices,
+            "max_attachment_bytes": check_max_bytes(max_attachment_bytes),
         }
         self._running: _Running | None = None
         self._ever_started = False
@@ -726,6 +746,11 @@ class _ClientFace:
     def default_model(self) -> str:
         """The model of ``create_session()`` without ``model=``."""
         return self._core_args["default_model"]
+
+    @property
+    def max_attachment_bytes(self) -> int:
+        """The per-attachment cap in bytes (``max_attachment_bytes=``, default 20 MiB)."""
+        return self._core_args["max_attachment_bytes"]
 
     @property
     def fallback_model(self) -> str | None:
@@ -946,6 +971,11 @@ class CopilotClient(_ClientFace):
     def get_session_metadata(self, session_id: str) -> dict[str, Any] | None:
         """A stored session's metadata, or None: check a session exists before resuming it."""
         return self._read(_get_session_metadata, session_id)
+
+    def get_attachment(self, sha256: str) -> bytes | None:
+        """The bytes of a stored attachment (``user.message`` ``data.attachments[i].sha256``),
+        or None once no session references it."""
+        return self._read(_get_attachment, sha256)
 
     def get_last_session_id(self) -> str | None:
         """The id of the most recently used session, or None."""
@@ -1189,6 +1219,10 @@ class AsyncCopilotClient(_ClientFace):
     async def get_session_metadata(self, session_id: str) -> dict[str, Any] | None:
         """A stored session's metadata, or None."""
         return await self._aread(_get_session_metadata, session_id)
+
+    async def get_attachment(self, sha256: str) -> bytes | None:
+        """The bytes of a stored attachment, or None; see :meth:`CopilotClient.get_attachment`."""
+        return await self._aread(_get_attachment, sha256)
 
     async def get_last_session_id(self) -> str | None:
         """The id of the most recently used session, or None."""

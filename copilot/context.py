@@ -15,16 +15,21 @@ replaces (a re-run cell).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from .attachments import Attachment, attachment_from_reference, text_block
 from .compaction import with_summary
 from .events import Event
 from .history import Exchange, ExchangeStatus, History
 from .providers.base import ChatMessage
 from .tool_loop import replay_steps
 
-__all__ = ["BuiltContext", "ConversationTail"]
+__all__ = ["BlobLoader", "BuiltContext", "ConversationTail", "user_message"]
+
+#: reads an attachment's bytes back from the store by sha256 (None: not stored)
+BlobLoader = Callable[[str], "bytes | None"]
 
 #: tokens a chat format spends per message beyond its text (role markers, separators)
 MESSAGE_OVERHEAD = 4
@@ -39,6 +44,36 @@ class BuiltContext:
     budget: int
     omitted_turns: int
     omitted_tokens: int
+
+
+def user_message(prompt: str, attachments: Sequence[Attachment], images: bool) -> ChatMessage:
+    """A prompt with its attachments: text files inline after it (a header naming each),
+    images as the message's attachments, or, for a model that cannot see (``images``
+    False: the model changed since), a line saying the image was left out."""
+    text = [prompt]
+    seen: list[Attachment] = []
+    for attachment in attachments:
+        if not attachment.is_image:
+            text.append(text_block(attachment))
+        elif images:
+            seen.append(attachment)
+        else:
+            text.append(f"[image {attachment.display_name} left out: this model cannot see images]")
+    return ChatMessage("user", "\n\n".join(text), attachments=tuple(seen))
+
+
+def _loaded(references: Sequence[Mapping[str, Any]], load: BlobLoader | None) -> list[Attachment]:
+    """The stored attachments ``references`` name, read back; one no longer stored is
+    named in the text instead (a store repaired by hand)."""
+    found = []
+    for reference in references:
+        data = load(str(reference.get("sha256"))) if load is not None else None
+        if data is None:
+            name = reference.get("displayName", "attachment")
+            data = f"(the attachment {name} is no longer stored)".encode()
+            reference = {**reference, "mimeType": "text/plain"}
+        found.append(attachment_from_reference(reference, data))
+    return found
 
 
 _OK, _ABORTED = ExchangeStatus.OK, ExchangeStatus.ABORTED
@@ -63,6 +98,8 @@ class ConversationTail:
         #: the latest compaction's summary, and the log position it covers (copilot.compaction)
         self.summary: str | None = None
         self.compacted_through = 0
+        #: message id -> its attachments read back from the store (read once)
+        self._attached: dict[str, list[Attachment]] = {}
 
     @property
     def last_seq(self) -> int:
@@ -85,6 +122,7 @@ class ConversationTail:
         """Forget the exchange of prompt ``message_id`` (a prompt about to replace it)."""
         self._history.drop(message_id)
         self._steps.pop(message_id, None)
+        self._attached.pop(message_id, None)
 
     def _tool_steps(self, exchange: Exchange) -> tuple[ChatMessage, ...]:
         """The calls and results of ``exchange`` as model messages (cached once it ended:
@@ -98,21 +136,36 @@ class ConversationTail:
                 self._steps[exchange.message_id] = steps
         return steps
 
+    def _user(self, exchange: Exchange, load: BlobLoader | None, images: bool) -> ChatMessage:
+        """An exchange's prompt as a model message, with its stored attachments."""
+        if not exchange.attachments:
+            return ChatMessage("user", exchange.prompt)
+        attached = self._attached.get(exchange.message_id)
+        if attached is None:
+            attached = self._attached[exchange.message_id] = _loaded(exchange.attachments, load)
+        return user_message(exchange.prompt, attached, images)
+
     def build(
         self,
         prompt: str,
         budget: int,
         count_tokens: Callable[[str], int],
         counter_key: str,
+        attachments: Sequence[Attachment] = (),
+        load: BlobLoader | None = None,
+        images: bool = True,
     ) -> BuiltContext:
         """The system message, the newest exchanges that fit ``budget`` tokens, and ``prompt``.
 
         Token counts are cached per exchange under ``counter_key`` (a tokenizer's name), so a
         turn counts only the exchanges it has not counted before; so are the exchange's two
         chat messages (``Exchange.chat``), so a turn at a full window builds one new message
-        pair, not one per exchange sent.
+        pair, not one per exchange sent. ``attachments`` are the new
+        prompt's; earlier prompts' stored references are read back with ``load`` (images go
+        again as image parts while ``images``; text counts towards the budget, images not).
         """
-        used = count_tokens(prompt) + MESSAGE_OVERHEAD
+        last = user_message(prompt, attachments, images)
+        used = count_tokens(last.content) + MESSAGE_OVERHEAD
         head: list[ChatMessage] = []
         system = with_summary(self.system_message, self.summary)
         if system:
@@ -128,7 +181,8 @@ class ConversationTail:
                 break  # this one and every older one are in the summary
             cost = exchange.tokens.get(counter_key)
             if cost is None:
-                cost = count_tokens(exchange.prompt) + count_tokens(exchange.reply)
+                cost = count_tokens(self._user(exchange, load, images).content)
+                cost += count_tokens(exchange.reply)
                 cost += 2 * MESSAGE_OVERHEAD
                 for message in self._tool_steps(exchange):
                     cost += count_tokens(message.content) + MESSAGE_OVERHEAD
@@ -143,8 +197,10 @@ class ConversationTail:
         messages = head
         for exchange in reversed(kept):
             steps = self._tool_steps(exchange)
-            if steps:  # it acted: its calls and results go between prompt and reply
-                messages.append(ChatMessage("user", exchange.prompt))
+            if steps or exchange.attachments:
+                # it acted (its calls and results go between prompt and reply) or it carries
+                # attachments (read back from the store once, see _user)
+                messages.append(self._user(exchange, load, images))
                 messages.extend(steps)
                 messages.append(ChatMessage("assistant", exchange.reply))
                 continue
@@ -159,7 +215,7 @@ class ConversationTail:
                     ChatMessage("assistant", exchange.reply),
                 )
             messages.extend(chat)
-        messages.append(ChatMessage("user", prompt))
+        messages.append(last)
         return BuiltContext(
             messages=tuple(messages),
             tokens=used,
@@ -190,5 +246,6 @@ class ConversationTail:
                 self._history.forget([old.message_id for old in older])
                 for old in older:
                     self._steps.pop(old.message_id, None)
+                    self._attached.pop(old.message_id, None)
                 self.earlier_turns += sum(1 for old in older if _in_context(old))
                 return

@@ -4,6 +4,9 @@ The hierarchy::
 
     CopilotError
     ├── InvalidArgumentError (also ValueError)      a malformed session id, an empty prompt, a bad option
+    │   └── AttachmentError                         an attachment that cannot be sent (names why)
+    │       ├── AttachmentNotFoundError (also FileNotFoundError) a file attachment's path is missing
+    │       └── AttachmentTooLargeError             over the per-attachment cap; nothing was stored
     ├── InvalidArgumentTypeError (also TypeError)   a prompt or id that is not a string
     ├── ClientStateError                            the client is stopped, or used from its own event thread
     ├── ConfigError                                 the config file or a routing entry is malformed
@@ -12,7 +15,8 @@ The hierarchy::
     │   ├── SessionExistsError                      create_session with an id that is taken
     │   └── SessionClosedError                      use of a session after destroy()
     ├── ModelNotAvailableError                      no provider can serve the model (names the fix)
-    │   └── ToolsNotSupportedError (also ValueError) a session with tools on a model that cannot call them
+    │   ├── ToolsNotSupportedError (also ValueError) a session with tools on a model that cannot call them
+    │   └── VisionNotSupportedError (also ValueError) an image attached for a model that cannot see
     ├── TurnError
     │   ├── TurnAbortedError                        the turn was aborted (abort(), destroy, kernel interrupt)
     │   ├── TurnTimeoutError (also TimeoutError)    send_and_wait() gave up waiting; the turn goes on
@@ -42,6 +46,9 @@ provider boundary, once; nothing above catches them again.
 from __future__ import annotations
 
 __all__ = [
+    "AttachmentError",
+    "AttachmentNotFoundError",
+    "AttachmentTooLargeError",
     "AuthenticationError",
     "ClientStateError",
     "ConfigError",
@@ -71,6 +78,7 @@ __all__ = [
     "TurnAbortedError",
     "TurnError",
     "TurnTimeoutError",
+    "VisionNotSupportedError",
 ]
 
 
@@ -80,6 +88,25 @@ class CopilotError(Exception):
 
 class InvalidArgumentError(CopilotError, ValueError):
     """An argument has the right type but a value the API cannot accept."""
+
+
+class AttachmentError(InvalidArgumentError):
+    """An attachment cannot be sent: an unknown ``type``, bad base64, an unsupported kind of
+    file. Raised before the turn is queued; nothing is stored."""
+
+
+class AttachmentNotFoundError(AttachmentError, FileNotFoundError):
+    """A ``{"type": "file"}`` attachment names a path that is not a readable file."""
+
+
+class AttachmentTooLargeError(AttachmentError):
+    """An attachment is over the per-attachment cap (``max_attachment_bytes``); nothing was
+    stored."""
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 class InvalidArgumentTypeError(CopilotError, TypeError):
@@ -148,6 +175,11 @@ class ModelNotAvailableError(CopilotError):
 
 class ToolsNotSupportedError(ModelNotAvailableError, ValueError):
     """The session has tools but its model cannot call them; the message names models that can."""
+
+
+class VisionNotSupportedError(ModelNotAvailableError, ValueError):
+    """An image is attached but the session's model cannot read images; the message names
+    models that can. Raised before anything is stored or sent."""
 
 
 class TurnError(CopilotError):

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from .attachments import Attachment, resolve_attachments
 from .compaction import (
     KEEP_TURNS_NOW,
     SUMMARY_SHARE,
@@ -42,6 +43,7 @@ from .errors import (
     ToolRoundLimitError,
     TurnAbortedError,
     TurnTimeoutError,
+    VisionNotSupportedError,
 )
 from .events import Event, EventType, new_id
 from .providers.base import ChatMessage, ModelRequest, estimate_tokens
@@ -87,10 +89,14 @@ class _Turn:
     original_prompt: str | None = None
     #: the context the request was built with (``session.usage_info`` after the reply)
     context: dict[str, Any] | None = None
+    #: the prompt's attachments, checked and read (bytes included)
+    attachments: list[Attachment] = field(default_factory=list)
 
     def user_data(self) -> dict[str, Any]:
-        """The ``data`` of this turn's ``user.message`` event."""
+        """The ``data`` of this turn's ``user.message`` event (attachments by reference)."""
         data: dict[str, Any] = {"content": self.prompt}
+        if self.attachments:
+            data["attachments"] = [a.reference() for a in self.attachments]
         if self.original_prompt is not None:
             data["originalContent"] = self.original_prompt
         if self.replaces:
@@ -285,17 +291,44 @@ class SessionCore:
         replaces: str | None,
         metadata: dict[str, Any] | None,
         options: dict[str, Any],
+        attachments: list[Attachment] | None = None,
     ) -> str:
-        """Queue a turn and return its message id (the id its ``user.message`` will have)."""
+        """Queue a turn and return its message id (the id its ``user.message`` will have).
+
+        Raises :class:`VisionNotSupportedError` (nothing queued) for images on a model that
+        cannot read them."""
         self.check_open()
+        if attachments:
+            self._check_vision(attachments)
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_mark_retrieved)
         turn = _Turn(new_id(), prompt, replaces, metadata, options, future)
+        turn.attachments = list(attachments or ())
         self._results[turn.message_id] = future
         while len(self._results) > _KEEP_RESULTS:
             self._results.popitem(last=False)
         self._queue.put_nowait(turn)
         return turn.message_id
+
+    def _check_vision(self, attachments: list[Attachment]) -> None:
+        """Refuse images for a model that cannot see them, naming the models that can."""
+        images = [a.display_name for a in attachments if a.is_image]
+        if not images:
+            return
+        try:
+            route = self.services.router.resolve(self.model)
+        except CopilotError:
+            return  # the turn reports the missing model when it runs
+        if self.services.provider(route.provider).supports_images(route.name):
+            return
+        seeing = self.services.vision_models()
+        raise VisionNotSupportedError(
+            f"{route.model_id} cannot read images, and {', '.join(map(repr, images))} "
+            f"{'is an image' if len(images) == 1 else 'are images'}; nothing was sent. "
+            f"Use a model that can see ({', '.join(seeing[:8]) or 'none is usable now'}), "
+            f"e.g. session.set_model(...), or attach text instead",
+            model=route.model_id,
+        )
 
     async def wait_for(self, message_id: str, timeout: float | None) -> Event:
         """Wait for the final ``assistant.message`` of a turn sent by this session object."""
@@ -558,6 +591,10 @@ class SessionCore:
         return event
 
     def _abort_unstarted(self, turn: _Turn, reason: str) -> None:
+        try:  # every reference in the log has its bytes while the session exists
+            self._store_attachments(turn)
+        except CopilotError:
+            turn.attachments = []  # the session is gone or the store failed: no reference
         events = [
             Event(EventType.USER_MESSAGE, turn.user_data(), id=turn.message_id),
             Event(EventType.ABORT, {"messageId": turn.message_id, "reason": reason}),
@@ -645,6 +682,9 @@ class SessionCore:
                     provider, route.name, route.model_id, self.services.tool_models
                 )
         except CopilotError as error:
+            # the bytes first (a crash between leaves a reference the delete releases),
+            # then the prompt, whose handlers hear of it once it committed
+            self._store_attachments(turn)
             self.record([user], update=_count_prompt(turn.prompt))
             return error
         events = [user]
@@ -670,10 +710,18 @@ class SessionCore:
                     events.append(truncation)
             except CopilotError as error:
                 begun = error
+            self._store_attachments(turn)
             stored = store.append(self.session_id, events, update=_count_prompt(turn.prompt))
         for event in stored:
             self._emit(event)
         return begun
+
+    def _store_attachments(self, turn: _Turn) -> None:
+        """Store the bytes of the turn's attachments (once per content) with this session's
+        reference, in the transaction that stores the ``user.message`` naming them."""
+        if turn.attachments:
+            blobs = [(a.sha256, a.mime_type, a.data) for a in turn.attachments]
+            self.services.store.put_blobs(self.session_id, blobs)
 
     async def _stream(self, turn: _Turn, begun: _Begun) -> _Outcome:
         """Call the model under the retry policy; never raises, the outcome says how it ended.
@@ -853,7 +901,13 @@ class SessionCore:
             tail.drop(turn.replaces)
         counter = f"{route.provider}:{route.name}"
         built = tail.build(
-            turn.prompt, budget, lambda text: provider.count_tokens(route.name, text), counter
+            turn.prompt,
+            budget,
+            lambda text: provider.count_tokens(route.name, text),
+            counter,
+            attachments=turn.attachments,
+            load=self.services.store.get_blob,
+            images=provider.supports_images(route.name),
         )
         tail.forget_before(window, counter)
         system = tail.system_message
@@ -1038,6 +1092,18 @@ def _prompt_of(prompt: str | Mapping[str, Any] | None, kwargs: dict[str, Any]) -
     return validate_prompt(prompt)
 
 
+def _with(options: dict[str, Any], attachments: Any) -> dict[str, Any]:
+    """The send options with ``attachments`` among them (where the dict form puts them)."""
+    if attachments is not None:
+        options["attachments"] = attachments
+    return options
+
+
+def _attachments_of(options: dict[str, Any], max_bytes: int) -> list[Attachment]:
+    """Take ``attachments`` out of the send options, checked and read (before queuing)."""
+    return resolve_attachments(options.pop("attachments", None), max_bytes)
+
+
 class _SessionFace:
     """What both faces share: identity, handlers, and a repr without secrets."""
 
@@ -1077,10 +1143,11 @@ class _SessionFace:
         options: dict[str, Any],
     ) -> str:
         text = _prompt_of(prompt, options)
+        attached = _attachments_of(options, self._core.services.max_attachment_bytes)
         replaces, metadata, options = validate_send(replaces, metadata, options)
         meta = validate_metadata(metadata)
         self._core.check_open()
-        return self._runner.call(self._core.submit, text, replaces, meta, options)
+        return self._runner.call(self._core.submit, text, replaces, meta, options, attached)
 
     async def _asubmit(
         self,
@@ -1105,6 +1172,7 @@ class Session(_SessionFace):
         self,
         prompt: Any = None,
         *,
+        attachments: list[Mapping[str, Any]] | None = None,
         replaces: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         **options: Any,
@@ -1117,14 +1185,23 @@ class Session(_SessionFace):
         supersedes (a re-run notebook cell):
         that exchange leaves the model context, and stays in the log. ``metadata`` (JSON
         values) is stored with the prompt, never sent to the model.
+
+        ``attachments`` take the Copilot SDK's shapes: ``{"type": "file", "path": ...}`` and
+        ``{"type": "blob", "data": <base64>, "mimeType": ..., "displayName": ...}``; images
+        (png, jpeg, gif, webp) go to models that can see, UTF-8 text inline under a header
+        naming the file. They are checked before the turn is queued
+        (:class:`~copilot.errors.AttachmentError` and its subclasses, or
+        :class:`~copilot.errors.VisionNotSupportedError`; nothing stored) and their bytes
+        are stored once per content, referenced by the ``user.message`` event.
         """
-        return self._submit(prompt, replaces, metadata, options)
+        return self._submit(prompt, replaces, metadata, _with(options, attachments))
 
     def send_and_wait(
         self,
         prompt: Any = None,
         *,
         timeout: float | None = None,
+        attachments: list[Mapping[str, Any]] | None = None,
         replaces: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         **options: Any,
@@ -1137,7 +1214,7 @@ class Session(_SessionFace):
         aborts the turn; the partial reply is kept in an ``abort`` event.
         """
         validate_option("timeout", timeout)
-        message_id = self._submit(prompt, replaces, metadata, options)
+        message_id = self._submit(prompt, replaces, metadata, _with(options, attachments))
         try:
             return self._runner.run(self._core.wait_for(message_id, timeout))
         except KeyboardInterrupt:
@@ -1232,25 +1309,27 @@ class AsyncSession(_SessionFace):
         self,
         prompt: Any = None,
         *,
+        attachments: list[Mapping[str, Any]] | None = None,
         replaces: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> str:
         """Queue ``prompt`` and return its message id; see :meth:`Session.send`."""
-        return await self._asubmit(prompt, replaces, metadata, options)
+        return await self._asubmit(prompt, replaces, metadata, _with(options, attachments))
 
     async def send_and_wait(
         self,
         prompt: Any = None,
         *,
         timeout: float | None = None,
+        attachments: list[Mapping[str, Any]] | None = None,
         replaces: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Event:
         """Send ``prompt`` and await its final ``assistant.message``; see :meth:`Session.send_and_wait`."""
         validate_option("timeout", timeout)
-        message_id = await self._asubmit(prompt, replaces, metadata, options)
+        message_id = await self._asubmit(prompt, replaces, metadata, _with(options, attachments))
         try:
             return await self._runner.arun(self._core.wait_for(message_id, timeout))
         except asyncio.CancelledError:

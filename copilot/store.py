@@ -49,6 +49,7 @@ public methods.
 
 from __future__ import annotations
 
+import base64
 import functools
 import gc
 import json
@@ -665,6 +666,7 @@ class EventStore:
             self._cache.delete(_recent_key(record.get("modifiedTime"), session_id))
             self._search.remove_session(session_id)
             events = self._count_events(session_id)
+            self._release_blobs(session_id)
             self._cache.evict(session_id)
             return events
 
@@ -721,6 +723,7 @@ class EventStore:
             self._put_session(record, None)
             self._set(f"h/{new_id}", {"seq": 0, "last": None, "open": {}})
             self.append(new_id, copies)
+            self._share_blobs(source_id, new_id)
             return self._require(new_id)
 
     @_boundary("renaming a session")
@@ -743,10 +746,70 @@ class EventStore:
             self._cache.delete(f"h/{old_id}")
             self._cache.evict(old_id)  # the old event keys (tagged with the old id)
             self._search.remove_session(old_id)
+            for sha256 in self._session_blobs(old_id):  # its attachments' references move
+                self._cache.delete(f"sblob/{old_id}/{sha256}")
+                self._cache.delete(f"blobref/{sha256}/{old_id}")
+                self._set(f"blobref/{sha256}/{new_id}", 1)
+                self._set(f"sblob/{new_id}/{sha256}", 1)
             renamed = {**record, "sessionId": new_id}
             self._search.add(new_id, events, renamed)
             self._put_session(renamed, None)
             return renamed
+
+    # -- attachments: bytes once per content, counted references per session -----------------
+    #
+    #   blob/<sha256>                 {"mimeType", "size", "data": base64}: the bytes, once
+    #   blobref/<sha256>/<session_id>  a session that references them (the reference count is
+    #                                  the number of these keys)
+    #   sblob/<session_id>/<sha256>    the same pair by session, so a delete finds its blobs
+
+    @_boundary("storing an attachment")
+    def put_blobs(self, session_id: str, blobs: Iterable[tuple[str, str, bytes]]) -> None:
+        """Store ``(sha256, mimeType, data)`` attachments for ``session_id``: bytes already
+        stored (by any session) are not written again; the session's reference is added."""
+        with self._cache.transact(retry=True):
+            self._require(session_id)
+            for sha256, mime_type, data in blobs:
+                if self._cache.get(f"blob/{sha256}") is None:
+                    encoded = base64.b64encode(data).decode("ascii")
+                    self._set(
+                        f"blob/{sha256}",
+                        {"mimeType": mime_type, "size": len(data), "data": encoded},
+                    )
+                self._set(f"blobref/{sha256}/{session_id}", 1)
+                self._set(f"sblob/{session_id}/{sha256}", 1)
+
+    @_boundary("reading an attachment")
+    def get_blob(self, sha256: str) -> bytes | None:
+        """The bytes stored under ``sha256`` (None: not stored)."""
+        record = self._get(f"blob/{sha256}")
+        if not isinstance(record, dict) or not isinstance(record.get("data"), str):
+            return None
+        return base64.b64decode(record["data"])
+
+    def blob_refs(self, sha256: str) -> list[str]:
+        """The sessions that reference the attachment ``sha256``."""
+        prefix = f"blobref/{sha256}/"
+        return [key[len(prefix) :] for key, _ in self._rows(prefix, prefix + "\uffff")]
+
+    def _session_blobs(self, session_id: str) -> list[str]:
+        prefix = f"sblob/{session_id}/"
+        return [key[len(prefix) :] for key, _ in self._rows(prefix, prefix + "\uffff")]
+
+    def _release_blobs(self, session_id: str) -> None:
+        """Drop ``session_id``'s references; bytes no session references are removed.
+        Called inside delete_session's transaction."""
+        for sha256 in self._session_blobs(session_id):
+            self._cache.delete(f"sblob/{session_id}/{sha256}")
+            self._cache.delete(f"blobref/{sha256}/{session_id}")
+            if not self.blob_refs(sha256):
+                self._cache.delete(f"blob/{sha256}")
+
+    def _share_blobs(self, source_id: str, new_id: str) -> None:
+        """Give a fork the source's attachment references (inside fork_session's transaction)."""
+        for sha256 in self._session_blobs(source_id):
+            self._set(f"blobref/{sha256}/{new_id}", 1)
+            self._set(f"sblob/{new_id}/{sha256}", 1)
 
     # -- events ------------------------------------------------------------------------------
 

@@ -76,14 +76,20 @@ ROW_LEVEL_SECURITY = """
 ALTER TABLE copilot_sessions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE copilot_events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE copilot_search ENABLE ROW LEVEL SECURITY;
+ALTER TABLE copilot_blobs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE copilot_blob_refs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY copilot_owner ON copilot_sessions
     USING (owner = current_user) WITH CHECK (owner = current_user);
 CREATE POLICY copilot_owner ON copilot_events
     USING (owner = current_user) WITH CHECK (owner = current_user);
 CREATE POLICY copilot_owner ON copilot_search
     USING (owner = current_user) WITH CHECK (owner = current_user);
-GRANT SELECT, INSERT, UPDATE, DELETE ON copilot_sessions, copilot_events, copilot_search
-    TO PUBLIC;
+CREATE POLICY copilot_owner ON copilot_blobs
+    USING (owner = current_user) WITH CHECK (owner = current_user);
+CREATE POLICY copilot_owner ON copilot_blob_refs
+    USING (owner = current_user) WITH CHECK (owner = current_user);
+GRANT SELECT, INSERT, UPDATE, DELETE ON copilot_sessions, copilot_events, copilot_search,
+    copilot_blobs, copilot_blob_refs TO PUBLIC;
 GRANT SELECT ON copilot_schema TO PUBLIC;
 """
 
@@ -386,6 +392,7 @@ class PostgresStore:
             cursor.execute(f"DELETE FROM copilot_events WHERE {_SESSION}", (self.owner, session_id))
             removed = cursor.rowcount
             cursor.execute(f"DELETE FROM copilot_search WHERE {_SESSION}", (self.owner, session_id))
+            self._release_blobs(cursor, session_id)
             self._notify(cursor, session_id, 0)
         return removed
 
@@ -412,6 +419,7 @@ class PostgresStore:
             record = {**metadata, **copied_counts(copies)}
             self.create_session(record)
             self.append(new_id, copies, update=lambda meta: meta.update(record))
+            self._share_blobs(cursor, source_id, new_id)
         return self.get_session(new_id) or record
 
     def rename_session(self, old_id: str, new_id: str) -> dict[str, Any]:
@@ -436,9 +444,98 @@ class PostgresStore:
                 f"UPDATE copilot_events SET session_id = %s WHERE {_SESSION}",
                 (new_id, self.owner, old_id),
             )
+            cursor.execute(
+                f"UPDATE copilot_blob_refs SET session_id = %s WHERE {_SESSION}",
+                (new_id, self.owner, old_id),
+            )
             cursor.execute(f"DELETE FROM copilot_sessions WHERE {_SESSION}", (self.owner, old_id))
             self._notify(cursor, old_id, 0)
         return _metadata(new_id, row[0])
+
+    # -- attachments: bytes once per (owner, sha256), one reference row per session ----------
+
+    def put_blobs(self, session_id: str, blobs: Iterable[tuple[str, str, bytes]]) -> None:
+        """Store ``(sha256, mimeType, data)`` attachments for ``session_id``; bytes already
+        stored for this owner are not sent again. The blob's row is locked (or inserted)
+        before the reference is added, so a concurrent delete of the last other reference
+        cannot remove it under this one."""
+        with self._cursor(session_id, write=True) as cursor:
+            cursor.execute(
+                f"SELECT 1 FROM copilot_sessions WHERE {_SESSION}", (self.owner, session_id)
+            )
+            if cursor.fetchone() is None:
+                raise SessionNotFoundError(session_id)
+            for sha256, mime_type, data in blobs:
+                while True:
+                    cursor.execute(
+                        "SELECT 1 FROM copilot_blobs WHERE owner = %s AND sha256 = %s FOR UPDATE",
+                        (self.owner, sha256),
+                    )
+                    if cursor.fetchone() is not None:
+                        break
+                    cursor.execute(
+                        "INSERT INTO copilot_blobs (owner, sha256, mime_type, size, data) "
+                        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+                        (self.owner, sha256, mime_type, len(data), data),
+                    )
+                    if cursor.fetchone() is not None:
+                        break
+                cursor.execute(
+                    "INSERT INTO copilot_blob_refs (owner, session_id, sha256) "
+                    "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                    (self.owner, session_id, sha256),
+                )
+
+    def get_blob(self, sha256: str) -> bytes | None:
+        """The bytes stored under ``sha256`` for this owner (None: not stored)."""
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT data FROM copilot_blobs WHERE owner = %s AND sha256 = %s",
+                (self.owner, sha256),
+            )
+            row = cursor.fetchone()
+        return None if row is None else bytes(row[0])
+
+    def blob_refs(self, sha256: str) -> list[str]:
+        """The sessions (of this owner) that reference the attachment ``sha256``."""
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT session_id FROM copilot_blob_refs WHERE owner = %s AND sha256 = %s "
+                "ORDER BY session_id",
+                (self.owner, sha256),
+            )
+            return [row[0] for row in cursor.fetchall()]
+
+    def _release_blobs(self, cursor: Any, session_id: str) -> None:
+        """Drop ``session_id``'s references and the bytes no reference is left for (inside
+        delete_session's transaction; the blobs' rows are locked first, then checked by a
+        new statement that sees every reference committed meanwhile)."""
+        cursor.execute(
+            f"DELETE FROM copilot_blob_refs WHERE {_SESSION} RETURNING sha256",
+            (self.owner, session_id),
+        )
+        released = sorted({row[0] for row in cursor.fetchall()})
+        if not released:
+            return
+        cursor.execute(
+            "SELECT 1 FROM copilot_blobs WHERE owner = %s AND sha256 = ANY(%s) ORDER BY sha256 "
+            "FOR UPDATE",
+            (self.owner, released),
+        )
+        cursor.execute(
+            "DELETE FROM copilot_blobs b WHERE b.owner = %s AND b.sha256 = ANY(%s) AND NOT "
+            "EXISTS (SELECT 1 FROM copilot_blob_refs r WHERE r.owner = b.owner AND "
+            "r.sha256 = b.sha256)",
+            (self.owner, released),
+        )
+
+    def _share_blobs(self, cursor: Any, source_id: str, new_id: str) -> None:
+        """Give a fork the source's references (inside fork_session's transaction)."""
+        cursor.execute(
+            "INSERT INTO copilot_blob_refs (owner, session_id, sha256) SELECT owner, %s, sha256 "
+            f"FROM copilot_blob_refs WHERE {_SESSION} ON CONFLICT DO NOTHING",
+            (new_id, self.owner, source_id),
+        )
 
     # -- events ------------------------------------------------------------------------------
 

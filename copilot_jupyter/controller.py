@@ -31,6 +31,7 @@ Example (no widgets)::
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import threading
@@ -40,6 +41,7 @@ from typing import Any
 from traitlets import Bool, Dict, Enum, HasTraits, Instance, List, Tuple, Unicode
 
 from copilot import ClientState, CopilotClient, CopilotError, Session
+from copilot.attachments import resolve_attachments
 from copilot.errors import InvalidArgumentError, SessionError
 from copilot.store_base import ChangeFeed
 from copilot.validation import validate_session_id
@@ -144,6 +146,9 @@ class PanelController(HasTraits):
     search_query = Unicode("")
     search_hits = List(Dict())
     search_summary = Unicode("")
+    #: files attached for the next prompt (``send(attachments=...)`` dicts, checked when
+    #: attached); sent with it, then cleared
+    attachments = List(Dict())
 
     #: the shown session has the notebook tools on in this kernel (the "Notebook tools" toggle)
     notebook_tools = Bool(False)
@@ -358,7 +363,7 @@ class PanelController(HasTraits):
             feed = None
             if session_id is not None:
                 session = self.state.open_session(session_id, create=False)
-                feed = SessionFeed(session, self._feed_changed)
+                feed = SessionFeed(session, self._feed_changed, self.state.client.get_attachment)
             with self._lock:
                 old, self._feed = self._feed, feed
                 self.pending_delete = None
@@ -529,6 +534,28 @@ class PanelController(HasTraits):
 
     # -- prompts -----------------------------------------------------------------------------
 
+    def attach(self, name: str, data: bytes, mime_type: str = "") -> None:
+        """Attach a file (an upload's name, bytes and browser type) to the next prompt.
+
+        Checked at once (kind, size cap): a typed :class:`~copilot.errors.AttachmentError`
+        names the problem and nothing is attached."""
+        item = {
+            "type": "blob",
+            "data": base64.b64encode(bytes(data)).decode("ascii"),
+            "mimeType": mime_type or "application/octet-stream",
+            "displayName": name,
+        }
+        resolve_attachments([item], self.client.max_attachment_bytes)
+        with self._lock:
+            self.attachments = [*self.attachments, item]
+            names = ", ".join(a["displayName"] for a in self.attachments)
+            self.say("info", f"📎 attached for the next prompt: {names}")
+
+    def clear_attachments(self) -> None:
+        """Drop the files attached for the next prompt."""
+        with self._lock:
+            self.attachments = []
+
     def send(self, prompt: str) -> str | list[str]:
         """Send ``prompt`` to the shown session (creating one if none), or compare it.
 
@@ -556,7 +583,8 @@ class PanelController(HasTraits):
                 self.new_session()
             feed = self._feed
             assert feed is not None
-            message_id = feed.session.send(prompt)
+            message_id = feed.session.send(prompt, attachments=list(self.attachments) or None)
+            self.attachments = []
             feed.expect(message_id)  # busy now, unless the reply has already come
             self._render_main()
             return message_id
@@ -596,7 +624,9 @@ class PanelController(HasTraits):
                 feed = by_id.pop(session_id, None)
                 if feed is None:
                     session = self.state.open_session(session_id, model=model, create=True)
-                    feed = SessionFeed(session, self._feed_changed)
+                    feed = SessionFeed(
+                        session, self._feed_changed, self.state.client.get_attachment
+                    )
                 if feed.session.model != model and not feed.busy:
                     feed.session.set_model(model)
                 feeds.append(feed)
@@ -607,8 +637,10 @@ class PanelController(HasTraits):
                 feed.close()
             with self._lock:
                 self.say("busy", f"Comparing {', '.join(wanted)}…")
+            attached = list(self.attachments) or None
             for feed in feeds:
-                feed.expect(feed.session.send(prompt))
+                feed.expect(feed.session.send(prompt, attachments=attached))
+            self.attachments = []
             self._render_columns()
             self.refresh_sessions()
             return [feed.session_id for feed in feeds]

@@ -71,10 +71,12 @@ class SessionFeed:
         self,
         session: Session,
         on_change: Callable[[SessionFeed, bool], None] = lambda f, live: None,
+        load_blob: Callable[[str], bytes | None] | None = None,
     ) -> None:
         self.session = session
         self.session_id = session.session_id
-        self.transcript = Transcript()
+        # load_blob (client.get_attachment): prompts' small images show as thumbnails
+        self.transcript = Transcript(load_blob=load_blob)
         self.history = self.transcript.history
         #: the stored events applied, oldest first
         self.events: list[Event] = []

@@ -103,6 +103,7 @@ from .display import (
     stream_turn,
 )
 from .export import EXPORT_FORMATS, export_session, to_markdown
+from .figures import FigureLog, attachment_for
 from .formatting import time_ago
 from .interpolate import interpolate
 from .state import CopilotState, ToolSetting, get_state, reset_state
@@ -215,6 +216,13 @@ def _cell_parser() -> _Parser:
         parser.add_argument(*arg.flags, **arg.options)
     parser.add_argument("-f", "--format", choices=FORMATS, help="how to show the reply")
     parser.add_argument("--new", action="store_true", help="fail if the session exists")
+    parser.add_argument(
+        "-a",
+        "--attach",
+        action="append",
+        metavar="SPEC",
+        help="attach a file (a path), cell n's image (Out[n]) or the last figure (fig); repeatable",
+    )
     for flag, keyword, options in _GENERATION:
         parser.add_argument(flag, dest=keyword, help=_GENERATION_HELP[keyword], **options)
     _add_tool_options(parser)
@@ -438,6 +446,8 @@ class CopilotMagics(Magics):
         #: the errors of this kernel's cells, recorded by a post_run_cell observer (see
         #: load_ipython_extension) for {Err}, {Err[n]}, %copilot fix and %copilot explain
         self.errors = CellErrors(shell)
+        #: the images this kernel's cells displayed, for -a fig / -a Out[n] (see figures.py)
+        self.figures = FigureLog(shell)
         self._cell_parser = _cell_parser()
         self._parser = _command_parser()
 
@@ -549,7 +559,7 @@ class CopilotMagics(Magics):
             timeout=self.timeout or None,
             show_footer=self.show_footer,
             on_sent=remember,
-            options=_generation_options(args),
+            options={**_generation_options(args), **self._attachments(args)},
             live_limit=self.live_limit,
             output_limit=self.output_limit,
             large_prompt=self.large_prompt,
@@ -615,6 +625,15 @@ class CopilotMagics(Magics):
             name, args.switch == "on", allow_run_code=args.allow_run_code
         )
         print(_describe_tools(name, setting))
+
+    def _attachments(self, args: argparse.Namespace) -> dict[str, Any]:
+        """``attachments=`` for send() from the ``-a`` specs (none: no keyword at all)."""
+        specs = getattr(args, "attach", None)
+        if not specs:
+            return {}
+        history = self.shell.history_manager
+        outputs = history.output_hist if history else {}
+        return {"attachments": [attachment_for(spec, self.figures, outputs) for spec in specs]}
 
     def _session_for_prompt(self, name: str, args: argparse.Namespace) -> Session:
         client = self.state.client
@@ -917,7 +936,14 @@ class CopilotMagics(Magics):
     def _cmd_export(self, args: argparse.Namespace) -> None:
         events = self._stored_events(args.name)
         metadata = self.state.client.get_session_metadata(args.name) or {}
-        path = export_session(args.name, events, args.path, metadata, create_folders=args.mkdir)
+        path = export_session(
+            args.name,
+            events,
+            args.path,
+            metadata,
+            create_folders=args.mkdir,
+            load_blob=self.state.client.get_attachment,
+        )
         print(f"exported session {args.name} to {path}")
 
     @_command(
@@ -1133,6 +1159,8 @@ def load_ipython_extension(ipython: InteractiveShell) -> None:
         ipython.input_transformers_cleanup.append(_keep_empty_body)
     # observe (never replace) how cells end: {Err}, {Err[n]}, %copilot fix and explain
     ipython.events.register("post_run_cell", magics.errors.observe)
+    # observe (never replace) what cells display: -a fig and -a Out[n]
+    magics.figures.attach()
 
 
 def unload_ipython_extension(ipython: InteractiveShell) -> None:
@@ -1145,6 +1173,7 @@ def unload_ipython_extension(ipython: InteractiveShell) -> None:
         observe = instance.errors.observe
         if observe in ipython.events.callbacks["post_run_cell"]:
             ipython.events.unregister("post_run_cell", observe)
+        instance.figures.detach()
     for kind in ("line", "cell"):
         manager.magics[kind].pop("copilot", None)
     if instance is not None and instance in ipython.configurables:

@@ -351,10 +351,16 @@ class SessionPanel(w.VBox):
         )
         self.send_button.on_click(self._on_send)
         self.stop_button.on_click(self._on_stop)
+        # attach files to the next prompt (images for models that see, text inline)
+        self.upload = w.FileUpload(
+            multiple=True, description="Attach", layout=w.Layout(width="auto")
+        )
+        self.upload.add_class("copilot-attach")
+        self.upload.observe(self._on_upload, "value")
         self.status = w.HTML(layout=w.Layout(flex="1 1 auto", margin="0 0 0 8px", min_width="0"))
         self.status.add_class("copilot-status")
         actions = w.HBox(
-            (self.send_button, self.stop_button, self.status),
+            (self.send_button, self.stop_button, self.upload, self.status),
             layout=w.Layout(align_items="center", width="auto"),
         )
         return w.VBox((self.prompt, actions), layout=w.Layout(width="auto"))
@@ -593,6 +599,22 @@ class SessionPanel(w.VBox):
             )
             return
         self._send_prompt(None)
+
+    def _on_upload(self, change: Any) -> None:
+        """Files chosen in Attach: each is checked and attached to the next prompt; the
+        widget is emptied so the same file can be chosen again."""
+        files = change["new"]
+        if not files:
+            return
+        for file in files:
+            self._act(
+                None,
+                self.controller.attach,
+                file["name"],
+                bytes(file["content"]),
+                file.get("type", ""),
+            )
+        self.upload.value = ()
 
     def _on_stop(self, button: w.Button) -> None:
         self._act(button, self.controller.stop)

@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -59,10 +60,43 @@ def _body(text: str) -> str:
     )
 
 
-def _user(exchange: Exchange) -> str:
+#: the largest image shown as a thumbnail in the transcript (a larger one is a named chip:
+#: the transcript's HTML is resent to the browser when it changes)
+THUMB_MAX_BYTES = 2**20
+
+#: reads an attachment's bytes by sha256 (``client.get_attachment``); None: not stored
+BlobLoader = Callable[[str], "bytes | None"]
+
+
+def _attachment(reference: Any, load_blob: BlobLoader | None) -> str:
+    """One attachment of a prompt: a thumbnail (a small stored image), else a named chip."""
+    if not isinstance(reference, dict):
+        return ""
+    name = _text(reference.get("displayName", "attachment"))
+    size = reference.get("size")
+    mime = str(reference.get("mimeType", ""))
+    if (
+        load_blob is not None
+        and reference.get("type") == "image"
+        and isinstance(size, int)
+        and size <= THUMB_MAX_BYTES
+    ):
+        data = load_blob(str(reference.get("sha256", "")))
+        if data is not None:
+            uri = f"data:{_text(mime)};base64,{base64.b64encode(data).decode('ascii')}"
+            return f'<img class="cj-thumb" src="{uri}" alt="{name}" title="{name}">'
+    what = f" · {format_count(size, 'byte')}" if isinstance(size, int) else ""
+    return f'<span class="cj-chip">📎 {name}{what}</span>'
+
+
+def _user(exchange: Exchange, load_blob: BlobLoader | None = None) -> str:
+    attached = ""
+    if exchange.attachments:
+        items = "".join(_attachment(r, load_blob) for r in exchange.attachments)
+        attached = f'<div class="cj-attachments">{items}</div>'
     return (
         f'<div class="cj-msg cj-user"><div class="cj-role">You</div>'
-        f'<div class="cj-body">{_body(exchange.prompt)}</div></div>'
+        f'<div class="cj-body">{_body(exchange.prompt)}</div>{attached}</div>'
     )
 
 
@@ -129,19 +163,31 @@ _NOTES: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-def render_entry(entry: Exchange | Note) -> str:
-    """One history entry as HTML: an exchange's prompt and outcome, or a note."""
+def render_entry(entry: Exchange | Note, load_blob: BlobLoader | None = None) -> str:
+    """One history entry as HTML: an exchange's prompt (with its attachments: thumbnails when
+    ``load_blob`` reads them) and outcome, or a note."""
     if isinstance(entry, Note):
         render = _NOTES.get(entry.type)
         return render(entry.data) if render else ""
-    return _user(entry) + tool_blocks_html(entry.tool_calls) + _OUTCOMES[entry.status](entry)
+    return (
+        _user(entry, load_blob)
+        + tool_blocks_html(entry.tool_calls)
+        + _OUTCOMES[entry.status](entry)
+    )
 
 
 class Transcript:
     """A session's history with each entry's HTML, re-rendered only when the entry changes."""
 
-    def __init__(self, events: Iterable[Event] = (), *, history: History | None = None) -> None:
+    def __init__(
+        self,
+        events: Iterable[Event] = (),
+        *,
+        history: History | None = None,
+        load_blob: BlobLoader | None = None,
+    ) -> None:
         self.history = history if history is not None else History()
+        self.load_blob = load_blob
         self._html: dict[int, str] = {}
         self.fold(events)
 
@@ -157,7 +203,7 @@ class Transcript:
     def refresh(self, entries: Iterable[Exchange | Note]) -> None:
         """Re-render ``entries`` (changed by events applied to the history directly)."""
         for entry in entries:
-            self._html[id(entry)] = render_entry(entry)
+            self._html[id(entry)] = render_entry(entry, self.load_blob)
 
     def html(self, empty: str = "") -> str:
         """The whole transcript as HTML (``empty`` if it has no messages yet)."""
@@ -169,7 +215,7 @@ class Transcript:
         for entry in entries:
             key = id(entry)
             if key not in self._html:
-                self._html[key] = render_entry(entry)
+                self._html[key] = render_entry(entry, self.load_blob)
             parts.append(self._html[key])
         if len(self._html) > len(entries):  # entries dropped (replaced): forget their HTML
             keep = {id(entry) for entry in entries}

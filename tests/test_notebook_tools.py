@@ -26,6 +26,14 @@ def shell():
 @pytest.fixture
 def ip(shell, monkeypatch):
     monkeypatch.setenv("MY_SERVICE_API_KEY", SECRET)
+    # the shell is shared with other test files, which leave their variables in it: set them
+    # aside, so list_variables sees exactly this test's (its output is size-capped)
+    hidden = shell.user_ns_hidden
+    others = {
+        name: shell.user_ns.pop(name)
+        for name in list(shell.user_ns)
+        if not name.startswith("_") and name not in hidden
+    }
     shell.run_cell("import pandas as pd", store_history=True)
     shell.run_cell(
         "df = pd.DataFrame({'city': ['Paris', 'Oslo', 'Rome'], 'temp': [21.5, 9.0, 25.25]})",
@@ -35,6 +43,7 @@ def ip(shell, monkeypatch):
     yield shell
     for name in ("df", "numbers", "my_api_key", "made_by_tool"):
         shell.user_ns.pop(name, None)
+    shell.user_ns.update(others)
 
 
 def call(ip, name, arguments=None, *, allow_run_code=False, permission=None, max_chars=4000):

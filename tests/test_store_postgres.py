@@ -350,7 +350,14 @@ def test_schema_keys_every_table_by_owner_and_session_with_nothing_spanning_sess
                 "'public'::regnamespace ORDER BY relname"
             )
         ]
-        assert tables == ["copilot_events", "copilot_schema", "copilot_search", "copilot_sessions"]
+        assert tables == [
+            "copilot_blob_refs",
+            "copilot_blobs",
+            "copilot_events",
+            "copilot_schema",
+            "copilot_search",
+            "copilot_sessions",
+        ]
         for table in tables:
             key = [
                 r[0]
@@ -364,6 +371,8 @@ def test_schema_keys_every_table_by_owner_and_session_with_nothing_spanning_sess
             ]
             if table == "copilot_schema":  # the version table: a Citus reference table
                 assert key == ["version"]
+            elif table == "copilot_blobs":  # an owner's attachments, shared by its sessions
+                assert key == ["owner", "sha256"]
             else:
                 assert key[:2] == ["owner", "session_id"], (table, key)
             # Every other unique index leads with the same key (Citus needs the distribution
@@ -375,7 +384,10 @@ def test_schema_keys_every_table_by_owner_and_session_with_nothing_spanning_sess
                 "WHERE i.indrelid = %s::regclass AND i.indisunique GROUP BY i.indexrelid",
                 (table,),
             ):
-                assert table == "copilot_schema" or columns[:2] == ["owner", "session_id"]
+                assert table in ("copilot_schema", "copilot_blobs") or columns[:2] == [
+                    "owner",
+                    "session_id",
+                ]
         assert (
             conn.execute("SELECT count(*) FROM pg_constraint WHERE contype = 'f'").fetchone()[0]
             == 0
@@ -390,9 +402,15 @@ def test_schema_keys_every_table_by_owner_and_session_with_nothing_spanning_sess
         )
         json_types = conn.execute(
             "SELECT DISTINCT data_type FROM information_schema.columns WHERE table_name "
-            "LIKE 'copilot_%%' AND data_type IN ('json', 'jsonb', 'bytea')"
+            "LIKE 'copilot_%%' AND data_type IN ('json', 'jsonb', 'bytea') ORDER BY 1"
         ).fetchall()
-        assert json_types == [("jsonb",)]
+        assert json_types == [("bytea",), ("jsonb",)]
+        # bytes only for attachments' bytes (issue 14): never JSON stored as bytes
+        bytea = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_name "
+            "LIKE 'copilot_%%' AND data_type = 'bytea'"
+        ).fetchall()
+        assert bytea == [("copilot_blobs", "data")]
 
 
 def test_migrations_run_once_and_a_newer_schema_is_a_typed_error(pg_url: str) -> None:
@@ -532,7 +550,7 @@ def test_a_store_from_before_search_is_migrated_and_indexed_on_first_search(pg_u
         old.close()
     assert len(before) == 2
     with _connect(pg_url) as conn:  # back to schema 1: as a version without search left it
-        conn.execute("DROP TABLE copilot_search")
+        conn.execute("DROP TABLE copilot_search, copilot_blobs, copilot_blob_refs")
         conn.execute("ALTER TABLE copilot_sessions DROP COLUMN unindexed")
         conn.execute("DELETE FROM copilot_schema WHERE version > 1")
     store = PostgresStore(pg_url, owner="a")
@@ -606,7 +624,7 @@ def test_migrating_a_database_under_row_level_security_secures_the_search_table(
 
     PostgresStore(pg_url, owner="setup").close()
     with _connect(pg_url) as conn:  # schema 1, secured as ROW_LEVEL_SECURITY read before search
-        conn.execute("DROP TABLE copilot_search")
+        conn.execute("DROP TABLE copilot_search, copilot_blobs, copilot_blob_refs")
         conn.execute("ALTER TABLE copilot_sessions DROP COLUMN unindexed")
         conn.execute("DELETE FROM copilot_schema WHERE version > 1")
         for table in ("copilot_sessions", "copilot_events"):

@@ -56,6 +56,7 @@ deadline, error translation, key scrubbing):
 
 from __future__ import annotations
 
+import base64
 import importlib
 import inspect
 import json
@@ -133,6 +134,21 @@ def _anthropic_content(message: ChatMessage) -> tuple[str, str | list[dict[str, 
                 {"type": "tool_use", "id": call.id, "name": call.name, "input": _input(call)}
             )
         return "assistant", blocks
+    if message.attachments:
+        parts: list[dict[str, Any]] = [
+            {
+                "type": "image",
+                "source": {
+                    "type": "base64",
+                    "media_type": a.mime_type,
+                    "data": base64.b64encode(a.data).decode("ascii"),
+                },
+            }
+            for a in message.attachments
+        ]
+        if message.content.strip():
+            parts.append({"type": "text", "text": message.content})
+        return message.role, parts
     return message.role, (message.content if message.content.strip() else None)
 
 
@@ -179,6 +195,12 @@ class AnthropicProvider(_SDKProvider):
 
     def known_context_windows(self) -> dict[str, int]:
         return dict(CLAUDE_CONTEXT_WINDOWS)
+
+    def supports_images(self, model: str) -> bool:
+        """Every Claude model reads images; the ``vision`` setting overrides."""
+        if "vision" in self.settings:
+            return bool(self.settings["vision"])
+        return model.startswith("claude")
 
     def models(self) -> list[str]:
         """The model names the installed SDK knows, without those it marks deprecated."""

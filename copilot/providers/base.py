@@ -26,7 +26,10 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from ..attachments import Attachment
 
 __all__ = [
     "Availability",
@@ -75,12 +78,17 @@ class ChatMessage:
     An assistant message may carry the ``tool_calls`` it made (its ``content`` is then the text
     it wrote before them, often empty); a ``role="tool"`` message is the result of the call
     named by ``tool_call_id``, its ``content`` the text the model is shown.
+
+    A user message may carry image ``attachments`` (:class:`copilot.attachments.Attachment`,
+    bytes included); each provider writes them as its image parts. Text attachments are
+    already in ``content``.
     """
 
     role: Role
     content: str
     tool_calls: tuple[ToolCallRequest, ...] = ()
     tool_call_id: str | None = None
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +191,10 @@ class Provider(ABC):
 
     def supports_tools(self, model: str) -> bool:
         """Whether ``model`` can call tools through this provider (default: no)."""
+        return False
+
+    def supports_images(self, model: str) -> bool:
+        """Whether ``model`` reads image attachments through this provider (default: no)."""
         return False
 
     def count_tokens(self, model: str, text: str) -> int:

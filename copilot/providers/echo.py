@@ -58,6 +58,10 @@ class EchoProvider(Provider):
     def supports_tools(self, model: str) -> bool:
         return True
 
+    def supports_images(self, model: str) -> bool:
+        """Echo "sees" images: it describes them by name, size and hash (for demos)."""
+        return True
+
     def enqueue(self, *replies: str | BaseException | Completion) -> None:
         """Queue replies (text, or a ``Completion`` that may call tools) or exceptions to
         raise, consumed one per request, in order."""
@@ -89,8 +93,14 @@ class EchoProvider(Provider):
             results.append(message.content)
         if results:
             return "\n".join(reversed(results))
-        last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        return f"echo: {last_user}"
+        last = next((m for m in reversed(request.messages) if m.role == "user"), None)
+        if last is None:
+            return "echo: "
+        seen = "".join(
+            f"\n[image {a.display_name}: {a.mime_type}, {a.size} bytes, sha256 {a.sha256[:12]}]"
+            for a in last.attachments
+        )
+        return f"echo: {last.content}{seen}"
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
         self.requests.append(request)

@@ -80,6 +80,7 @@ Stainless-generated SDKs share (client life cycle, timeouts, error translation);
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -122,6 +123,10 @@ OPENAI_CONTEXT_WINDOWS: dict[str, int] = {
 }
 
 
+#: OpenAI model families that accept image parts
+VISION_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4-turbo", "gpt-5", "o1", "o3", "o4", "chatgpt-4o")
+
+
 def openai_messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, Any]]:
     """``messages`` in the Chat Completions wire format.
 
@@ -147,9 +152,22 @@ def openai_messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, Any]]:
                     ],
                 }
             )
+        elif m.attachments:
+            out.append({"role": m.role, "content": openai_content_parts(m)})
         else:
             out.append({"role": m.role, "content": m.content})
     return out
+
+
+def openai_content_parts(message: ChatMessage) -> list[dict[str, Any]]:
+    """A message with images as Chat Completions content parts: its text, then one
+    ``image_url`` part per image, a base64 ``data:`` URI."""
+    parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}]
+    for attachment in message.attachments:
+        encoded = base64.b64encode(attachment.data).decode("ascii")
+        url = f"data:{attachment.mime_type};base64,{encoded}"
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    return parts
 
 
 class OpenAIProvider(_SDKProvider):
@@ -167,6 +185,16 @@ class OpenAIProvider(_SDKProvider):
     def _is_configured(self) -> bool:
         # a local server needs no key: a configured base URL is enough
         return self._key_is_set() or self._configured_base_url() is not None
+
+    def supports_images(self, model: str) -> bool:
+        """The ``vision`` setting if given; else the families that read images (gpt-4o,
+        gpt-4.1, gpt-4-turbo, gpt-5, o1/o3/o4) for OpenAI and GitHub Models, none for other
+        OpenAI-protocol servers (their models vary: set ``vision``)."""
+        if "vision" in self.settings:
+            return bool(self.settings["vision"])
+        if self.name not in ("openai", "github"):
+            return False
+        return model.startswith(VISION_PREFIXES)
 
     def known_context_windows(self) -> dict[str, int]:
         return dict(OPENAI_CONTEXT_WINDOWS)
