@@ -741,6 +741,46 @@ def test_a_connection_killed_mid_transaction_rolls_back_and_the_store_reconnects
         store.close()
 
 
+def test_the_pool_lends_a_healthy_connection_without_a_round_trip_and_replaces_a_dead_one(
+    pg_url: str, postgres_server: Any, tmp_path: Path
+) -> None:
+    import psycopg
+
+    from copilot.store_postgres import PostgresStore, _check_connection
+
+    # The check before each loan: nothing on the wire for a healthy idle connection ...
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("SELECT 1")
+        trace = tmp_path / "trace"
+        with trace.open("w") as out:
+            conn.pgconn.trace(out.fileno())
+            _check_connection(conn)
+            conn.pgconn.untrace()
+        assert trace.read_text() == ""
+        # ... and a failing round trip for one the server closed (so the pool replaces it).
+        (pid,) = conn.execute("SELECT pg_backend_pid()").fetchone()
+        postgres_server.execute(f"SELECT pg_terminate_backend({pid})")
+        time.sleep(0.2)  # the server's goodbye reaches the socket
+        with pytest.raises(psycopg.OperationalError):
+            _check_connection(conn)
+    # Through the store: every pooled connection killed while idle, the next calls just work.
+    store = PostgresStore(pg_url, owner="tester", max_size=2)
+    try:
+        store.create_session(_meta("s"))
+        assert store.append("s", _events(1))[0].seq == 1
+        dbname = pg_url.rsplit("/", 1)[1]
+        killed = postgres_server.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()"
+        )
+        assert killed and all(ok for (ok,) in killed)
+        time.sleep(0.2)
+        assert [e.seq for e in store.append("s", _events(2, "after"))] == [2, 3]
+        assert [e.data["content"] for e in store.read_events("s")] == ["e0", "after0", "after1"]
+    finally:
+        store.close()
+
+
 def test_pool_exhaustion_waits_then_raises_a_typed_timeout(pg_url: str) -> None:
     from copilot.store_postgres import PostgresStore
 
