@@ -26,13 +26,14 @@ Guarantees (the same as :class:`copilot.store.EventStore`, see :mod:`copilot.sto
   commit); :meth:`PostgresStore.subscribe` and :meth:`PostgresStore.wait_for_change` listen on
   one connection per store, with no polling loop.
 - **Faults are typed.** A lost connection raises :class:`~copilot.errors.StoreConnectionError`
-  (the transaction is rolled back: no half-written turn); the pool checks each connection before
-  lending it, so the next call reconnects by itself (also after a server restart). A pool with no
+  (the transaction is rolled back: no half-written turn); before lending a connection the pool
+  looks at its socket (a round trip only if the server may have closed it), so the next call
+  reconnects by itself (also after a server restart). A pool with no
   free connection for ``timeout`` seconds raises :class:`~copilot.errors.StoreTimeoutError`.
 
 The store is called synchronously (from the client's loop thread, or the caller's thread for
-pure reads), like the diskcache store; one append is the pool's liveness check and one
-statement (0.46-0.53 ms p50 in ``bench/postgres.py`` on a loaded 2-core machine).
+pure reads), like the diskcache store; one append is one statement, one round trip (its p50
+in ``bench/postgres.py`` is in docs/architecture.md).
 """
 
 from __future__ import annotations
