@@ -26,6 +26,7 @@ from copilot.errors import (
     SessionExistsError,
     SessionNotFoundError,
     StoreConnectionError,
+    StoreCorruptedError,
     StoreError,
     StoreSchemaError,
     StoreTimeoutError,
@@ -446,6 +447,39 @@ def test_an_append_on_a_stale_head_retries_even_after_delete_and_create_again(
     finally:
         here.close()
         elsewhere.close()
+
+
+def test_events_read_back_whole_and_a_row_that_is_not_an_event_is_a_typed_error(
+    pg_url: str, postgres_server: Any
+) -> None:
+    from copilot.store_postgres import PostgresStore
+
+    store = PostgresStore(pg_url, owner="tester")
+    try:
+        store.create_session(_meta("s"))
+        written = store.append(
+            "s",
+            [
+                Event(EventType.USER_MESSAGE, {"content": "hi", "n": 2**70}),
+                Event(EventType.ASSISTANT_TURN_START, {"messageId": "m"}, ephemeral=True),
+            ],
+        )
+        read = store.read_events("s")
+        assert [(e.seq, e.id, e.type, e.parent_id, e.ephemeral, e.timestamp) for e in read] == [
+            (e.seq, e.id, e.type, e.parent_id, e.ephemeral, e.timestamp) for e in written
+        ]
+        assert read[0].type == EventType.USER_MESSAGE
+        assert read[0].data["n"] == 2**70  # over 64 bits: json, not orjson, reads it
+        assert dict(read[1].data) == {"messageId": "m"}
+        dbname = pg_url.rsplit("/", 1)[1]
+        for bad in ('{"id": "x", "type": 1, "timestamp": "t"}', '{"id": "x", "type": "t"}', "[]"):
+            postgres_server.execute(
+                f"UPDATE copilot_events SET event = '{bad}'::jsonb WHERE seq = 2", dbname
+            )
+            with pytest.raises(StoreCorruptedError, match="event 2 of session 's'"):
+                store.read_events("s")
+    finally:
+        store.close()
 
 
 def test_check_finds_a_head_behind_its_log_and_repair_moves_it(pg_url: str) -> None:
