@@ -26,13 +26,14 @@ Guarantees (the same as :class:`copilot.store.EventStore`, see :mod:`copilot.sto
   commit); :meth:`PostgresStore.subscribe` and :meth:`PostgresStore.wait_for_change` listen on
   one connection per store, with no polling loop.
 - **Faults are typed.** A lost connection raises :class:`~copilot.errors.StoreConnectionError`
-  (the transaction is rolled back: no half-written turn); the pool checks each connection before
-  lending it, so the next call reconnects by itself (also after a server restart). A pool with no
+  (the transaction is rolled back: no half-written turn); before lending a connection the pool
+  looks at its socket (a round trip only if the server may have closed it), so the next call
+  reconnects by itself (also after a server restart). A pool with no
   free connection for ``timeout`` seconds raises :class:`~copilot.errors.StoreTimeoutError`.
 
 The store is called synchronously (from the client's loop thread, or the caller's thread for
-pure reads), like the diskcache store; one append is the pool's liveness check and one
-statement (0.46-0.53 ms p50 in ``bench/postgres.py`` on a loaded 2-core machine).
+pure reads), like the diskcache store; one append is one statement, one round trip (its p50
+in ``bench/postgres.py`` is in docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -43,12 +44,14 @@ import getpass
 import hashlib
 import json
 import os
+import select
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
+import orjson
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -108,11 +111,13 @@ _APPEND_HEAD = (
 _APPEND_NOTIFY = "SELECT rev, pg_notify(%(channel)s, %(payload)s) FROM head"
 _APPEND = _APPEND_HEAD + _APPEND_NOTIFY
 #: the same, also writing the search index (copilot._pg_search) in the same statement: the
-#: prompts and replies appended, and the flag of the exchanges their prompts replace. Used only
-#: when the events hold something to index (a turn's end, usage, deltas: the plain statement).
-_APPEND_INDEXED = (
-    _APPEND_HEAD
-    + ", docs AS (INSERT INTO copilot_search (owner, session_id, seq, event_id, message_id, "
+#: prompts and replies appended, and (_APPEND_REPLACING) the flag of the exchanges their prompts
+#: replace. Used only when the events hold something to index (a turn's end, usage, deltas: the
+#: plain statement). The flag's UPDATE is left out when nothing is replaced: on a table whose
+#: statistics lag (a session filled faster than autovacuum analyzes) the planner ran it as a
+#: scan of all the session's index rows, 3.3 ms at 10,000 turns (EXPLAIN ANALYZE; issue 16).
+_APPEND_DOCS = (
+    ", docs AS (INSERT INTO copilot_search (owner, session_id, seq, event_id, message_id, "
     "type, ts, model, replaced, body, doc) SELECT %(owner)s, %(sid)s, d.q, d.i, d.m, d.t, d.ts, "
     "coalesce(d.model, (SELECT p.model FROM copilot_search p WHERE p.owner = %(owner)s "
     "AND p.session_id = %(sid)s AND p.message_id = d.m "
@@ -120,11 +125,14 @@ _APPEND_INDEXED = (
     "d.r, d.b, d.v::tsvector FROM head, unnest(%(d_seq)s::bigint[], %(d_id)s::text[], "
     "%(d_msg)s::text[], %(d_type)s::text[], %(d_ts)s::text[], %(d_model)s::text[], "
     "%(d_rep)s::boolean[], %(d_body)s::text[], %(d_doc)s::text[]) "
-    "AS d(q, i, m, t, ts, model, r, b, v)), "
-    "reps AS (UPDATE copilot_search SET replaced = true FROM head "
-    "WHERE owner = %(owner)s AND session_id = %(sid)s AND message_id = ANY(%(replaced)s::text[])) "
-    + _APPEND_NOTIFY
+    "AS d(q, i, m, t, ts, model, r, b, v)) "
 )
+_APPEND_REPS = (
+    ", reps AS (UPDATE copilot_search SET replaced = true FROM head "
+    "WHERE owner = %(owner)s AND session_id = %(sid)s AND message_id = ANY(%(replaced)s::text[])) "
+)
+_APPEND_INDEXED = _APPEND_HEAD + _APPEND_DOCS + _APPEND_NOTIFY
+_APPEND_REPLACING = _APPEND_HEAD + _APPEND_DOCS + _APPEND_REPS + _APPEND_NOTIFY
 _HEAD = (
     "SELECT meta::text, seq, last_id, open_turns::text, rev FROM copilot_sessions WHERE " + _SESSION
 )
@@ -133,6 +141,36 @@ _DOC_COLUMNS = ("seq", "id", "msg", "type", "ts", "model", "rep", "body", "doc")
 #: optimistic attempts before an append queues on the row lock instead
 _OPTIMISTIC_TRIES = 3
 _RECONNECT_TIMEOUT = 2.0
+
+
+def _check_connection(connection: psycopg.Connection) -> None:
+    """The pool's check before lending ``connection``: a round trip only when it may be gone.
+
+    An idle connection the server closed (a restart, a shutdown, ``pg_terminate_backend``, a
+    killed server) has something to read on its socket: the server's last error message or the
+    end of the stream. A connection with nothing to read is lent as it is; the full check (a
+    ``SELECT``-less round trip, psycopg's ``check_connection``) runs only otherwise, so an
+    append is one round trip instead of two (measured in docs/architecture.md). A peer that
+    vanished without a word (a network partition) is not seen here: that call fails with
+    :class:`~copilot.errors.StoreConnectionError` and the pool replaces the connection.
+    """
+    pgconn = connection.pgconn
+    if pgconn.status == pq.ConnStatus.OK and pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        with contextlib.suppress(OSError, ValueError, AttributeError, psycopg.Error):
+            poller = select.poll()
+            poller.register(pgconn.socket, select.POLLIN)
+            if not poller.poll(0):
+                return
+    ConnectionPool.check_connection(connection)
+
+
+def _dumps(value: Any) -> bytes:
+    """JSON for a ``jsonb`` parameter: orjson (several times json's speed), json for what it
+    refuses (an integer over 64 bits in user metadata)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def default_owner() -> str:
@@ -210,8 +248,9 @@ class PostgresStore:
             max_size=max_size,
             timeout=timeout,
             kwargs={"autocommit": True},
-            # A connection the server dropped (restart, terminate) is replaced before lending.
-            check=ConnectionPool.check_connection,
+            # A connection the server dropped (restart, terminate) is replaced before lending;
+            # a cheap look at its socket decides whether the round trip of a full check is due.
+            check=_check_connection,
             # While the server is away the pool retries in the background with a doubling
             # delay; giving up after a few seconds makes the next call start a fresh attempt at
             # once, so a restarted server is used as soon as it is back (not after a long
@@ -598,7 +637,7 @@ class PostgresStore:
             event.parent_id, event.seq = last, seq
             last = event.id
             seqs.append(seq)
-            values.append(Jsonb(event.to_dict()))
+            values.append(Jsonb(event.to_dict(), _dumps))
             message_id = event.data.get("messageId")
             if event.type == EventType.ASSISTANT_TURN_START and isinstance(message_id, str):
                 open_turns[message_id] = seq
@@ -610,14 +649,14 @@ class PostgresStore:
         rows, replaced = index_rows(events, meta)
         columns = list(zip(*rows, strict=True)) if rows else [()] * len(SearchRow._fields)
         cursor.execute(
-            _APPEND_INDEXED if rows or replaced else _APPEND,
+            _APPEND_REPLACING if replaced else _APPEND_INDEXED if rows else _APPEND,
             {
                 **{f"d_{n}": list(v) for n, v in zip(_DOC_COLUMNS, columns, strict=True)},
                 "replaced": replaced,
-                "meta": Jsonb(meta),
+                "meta": Jsonb(meta, _dumps),
                 "seq": seq,
                 "last": last,
-                "open": Jsonb(open_turns),
+                "open": Jsonb(open_turns, _dumps),
                 "owner": self.owner,
                 "sid": session_id,
                 "rev": head.rev,
@@ -964,7 +1003,12 @@ def copied_counts(events: Iterable[Event]) -> dict[str, Any]:
 
 def _loads(text: str) -> Any:
     # jsonb is read as text and parsed here: psycopg's jsonb loader took ~5x as long for a
-    # 50,000-event read (bytes in, encoding detection per value).
+    # 50,000-event read (bytes in, encoding detection per value). orjson first, as the
+    # diskcache store does; json for what orjson refuses (integers over 64 bits).
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(text)
     except ValueError as exc:
@@ -987,19 +1031,41 @@ def _events(session_id: str, rows: list[tuple[int, str]]) -> list[Event]:
             gc.enable()
 
 
+_new_event = Event.__new__
+_TYPE_NAMES = {str(t): str(t) for t in EventType}
+
+
 def _build_events(session_id: str, rows: list[tuple[int, str]]) -> list[Event]:
+    """The events of ``rows``, built as the diskcache store builds them (copilot.store's
+    ``_events_of``): without ``Event.__init__``, one string object per event type, ``data``
+    left a plain dict until it is used."""
     values = _loads("[" + ",".join(text for _, text in rows) + "]")
-    events = []
-    for (seq, _), value in zip(rows, values, strict=True):
-        if not (
-            type(value) is dict
-            and type(value.get("id")) is str
-            and type(value.get("type")) is str
-            and type(value.get("timestamp")) is str
-            and type(value.get("data", {})) is dict
+    events: list[Event] = []
+    append, names, new = events.append, _TYPE_NAMES, _new_event
+    for (seq, _), item in zip(rows, values, strict=True):
+        try:
+            kind, event_id, timestamp = item["type"], item["id"], item["timestamp"]
+            data = item.get("data")
+        except (TypeError, KeyError, AttributeError):
+            raise StoreCorruptedError(
+                f"event {seq} of session {session_id!r} is not an event"
+            ) from None
+        if (
+            type(kind) is not str
+            or type(event_id) is not str
+            or type(timestamp) is not str
+            or (data is not None and type(data) is not dict)
         ):
             raise StoreCorruptedError(f"event {seq} of session {session_id!r} is not an event")
-        events.append(Event.from_dict(value, seq=seq))
+        event = new(Event)
+        event.type = names.get(kind, kind)
+        event._data = {} if data is None else data
+        event.id = event_id
+        event.timestamp = timestamp
+        event.parent_id = item.get("parentId")
+        event.ephemeral = bool(item.get("ephemeral"))
+        event.seq = seq
+        append(event)
     return events
 
 

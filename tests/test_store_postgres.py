@@ -26,6 +26,7 @@ from copilot.errors import (
     SessionExistsError,
     SessionNotFoundError,
     StoreConnectionError,
+    StoreCorruptedError,
     StoreError,
     StoreSchemaError,
     StoreTimeoutError,
@@ -466,6 +467,39 @@ def test_an_append_on_a_stale_head_retries_even_after_delete_and_create_again(
         elsewhere.close()
 
 
+def test_events_read_back_whole_and_a_row_that_is_not_an_event_is_a_typed_error(
+    pg_url: str, postgres_server: Any
+) -> None:
+    from copilot.store_postgres import PostgresStore
+
+    store = PostgresStore(pg_url, owner="tester")
+    try:
+        store.create_session(_meta("s"))
+        written = store.append(
+            "s",
+            [
+                Event(EventType.USER_MESSAGE, {"content": "hi", "n": 2**70}),
+                Event(EventType.ASSISTANT_TURN_START, {"messageId": "m"}, ephemeral=True),
+            ],
+        )
+        read = store.read_events("s")
+        assert [(e.seq, e.id, e.type, e.parent_id, e.ephemeral, e.timestamp) for e in read] == [
+            (e.seq, e.id, e.type, e.parent_id, e.ephemeral, e.timestamp) for e in written
+        ]
+        assert read[0].type == EventType.USER_MESSAGE
+        assert read[0].data["n"] == 2**70  # over 64 bits: json, not orjson, reads it
+        assert dict(read[1].data) == {"messageId": "m"}
+        dbname = pg_url.rsplit("/", 1)[1]
+        for bad in ('{"id": "x", "type": 1, "timestamp": "t"}', '{"id": "x", "type": "t"}', "[]"):
+            postgres_server.execute(
+                f"UPDATE copilot_events SET event = '{bad}'::jsonb WHERE seq = 2", dbname
+            )
+            with pytest.raises(StoreCorruptedError, match="event 2 of session 's'"):
+                store.read_events("s")
+    finally:
+        store.close()
+
+
 def test_check_finds_a_head_behind_its_log_and_repair_moves_it(pg_url: str) -> None:
     from copilot.store_postgres import PostgresStore
 
@@ -755,6 +789,46 @@ def test_a_connection_killed_mid_transaction_rolls_back_and_the_store_reconnects
             store.append("s", _events(1, "after"))
         assert [e.data["content"] for e in store.read_events("s")] == ["e0"]
         assert store.append("s", _events(1, "next"))[0].seq == 2
+    finally:
+        store.close()
+
+
+def test_the_pool_lends_a_healthy_connection_without_a_round_trip_and_replaces_a_dead_one(
+    pg_url: str, postgres_server: Any, tmp_path: Path
+) -> None:
+    import psycopg
+
+    from copilot.store_postgres import PostgresStore, _check_connection
+
+    # The check before each loan: nothing on the wire for a healthy idle connection ...
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("SELECT 1")
+        trace = tmp_path / "trace"
+        with trace.open("w") as out:
+            conn.pgconn.trace(out.fileno())
+            _check_connection(conn)
+            conn.pgconn.untrace()
+        assert trace.read_text() == ""
+        # ... and a failing round trip for one the server closed (so the pool replaces it).
+        (pid,) = conn.execute("SELECT pg_backend_pid()").fetchone()
+        postgres_server.execute(f"SELECT pg_terminate_backend({pid})")
+        time.sleep(0.2)  # the server's goodbye reaches the socket
+        with pytest.raises(psycopg.OperationalError):
+            _check_connection(conn)
+    # Through the store: every pooled connection killed while idle, the next calls just work.
+    store = PostgresStore(pg_url, owner="tester", max_size=2)
+    try:
+        store.create_session(_meta("s"))
+        assert store.append("s", _events(1))[0].seq == 1
+        dbname = pg_url.rsplit("/", 1)[1]
+        killed = postgres_server.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()"
+        )
+        assert killed and all(ok for (ok,) in killed)
+        time.sleep(0.2)
+        assert [e.seq for e in store.append("s", _events(2, "after"))] == [2, 3]
+        assert [e.data["content"] for e in store.read_events("s")] == ["e0", "after0", "after1"]
     finally:
         store.close()
 
