@@ -103,6 +103,24 @@ def _recency(record: Mapping[str, Any]) -> tuple[str, str]:
     return str(record.get("modifiedTime", "")), str(record.get("sessionId"))
 
 
+def _recency_text(record: Mapping[str, Any]) -> str | None:
+    """:func:`_recency` as one string, ``modifiedTime NUL sessionId``: strings sort in the
+    same order as those pairs (NUL is below every other character) and two to three times
+    faster. None, which stops the sort, when ``modifiedTime`` holds a NUL (order unsure)."""
+    modified = str(record.get("modifiedTime", ""))
+    if "\0" in modified:
+        return None
+    return f"{modified}\0{record.get('sessionId')!s}"
+
+
+def _sort_by_recency(sessions: list[dict[str, Any]]) -> None:
+    """Sort index records newest first, in :func:`_recency` order (issue 12, 3i)."""
+    try:
+        sessions.sort(key=_recency_text, reverse=True)
+    except TypeError:  # a None key: the pairs themselves
+        sessions.sort(key=_recency, reverse=True)
+
+
 def _event_key(session_id: str, seq: int) -> str:
     return f"e/{session_id}/{seq:0{_SEQ_WIDTH}d}"
 
@@ -284,6 +302,9 @@ class EventStore:
                 disk=JSONTextDisk,
                 tag_index=True,
                 statistics=False,
+                # Nothing here expires and nothing is evicted: without this, every write ran
+                # one more statement looking for expired keys (issue 12, 2a).
+                cull_limit=0,
                 timeout=60,
                 # Events up to 1 MiB stay inline in SQLite, where range scans read them.
                 disk_min_file_size=2**20,
@@ -616,9 +637,9 @@ class EventStore:
         one bad record must not hide every other session.
         """
         if limit is None:
-            with _gc_paused():
+            with _gc_paused():  # the sort's keys are 100,000 new objects at that count
                 sessions = self._all_sessions()
-            sessions.sort(key=_recency, reverse=True)
+                _sort_by_recency(sessions)
             return sessions
         found: dict[str, dict[str, Any]] = {}
         high = "m0"

@@ -109,3 +109,42 @@ def test_a_directory_that_cannot_be_used_is_a_store_error(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises((StoreError, OSError)):
         EventStore(blocker / "store")
+
+
+def test_an_append_runs_no_cull_of_expired_keys(store):
+    """Nothing in the store expires (cull_limit=0): no write looks for expired keys (issue 12)."""
+    store.append("s", turn(0))
+    statements = statements_per_append(store)
+    assert statements  # the trace works
+    assert not any("expire_time <" in q for q in statements)
+    reopened = EventStore(store.directory)  # the setting holds in every process
+    try:
+        assert reopened._cache.cull_limit == 0
+    finally:
+        reopened.close()
+
+
+def test_list_sessions_orders_by_modified_time_then_id_in_every_case(store):
+    """list_sessions() sorts by one string key, modifiedTime NUL sessionId: the order of
+    the (modifiedTime, sessionId) pairs, also when one time is a prefix of another, when
+    ids tie-break, and (by the pairs themselves) when a time holds a NUL."""
+    store.delete_session("s")
+    times = {
+        "a": "2026-01-01T00:00:00",
+        "b": "2026-01-01T00:00:00.5",  # the first is its prefix: it sorts below this one
+        "c": "2026-01-01T00:00:00",  # the same time as "a": the id breaks the tie
+        "d": "2026-01-01T00:00:00/",  # "/" sorts below "." but above the separator
+        "e": "2025",
+    }
+    for sid, modified in times.items():
+        store.create_session({"sessionId": sid, "model": "echo", "modifiedTime": modified})
+    expected = sorted(times, key=lambda s: (times[s], s), reverse=True)
+    assert [r["sessionId"] for r in store.list_sessions()] == expected == ["d", "b", "c", "a", "e"]
+    # a NUL in a time: one string key would put "z" (same time up to the NUL, a later id)
+    # above "f"; the pairs put the longer time first
+    for sid, modified in (("f", "2026-01-01T00:00:00\0a"), ("z", "2026-01-01T00:00:00")):
+        store.create_session({"sessionId": sid, "model": "echo", "modifiedTime": modified})
+        times[sid] = modified
+    expected = sorted(times, key=lambda s: (times[s], s), reverse=True)
+    assert expected == ["d", "b", "f", "z", "c", "a", "e"]
+    assert [r["sessionId"] for r in store.list_sessions()] == expected
