@@ -353,7 +353,10 @@ class SessionPanel(w.VBox):
         self.stop_button.on_click(self._on_stop)
         # attach files to the next prompt (images for models that see, text inline)
         self.upload = w.FileUpload(
-            multiple=True, description="Attach", layout=w.Layout(width="auto")
+            multiple=True,
+            description="Attach",
+            # never shrunk below its text (icon, label and count): the row shrinks the status
+            layout=w.Layout(width="auto", flex="0 0 auto"),
         )
         self.upload.add_class("copilot-attach")
         self.upload.observe(self._on_upload, "value")
