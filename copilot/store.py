@@ -72,7 +72,7 @@ from .errors import (
     SessionNotFoundError,
     StoreCorruptedError,
 )
-from .events import Event, EventType, utc_now
+from .events import Event, EventType, NotAnEventError, build_stored_events, utc_now
 from .search import Progress, SearchIndex
 
 __all__ = ["STORE_FORMAT", "EventStore", "JSONTextDisk", "copied_counts"]
@@ -136,10 +136,6 @@ def _loads(text: str, key: str = "") -> Any:
         raise StoreCorruptedError(f"the record {key!r} is not valid JSON: {exc}") from None
 
 
-_new_event = Event.__new__
-_TYPE_NAMES = {str(t): str(t) for t in EventType}
-
-
 def _event(key: str, value: Any, seq: int | None = None) -> Event:
     """The event stored as ``value`` in the row ``key`` (at ``seq``, by default the key's);
     StoreCorruptedError if it is not one."""
@@ -148,44 +144,18 @@ def _event(key: str, value: Any, seq: int | None = None) -> Event:
 
 def _events_of(key: str, value: Any, first: int | None = None) -> list[Event]:
     """The events of the row ``key``: a JSON array of an append's events numbered from the
-    key's seq (format 3), or one event (formats 1-2); StoreCorruptedError if not.
-
-    Built without ``Event.__init__`` (defaults a stored event always has), with one string
-    object per event type, and ``data`` left a plain dict until it is used (``Event.data``
-    wraps it): the three took half of a 60,000-event read's build time (profiled, issue 12).
-    """
+    key's seq (format 3), or one event (formats 1-2); StoreCorruptedError if not. Built by
+    :func:`copilot.events.build_stored_events`, as every store builds them."""
     if first is None:
         first = int(key[-_SEQ_WIDTH:])
     if type(value) is not list:
         value = [value]
     elif not value:
         raise StoreCorruptedError(f"the record {key!r} is an empty list of events")
-    events: list[Event] = []
-    append, names, new, seq = events.append, _TYPE_NAMES, _new_event, first
-    for item in value:
-        try:
-            kind, event_id, timestamp = item["type"], item["id"], item["timestamp"]
-            data = item.get("data")
-        except (TypeError, KeyError, AttributeError):
-            raise StoreCorruptedError(f"the record {key!r} is not an event") from None
-        if (
-            type(kind) is not str
-            or type(event_id) is not str
-            or type(timestamp) is not str
-            or (data is not None and type(data) is not dict)
-        ):
-            raise StoreCorruptedError(f"the record {key!r} is not an event")
-        event = new(Event)
-        event.type = names.get(kind, kind)
-        event._data = {} if data is None else data
-        event.id = event_id
-        event.timestamp = timestamp
-        event.parent_id = item.get("parentId")
-        event.ephemeral = bool(item.get("ephemeral"))
-        event.seq = seq
-        seq += 1
-        append(event)
-    return events
+    try:
+        return build_stored_events(enumerate(value, first))
+    except NotAnEventError:
+        raise StoreCorruptedError(f"the record {key!r} is not an event") from None
 
 
 def _metadata(key: str, value: Any) -> Any:

@@ -67,7 +67,7 @@ from .errors import (
     StoreError,
     StoreTimeoutError,
 )
-from .events import Event, EventType, utc_now
+from .events import Event, EventType, NotAnEventError, build_stored_events, utc_now
 from .search import Progress
 
 __all__ = ["ROW_LEVEL_SECURITY", "PostgresStore", "default_owner"]
@@ -1031,42 +1031,16 @@ def _events(session_id: str, rows: list[tuple[int, str]]) -> list[Event]:
             gc.enable()
 
 
-_new_event = Event.__new__
-_TYPE_NAMES = {str(t): str(t) for t in EventType}
-
-
 def _build_events(session_id: str, rows: list[tuple[int, str]]) -> list[Event]:
-    """The events of ``rows``, built as the diskcache store builds them (copilot.store's
-    ``_events_of``): without ``Event.__init__``, one string object per event type, ``data``
-    left a plain dict until it is used."""
+    """The events of ``rows``, built by :func:`copilot.events.build_stored_events` as every
+    store builds them."""
     values = _loads("[" + ",".join(text for _, text in rows) + "]")
-    events: list[Event] = []
-    append, names, new = events.append, _TYPE_NAMES, _new_event
-    for (seq, _), item in zip(rows, values, strict=True):
-        try:
-            kind, event_id, timestamp = item["type"], item["id"], item["timestamp"]
-            data = item.get("data")
-        except (TypeError, KeyError, AttributeError):
-            raise StoreCorruptedError(
-                f"event {seq} of session {session_id!r} is not an event"
-            ) from None
-        if (
-            type(kind) is not str
-            or type(event_id) is not str
-            or type(timestamp) is not str
-            or (data is not None and type(data) is not dict)
-        ):
-            raise StoreCorruptedError(f"event {seq} of session {session_id!r} is not an event")
-        event = new(Event)
-        event.type = names.get(kind, kind)
-        event._data = {} if data is None else data
-        event.id = event_id
-        event.timestamp = timestamp
-        event.parent_id = item.get("parentId")
-        event.ephemeral = bool(item.get("ephemeral"))
-        event.seq = seq
-        append(event)
-    return events
+    try:
+        return build_stored_events((seq, item) for (seq, _), item in zip(rows, values, strict=True))
+    except NotAnEventError as error:
+        raise StoreCorruptedError(
+            f"event {error.seq} of session {session_id!r} is not an event"
+        ) from None
 
 
 def _metadata(session_id: str, text: str) -> dict[str, Any]:
