@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .errors import InvalidArgumentError
-from .events import Event, EventType
+from .events import Event
 from .search import (
     _ELLIPSIS,
     _SNIPPET_TOKENS,
@@ -43,6 +43,7 @@ from .search import (
     _check_limit,
     _check_model,
     _stored_timestamp,
+    indexed_texts,
     parse_query_tree,
     timestamp_bound,
 )
@@ -224,41 +225,9 @@ def index_rows(
     its prompt's when the prompt is in ``events``; else None, which the insert fills from the
     prompt's row.
     """
-    events = list(events)
-    turn_models = {
-        e.data.get("messageId"): e.data.get("model")
-        for e in events
-        if e.type == EventType.ASSISTANT_TURN_START
-    }
-    current_model = metadata.get("model")
-    prompt_models: dict[str, Any] = {}
-    drafts: list[tuple[Event, str | None, str, Any]] = []
-    replaced: list[str] = []
-    for event in events:
-        kind, data = event.type, event.data
-        if kind in (EventType.SESSION_START, EventType.SESSION_RESUME):
-            current_model = data.get("model", current_model)
-            continue
-        if kind == EventType.SESSION_MODEL_CHANGE:
-            current_model = data.get("newModel", current_model)
-            continue
-        if kind == EventType.USER_MESSAGE:
-            body, message_id = data.get("content"), event.id
-            model = turn_models.get(message_id) or current_model
-            prompt_models[message_id] = model
-            if isinstance(data.get("replaces"), str):
-                replaced.append(data["replaces"])
-        elif kind == EventType.ASSISTANT_MESSAGE:
-            body, message_id = data.get("content"), data.get("messageId")
-            model = data.get("model")
-        elif kind == EventType.ABORT:
-            body, message_id = data.get("partialContent"), data.get("messageId")
-            model = prompt_models.get(message_id)
-        else:
-            continue
-        if isinstance(body, str) and body.strip():
-            # text cannot hold U+0000; the event's jsonb refuses it with a typed error anyway
-            drafts.append((event, message_id, body.replace("\x00", " "), model))
+    texts, replaced = indexed_texts(events, metadata)
+    # text cannot hold U+0000; the event's jsonb refuses it with a typed error anyway
+    drafts = [(event, mid, body.replace("\x00", " "), model) for event, mid, body, model in texts]
     gone = set(replaced)
     rows = [
         SearchRow(

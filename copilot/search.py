@@ -405,6 +405,61 @@ class _Log(Protocol):
 _REBUILD_CHUNK = 5000
 
 
+def indexed_texts(
+    events: Iterable[Event],
+    metadata: Mapping[str, Any],
+    prompt_model: Callable[[str], str | None] = lambda message_id: None,
+) -> tuple[list[tuple[Event, Any, str, Any]], list[str]]:
+    """What a search index holds of ``events`` (numbered, just appended), for every store:
+    ``(event, message id, text, model)`` per prompt, reply and non-empty partial reply, and
+    the message ids the prompts replace (earlier rows to flag ``replaced``).
+
+    A prompt's model is its turn's (from ``assistant.turn_start`` in ``events``), else the
+    session's (``metadata``, or a model change or resume among ``events``); a reply's is its
+    own; an abort's is its prompt's, from ``events`` or else ``prompt_model(message id)``.
+    """
+    events = list(events)
+    turn_models = {
+        e.data.get("messageId"): e.data.get("model")
+        for e in events
+        if e.type == EventType.ASSISTANT_TURN_START
+    }
+    current_model = metadata.get("model")
+    prompt_models: dict[str, Any] = {}
+    texts: list[tuple[Event, Any, str, Any]] = []
+    replaced: list[str] = []
+    for event in events:
+        kind, data = event.type, event.data
+        if kind in (EventType.SESSION_START, EventType.SESSION_RESUME):
+            current_model = data.get("model", current_model)
+            continue
+        if kind == EventType.SESSION_MODEL_CHANGE:
+            current_model = data.get("newModel", current_model)
+            continue
+        if kind == EventType.USER_MESSAGE:
+            body, message_id = data.get("content"), event.id
+            # the model that served the turn; the session's model if the turn never started
+            model = turn_models.get(message_id) or current_model
+            prompt_models[message_id] = model
+            if isinstance(data.get("replaces"), str):
+                replaced.append(data["replaces"])
+        elif kind == EventType.ASSISTANT_MESSAGE:
+            body, message_id = data.get("content"), data.get("messageId")
+            model = data.get("model")
+        elif kind == EventType.ABORT:
+            body, message_id = data.get("partialContent"), data.get("messageId")
+            if not (isinstance(body, str) and body.strip()):
+                continue
+            model = prompt_models.get(message_id) or (
+                prompt_model(message_id) if isinstance(message_id, str) else None
+            )
+        else:
+            continue
+        if isinstance(body, str) and body.strip():
+            texts.append((event, message_id, body, model))
+    return texts, replaced
+
+
 class SearchIndex:
     """The FTS5 index of one event store, on its diskcache ``Cache``'s SQLite connection.
 
@@ -456,55 +511,24 @@ class SearchIndex:
         Call it inside the append's transaction. ``metadata`` gives the session's model for a
         prompt whose turn never started.
         """
-        events = list(events)
-        turn_models = {
-            e.data.get("messageId"): e.data.get("model")
-            for e in events
-            if e.type == EventType.ASSISTANT_TURN_START
-        }
-        current_model = metadata.get("model")
-        prompt_models: dict[str, Any] = {}
-        rows, replaced = [], []
-        for event in events:
-            kind, data = event.type, event.data
-            if kind in (EventType.SESSION_START, EventType.SESSION_RESUME):
-                current_model = data.get("model", current_model)
-                continue
-            if kind == EventType.SESSION_MODEL_CHANGE:
-                current_model = data.get("newModel", current_model)
-                continue
-            if kind == EventType.USER_MESSAGE:
-                body, message_id = data.get("content"), event.id
-                # the model that served the turn; the session's model if the turn never started
-                model = turn_models.get(message_id) or current_model
-                prompt_models[message_id] = model
-                if isinstance(data.get("replaces"), str):
-                    replaced.append((session_id, data["replaces"]))
-            elif kind == EventType.ASSISTANT_MESSAGE:
-                body, message_id = data.get("content"), data.get("messageId")
-                model = data.get("model")
-            elif kind == EventType.ABORT:
-                body, message_id = data.get("partialContent"), data.get("messageId")
-                if not (isinstance(body, str) and body.strip()):
-                    continue
-                # the prompt's model: from this batch, else from the prompt's doc
-                model = prompt_models.get(message_id) or self._prompt_model(session_id, message_id)
-            else:
-                continue
-            if not (isinstance(body, str) and body.strip()):
-                continue
+        rows = []
+        texts, replaced_ids = indexed_texts(
+            events, metadata, lambda message_id: self._prompt_model(session_id, message_id)
+        )
+        for event, message_id, body, model in texts:
             rows.append(
                 (
                     session_id,
                     event.seq,
                     event.id,
                     message_id,
-                    kind,
+                    event.type,
                     _stored_timestamp(event.timestamp),
                     model,
                     body,
                 )
             )
+        replaced = [(session_id, message_id) for message_id in replaced_ids]
         con = self._cache._con
         if rows:
             if len(rows) == 1:  # a turn's usual append: one prompt or one reply

@@ -74,6 +74,7 @@ from .errors import (
 )
 from .events import Event, EventType, NotAnEventError, build_stored_events, utc_now
 from .search import Progress, SearchIndex
+from .store_base import copied_counts
 
 __all__ = ["STORE_FORMAT", "EventStore", "JSONTextDisk", "copied_counts"]
 
@@ -196,22 +197,6 @@ def _track_open(open_turns: dict[str, int], event: Event) -> None:
         open_turns[event.data.get("messageId")] = event.seq
     elif event.type in _TURN_ENDS:
         open_turns.pop(event.data.get("messageId"), None)
-
-
-def copied_counts(events: Iterable[Event]) -> dict[str, Any]:
-    """``messageCount``, ``turnCount``, ``summary`` and ``lastModel`` of a list of events, as
-    the turns that wrote them would have counted them."""
-    counts: dict[str, Any] = {"messageCount": 0, "turnCount": 0, "summary": ""}
-    for event in events:
-        if event.type == EventType.USER_MESSAGE:
-            counts["messageCount"] += 1
-            counts["turnCount"] += 1
-            if not counts["summary"]:
-                counts["summary"] = " ".join(str(event.data.get("content", "")).split())[:100]
-        elif event.type == EventType.ASSISTANT_MESSAGE:
-            counts["messageCount"] += 1
-            counts["lastModel"] = event.data.get("model")
-    return counts
 
 
 def _batches(cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:

@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
-from .events import Event
+from .events import Event, EventType
 
-__all__ = ["ChangeFeed", "SearchableStore", "Store"]
+__all__ = ["ChangeFeed", "SearchableStore", "Store", "copied_counts"]
 
 #: ``update`` of :meth:`Store.append`: changes the session's metadata in the append's transaction
 MetadataUpdate = Callable[[dict[str, Any]], None]
@@ -196,3 +196,19 @@ class SearchableStore(Protocol):
 
     def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Rebuild the index from the logs; return the entries indexed."""
+
+
+def copied_counts(events: Iterable[Event]) -> dict[str, Any]:
+    """``messageCount``, ``turnCount``, ``summary`` and ``lastModel`` of a list of events, as
+    the turns that wrote them would have counted them."""
+    counts: dict[str, Any] = {"messageCount": 0, "turnCount": 0, "summary": ""}
+    for event in events:
+        if event.type == EventType.USER_MESSAGE:
+            counts["messageCount"] += 1
+            counts["turnCount"] += 1
+            if not counts["summary"]:
+                counts["summary"] = " ".join(str(event.data.get("content", "")).split())[:100]
+        elif event.type == EventType.ASSISTANT_MESSAGE:
+            counts["messageCount"] += 1
+            counts["lastModel"] = event.data.get("model")
+    return counts

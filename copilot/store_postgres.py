@@ -69,6 +69,7 @@ from .errors import (
 )
 from .events import Event, EventType, NotAnEventError, build_stored_events, utc_now
 from .search import Progress
+from .store_base import copied_counts
 
 __all__ = ["ROW_LEVEL_SECURITY", "PostgresStore", "default_owner"]
 
@@ -983,22 +984,6 @@ class _Listener:
                 subscription.callback(message["s"], message["q"])
             except Exception:  # one subscriber's bug must not stop the others' feed
                 pass
-
-
-def copied_counts(events: Iterable[Event]) -> dict[str, Any]:
-    """``messageCount``, ``turnCount``, ``summary`` and ``lastModel`` of a list of events, as
-    the turns that wrote them would have counted them (the same as the diskcache store's)."""
-    counts: dict[str, Any] = {"messageCount": 0, "turnCount": 0, "summary": ""}
-    for event in events:
-        if event.type == EventType.USER_MESSAGE:
-            counts["messageCount"] += 1
-            counts["turnCount"] += 1
-            if not counts["summary"]:
-                counts["summary"] = " ".join(str(event.data.get("content", "")).split())[:100]
-        elif event.type == EventType.ASSISTANT_MESSAGE:
-            counts["messageCount"] += 1
-            counts["lastModel"] = event.data.get("model")
-    return counts
 
 
 def _loads(text: str) -> Any:
