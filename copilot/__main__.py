@@ -32,6 +32,7 @@ from . import (
     Session,
     SessionNotFoundError,
 )
+from ._argtypes import exchange_count
 from .history import ExchangeStatus, exchanges_of
 from .routing import UnroutableModelError
 from .search import MAX_LIMIT, format_hits
@@ -76,20 +77,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _positive(text: str) -> int:
-    """``-n``: a whole number of exchanges, 1 or more (0 and negatives are refused)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"N is the number of latest exchanges to show, 1 or more (got {value}); "
-            "leave out -n for the whole history"
-        )
-    return value
 
 
 def _hits(text: str) -> int:
@@ -328,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the session's name")
     p.add_argument(
         "-n",
-        type=_positive,
+        type=exchange_count,
         metavar="N",
         help="only the last N exchanges (1 or more; default: all)",
     )

@@ -84,6 +84,7 @@ from copilot import (
     SessionExistsError,
     SessionNotFoundError,
 )
+from copilot._argtypes import exchange_count
 from copilot.events import EventType
 from copilot.history import History, exchanges_of
 from copilot.routing import UnroutableModelError
@@ -275,20 +276,6 @@ def _command_parser() -> _Parser:
         for arg in arguments:
             sub.add_argument(*arg.flags, **arg.options)
     return parser
-
-
-def _positive(text: str) -> int:
-    """``-n``: a whole number of exchanges, 1 or more (0 and negatives are refused)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"N is the number of latest exchanges to show, 1 or more (got {value}); "
-            "leave out -n for the whole history"
-        )
-    return value
 
 
 def _days(text: str) -> float:
@@ -745,7 +732,7 @@ class CopilotMagics(Magics):
         _arg("name", nargs="?", help="the session (default: the current one)"),
         _arg(
             "-n",
-            type=_positive,
+            type=exchange_count,
             metavar="N",
             help="only the last N exchanges (1 or more; default: all)",
         ),
