@@ -23,7 +23,7 @@ from copilot import Event, Session
 from copilot.events import EventType
 from copilot.history import Exchange, ExchangeStatus, Note
 
-from .formatting import format_usage
+from .formatting import context_fill, format_usage
 from .transcript import EMPTY, Transcript
 
 __all__ = ["LIVE_CHARS", "SessionFeed"]
@@ -40,7 +40,11 @@ def _exchange_status(exchange: Exchange, where: str) -> tuple[str, str] | None:
             return "busy", f"{exchange.model or 'the model'} is answering{where}…"
         return None
     if exchange.status is ExchangeStatus.OK:
-        usage = format_usage(exchange.usage)
+        # the status line also says how full the model's context was (long sessions compact
+        # near 80%: the user sees it coming)
+        usage = " · ".join(
+            p for p in (format_usage(exchange.usage), context_fill(exchange.usage)) if p
+        )
         return ("info", f"{exchange.model} · {usage}") if usage else None
     if exchange.status is ExchangeStatus.ABORTED:
         kept = " The partial reply is kept." if exchange.reply else ""

@@ -9,7 +9,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["describe_session", "format_count", "format_usage", "shorten", "time_ago"]
+__all__ = [
+    "context_fill",
+    "describe_session",
+    "format_count",
+    "format_usage",
+    "shorten",
+    "time_ago",
+]
 
 
 def time_ago(iso: str | None, now: datetime | None = None) -> str:
@@ -45,6 +52,19 @@ def format_usage(data: dict[str, Any]) -> str:
     if duration is not None:
         parts.append(f"{float(duration) / 1000:.2f} s")
     return " · ".join(parts)
+
+
+def context_fill(data: dict[str, Any]) -> str:
+    """``context 12% of 8,192 tokens`` from an ``assistant.usage`` event's data: how full the
+    model's input budget was for that turn (empty when the turn did not report it).
+
+    >>> context_fill({"contextTokens": 1000, "tokenLimit": 8192})
+    'context 12% of 8,192 tokens'
+    """
+    tokens, limit = data.get("contextTokens"), data.get("tokenLimit")
+    if not isinstance(tokens, int) or not isinstance(limit, int) or limit <= 0:
+        return ""
+    return f"context {tokens * 100 // limit}% of {limit:,} tokens"
 
 
 def format_count(count: int, noun: str) -> str:

@@ -317,6 +317,10 @@ def test_send_streams_without_blocking(slow_client: CopilotClient) -> None:
         assert p.chat.live == {} and c.live == {}
         assert not p.send_button.disabled and p.stop_button.disabled
         assert "out tokens" in c.status and " s" in c.status
+        # how full the context was, from the turn's assistant.usage (issue 17)
+        usage = [e for e in c.events if e.type == EventType.ASSISTANT_USAGE][-1].data
+        fill = usage["contextTokens"] * 100 // usage["tokenLimit"]
+        assert c.status.endswith(f"context {fill}% of {usage['tokenLimit']:,} tokens"), c.status
         assert [e.type for e in c.events][-4:] == [
             EventType.ASSISTANT_TURN_START,
             EventType.ASSISTANT_MESSAGE,
@@ -1069,3 +1073,12 @@ def test_deleting_or_renaming_a_session_updates_the_search_hits(client: CopilotC
         assert controller.search_summary == "2 matches"
     finally:
         controller.close()
+
+
+def test_formatting_doctests_run() -> None:
+    import doctest
+
+    import copilot_jupyter.formatting
+
+    result = doctest.testmod(copilot_jupyter.formatting)
+    assert result.attempted >= 2 and result.failed == 0
