@@ -139,6 +139,8 @@ def _append_ratio(store: EventStore, texts: _Texts, turns: int) -> tuple[list[fl
             pair.reverse()
         for session_id, samples, target in pair:
             first, second = _turn(texts, "echo")
+            # swap the store's index for a stand-in that indexes nothing: the same append,
+            # timed with and without the index in one loop
             store._search = target  # type: ignore[assignment]
             try:
                 t0 = time.perf_counter()

@@ -63,6 +63,7 @@ def unrecognized_hint(
 class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors show the failing (sub)command's own usage, with a hint."""
 
+    # typeshed types parse_known_args as overloads; this override keeps the Namespace one
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:

@@ -59,7 +59,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import diskcache
 import orjson
@@ -238,7 +238,7 @@ def _boundary(doing: str) -> Callable[[_F], _F]:
             except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
                 raise translate(exc, self.directory, doing) from exc
 
-        return wrapper  # type: ignore[return-value]
+        return cast(_F, wrapper)  # functools.wraps keeps the method's signature
 
     return decorate
 

@@ -69,7 +69,7 @@ import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -130,6 +130,7 @@ class _Parser(argparse.ArgumentParser):
     them to the top-level parser, which shows the top-level usage).
     """
 
+    # typeshed types parse_known_args as overloads; this override keeps the Namespace one
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
@@ -146,10 +147,10 @@ class _Parser(argparse.ArgumentParser):
         words = " ".join([last, *extras] if isinstance(last, str) else extras)
         return f'a name with spaces must be quoted: {self.prog} "{words}"'
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message}\n{self.format_usage().rstrip()}")
 
-    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if status:
             raise UsageError(message or self.format_usage())
         raise _HelpShown

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import copilot_extension
 from IPython.testing import globalipapp
 from IPython.utils.capture import CapturedIO, capture_output
 
 from copilot import EventType
-from copilot_jupyter.state import reset_state
 from copilot_jupyter.usage import has_matplotlib, usage_rows
 
 
@@ -21,16 +21,8 @@ def shell() -> Any:
 
 @pytest.fixture
 def ip(shell: Any, tmp_path, monkeypatch) -> Iterator[Any]:
-    monkeypatch.setenv("COPILOT_JUPYTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("COPILOT_JUPYTER_MODEL", "echo")
-    monkeypatch.setenv("COPILOT_JUPYTER_FALLBACK_MODEL", "echo")
-    reset_state(None)
-    shell.run_cell("%load_ext copilot_jupyter")
-    yield shell
-    shell.run_cell("%unload_ext copilot_jupyter")
-    previous = reset_state(None)
-    if previous is not None:
-        previous.client.stop(timeout=5)
+    with copilot_extension(shell, str(tmp_path / "home"), monkeypatch) as loaded:
+        yield loaded
 
 
 def run(ip: Any, code: str) -> tuple[Any, CapturedIO]:

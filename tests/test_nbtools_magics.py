@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import copilot_extension
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.testing import globalipapp
@@ -33,24 +34,17 @@ def shell() -> InteractiveShell:
 
 @pytest.fixture
 def ip(shell: InteractiveShell, tmp_path, monkeypatch) -> Iterator[InteractiveShell]:
-    monkeypatch.setenv("COPILOT_JUPYTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("COPILOT_JUPYTER_MODEL", "echo")
-    monkeypatch.setenv("COPILOT_JUPYTER_FALLBACK_MODEL", "echo")
-    reset_state(None)
-    shell.run_cell("%load_ext copilot_jupyter")
-    shell.run_cell(
-        "import pandas as pd\ndf = pd.DataFrame({'city': ['Paris', 'Oslo', 'Rome'], "
-        "'temp': [21.5, 9.0, 25.25]})",
-        store_history=True,
-    )
-    yield shell
-    shell.run_cell("%unload_ext copilot_jupyter")
-    shell.config.pop("CopilotMagics", None)
-    for name in ("df", "made_by_tool"):
-        shell.user_ns.pop(name, None)
-    previous = reset_state(None)
-    if previous is not None:
-        previous.client.stop(timeout=5)
+    with copilot_extension(shell, str(tmp_path / "home"), monkeypatch) as loaded:
+        loaded.run_cell(
+            "import pandas as pd\ndf = pd.DataFrame({'city': ['Paris', 'Oslo', 'Rome'], "
+            "'temp': [21.5, 9.0, 25.25]})",
+            store_history=True,
+        )
+        try:
+            yield loaded
+        finally:
+            for name in ("df", "made_by_tool"):
+                loaded.user_ns.pop(name, None)
 
 
 def run(ip: InteractiveShell, code: str) -> CapturedIO:

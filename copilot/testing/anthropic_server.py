@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from ._http import BaseHandler, ScriptedServer
 from .script import Fault, RecordedRequest, Reply, ToolCall, count_tokens, default_reply_content
@@ -126,6 +126,12 @@ def message_problem(messages: Iterable[Any]) -> str | None:
 
 class _Handler(BaseHandler):
     server_version = "ScriptedAnthropic/1.0"
+
+    @property
+    def owner(self) -> ScriptedAnthropicServer:
+        """The scripted server this handler answers for (the HTTP server holds it)."""
+        return cast("ScriptedAnthropicServer", cast(Any, self.server).owner)
+
     request_id_header = "request-id"
 
     def route(self, path: str, body: Any) -> None:
@@ -135,7 +141,7 @@ class _Handler(BaseHandler):
             self._send_json(404, _error(404, f"Not found: {self.command} {self.path}"))
 
     def _messages(self, req: Any) -> None:
-        owner: ScriptedAnthropicServer = self.server.owner  # type: ignore[assignment]
+        owner = self.owner
         if not isinstance(req, dict):
             self._send_json(400, _error(400, "the request body is not valid JSON"))
             return
@@ -182,11 +188,11 @@ class _Handler(BaseHandler):
         self._send_event(text, event=name)
 
     def _numbered(self, reply: Reply) -> list[tuple[str, ToolCall]]:
-        owner: ScriptedAnthropicServer = self.server.owner  # type: ignore[assignment]
+        owner = self.owner
         return [(call.id or owner._next_call_id(), call) for call in reply.tool_calls]
 
     def _reply(self, reply: Reply, model: str, stream: bool, prompt_tokens: int) -> None:
-        owner: ScriptedAnthropicServer = self.server.owner  # type: ignore[assignment]
+        owner = self.owner
         out_model = reply.model or model
         input_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else prompt_tokens
         output_tokens = (
@@ -284,7 +290,7 @@ class _Handler(BaseHandler):
     def _fault(
         self, fault: Fault, messages: list[Any], model: str, stream: bool, prompt_tokens: int
     ) -> None:
-        owner: ScriptedAnthropicServer = self.server.owner  # type: ignore[assignment]
+        owner = self.owner
         if fault.kind == "status":
             headers = {"request-id": self._request_id}
             if fault.retry_after is not None:

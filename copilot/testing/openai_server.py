@@ -44,7 +44,7 @@ import sys
 import time
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from ._http import BaseHandler, ScriptedServer
 from .script import (
@@ -148,8 +148,13 @@ def tool_message_problem(messages: Iterable[Any]) -> str | None:
 class _Handler(BaseHandler):
     server_version = "ScriptedOpenAI/1.0"
 
+    @property
+    def owner(self) -> ScriptedOpenAIServer:
+        """The scripted server this handler answers for (the HTTP server holds it)."""
+        return cast("ScriptedOpenAIServer", cast(Any, self.server).owner)
+
     def route(self, path: str, body: Any) -> None:
-        owner: ScriptedOpenAIServer = self.server.owner  # type: ignore[assignment]
+        owner = self.owner
         if path == "/v1/chat/completions" and self.command == "POST":
             self._chat_completions(body)
         elif path == "/v1/models" and self.command == "GET":
