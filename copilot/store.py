@@ -76,6 +76,7 @@ from .events import (
     EventType,
     NotAnEventError,
     build_stored_events,
+    load_record,
     paused_gc,
     renumber,
     stored_events,
@@ -139,14 +140,8 @@ def _event_key(session_id: str, seq: int) -> str:
 
 
 def _loads(text: str, key: str = "") -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        pass
-    try:  # what orjson refuses and json reads: NaN, integers over 64 bits
-        return json.loads(text)
-    except ValueError as exc:
-        raise StoreCorruptedError(f"the record {key!r} is not valid JSON: {exc}") from None
+    """The stored JSON ``text`` of the row ``key`` (:func:`copilot.events.load_record`)."""
+    return load_record(text, key)
 
 
 def _event(key: str, value: Any, seq: int | None = None) -> Event:
@@ -335,22 +330,6 @@ class EventStore:
     def _set(self, key: str, value: Any, tag: str | None = None) -> None:
         self._cache.set(key, _dumps(value), tag=tag)
 
-    def _rows(
-        self,
-        low: str,
-        high: str,
-        *,
-        descending: bool = False,
-        limit: int = -1,
-        floor_of: str | None = None,
-    ) -> Iterator[tuple[str, Any]]:
-        """Yield ``(key, parsed value)`` for keys in ``[low, high)``, in key order (see
-        :meth:`_texts`)."""
-        for key, text in self._texts(
-            low, high, descending=descending, limit=limit, floor_of=floor_of
-        ):
-            yield key, _loads(text, key)
-
     def _texts(
         self,
         low: str,
@@ -424,7 +403,10 @@ class EventStore:
             return True
         try:
             if not (mode == MODE_RAW and filename is None and type(value) is str):
-                value = next(self._rows(key, key + "\0"), (key, None))[1]  # a value file
+                text = next(self._texts(key, key + "\0"), (key, None))[1]  # a value file
+                value = None if text is None else _loads(text, key)
+            elif (count := _layout_count(value)) is not None:
+                return first + count - 1 > seq  # counted by its lines, not parsed
             elif value[:1] == "[":
                 value = _loads(value, key)
             else:
@@ -902,11 +884,11 @@ class EventStore:
     def blob_refs(self, sha256: str) -> list[str]:
         """The sessions that reference the attachment ``sha256``."""
         prefix = f"blobref/{sha256}/"
-        return [key[len(prefix) :] for key, _ in self._rows(prefix, prefix + "\uffff")]
+        return [key[len(prefix) :] for key, _ in self._texts(prefix, prefix + "\uffff")]
 
     def _session_blobs(self, session_id: str) -> list[str]:
         prefix = f"sblob/{session_id}/"
-        return [key[len(prefix) :] for key, _ in self._rows(prefix, prefix + "\uffff")]
+        return [key[len(prefix) :] for key, _ in self._texts(prefix, prefix + "\uffff")]
 
     def _release_blobs(self, session_id: str) -> None:
         """Drop ``session_id``'s references; bytes no session references are removed.
