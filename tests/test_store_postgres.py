@@ -467,6 +467,39 @@ def test_an_append_on_a_stale_head_retries_even_after_delete_and_create_again(
         elsewhere.close()
 
 
+def test_a_long_read_is_pipelined_in_ranges_and_misses_nothing_past_a_stale_head(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from copilot import store_postgres
+    from copilot.store_postgres import PostgresStore
+
+    monkeypatch.setattr(store_postgres, "_READ_CHUNK", 3)  # ranges of 3: 10 events, 4 queries
+    here, elsewhere = PostgresStore(pg_url, owner="o"), PostgresStore(pg_url, owner="o")
+    try:
+        here.create_session(_meta("s"))
+        written = here.append("s", _events(10, "a"))  # `here` remembers the head: seq 10
+        assert here.read_events("s") == written
+        assert [e.seq for e in here.read_events("s", after=4)] == list(range(5, 11))
+        assert [e.seq for e in here.read_events("s", after=2, limit=5)] == [3, 4, 5, 6, 7]
+        more = elsewhere.append("s", _events(5, "b"))  # `here`'s head is now 5 events behind
+        assert here.read_events("s") == written + more
+        fresh = PostgresStore(pg_url, owner="o")  # no head remembered: it reads the head first
+        try:
+            assert fresh.read_events("s") == written + more
+            with fresh.transaction():
+                assert [e.seq for e in fresh.read_events("s", after=1)] == list(range(2, 16))
+        finally:
+            fresh.close()
+        elsewhere.delete_session("s")  # `here` still remembers 10 events
+        elsewhere.create_session(_meta("s"))
+        again = elsewhere.append("s", _events(2, "c"))
+        assert here.read_events("s") == again
+        assert here.read_events("missing") == []
+    finally:
+        here.close()
+        elsewhere.close()
+
+
 def test_events_read_back_whole_and_a_row_that_is_not_an_event_is_a_typed_error(
     pg_url: str, postgres_server: Any
 ) -> None:
