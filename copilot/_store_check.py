@@ -36,6 +36,7 @@ from .errors import StoreCorruptedError
 from .events import Event, EventType
 from .store import (
     _events_of,
+    _layout_count,
     _loads,
     _metadata,
     _recent_key,
@@ -120,6 +121,11 @@ def _scan(
                 log.head = parsed
             else:
                 events = _events_of(key, parsed)
+                if _layout_count(value) not in (None, len(events)):
+                    raise StoreCorruptedError(
+                        f"the record {key!r} holds {len(events)} events but its layout says "
+                        f"{_layout_count(value)} (changed outside copilot?)"
+                    )
         except (StoreCorruptedError, ValueError) as exc:
             if kind == "s":
                 log.meta_bad = True

@@ -9,19 +9,26 @@ deltas, ``session.idle``) reach handlers but are never stored. Events read like 
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
+from .errors import StoreCorruptedError
+
 __all__ = [
     "Event",
     "EventData",
     "EventType",
     "NotAnEventError",
+    "StoredEvent",
     "build_stored_events",
     "new_id",
+    "stored_events",
     "utc_now",
 ]
 
@@ -180,7 +187,121 @@ class NotAnEventError(ValueError):
         self.seq = seq
 
 
+class StoredEvent(Event):
+    """An event read from a store, decoded from its stored row when first used (issue 12).
+
+    A store hands out ``StoredEvent`` objects holding their ``seq`` and the row they are
+    stored in (a JSON array of an append's events); the row is parsed the first time any
+    other field of one of its events is read, so a reader pays only for the rows it looks at
+    (``get_messages()`` of a 60,000-event session returns without parsing any). It is an
+    :class:`Event` in every other way: equal to the event it stores, the same mapping,
+    attributes and ``repr``. A row that is not what this package writes raises
+    :class:`~copilot.errors.StoreCorruptedError` naming it when one of its events is first
+    read (``client.check()`` finds it without that).
+    """
+
+    __slots__ = ("_row",)
+
+    def __getattr__(self, name: str) -> Any:
+        # Python calls this only for a field whose slot is still empty: decode, then read it.
+        if name in _DECODED_FIELDS:
+            self._decode()
+            return object.__getattribute__(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _decode(self) -> None:
+        row: _StoredRow = object.__getattribute__(self, "_row")
+        for name, value in _fields(row.item(self.seq), row.where, self.seq):
+            try:  # a field set before the decode (an append numbering the event) stays
+                object.__getattribute__(self, name)
+            except AttributeError:
+                object.__setattr__(self, name, value)
+        self._row = None  # decoded: the row is freed once its last event is
+
+
+class _StoredRow:
+    """One stored row (a JSON array of ``count`` events numbered from ``first``), shared by
+    its :class:`StoredEvent` objects and parsed once, when the first of them is used."""
+
+    __slots__ = ("count", "first", "items", "text", "where")
+
+    def __init__(self, where: str, first: int, text: str, count: int) -> None:
+        self.where, self.first, self.text, self.count = where, first, text, count
+        self.items: list[Any] | None = None
+
+    def item(self, seq: int) -> Any:
+        """The parsed record of the event ``seq``."""
+        items = self.items
+        if items is None:
+            items = _parse_row(self.text, self.where)
+            if type(items) is not list or len(items) != self.count:
+                raise StoreCorruptedError(
+                    f"the record {self.where!r} does not hold the {self.count} events its "
+                    f"layout says (changed outside copilot?): client.check() lists the damage"
+                )
+            self.items, self.text = items, ""
+        return items[seq - self.first]
+
+
+#: the slots a StoredEvent fills when it is decoded
+_DECODED_FIELDS = frozenset(("type", "_data", "id", "timestamp", "parent_id", "ephemeral"))
+
+
+def _parse_row(text: str, where: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # what orjson refuses and json reads: NaN, integers over 64 bits
+        return json.loads(text)
+    except ValueError as exc:
+        raise StoreCorruptedError(
+            f"the record {where!r} is not valid JSON ({exc}): client.check() lists the damage"
+        ) from None
+
+
+def _fields(item: Any, where: str, seq: int | None) -> Iterator[tuple[str, Any]]:
+    """The slots of the event ``item`` (a :meth:`Event.to_dict` record) as ``(name, value)``;
+    StoreCorruptedError naming ``where`` if it is not an event."""
+    try:
+        kind, event_id, timestamp = item["type"], item["id"], item["timestamp"]
+        data = item.get("data")
+    except (TypeError, KeyError, AttributeError):
+        kind = None
+    if (
+        type(kind) is not str
+        or type(event_id) is not str
+        or type(timestamp) is not str
+        or (data is not None and type(data) is not dict)
+    ):
+        raise StoreCorruptedError(
+            f"the event {seq} in the record {where!r} is not an event: client.check() lists "
+            f"the damage"
+        )
+    yield "type", _TYPE_NAMES.get(kind, kind)
+    yield "_data", {} if data is None else data
+    yield "id", event_id
+    yield "timestamp", timestamp
+    yield "parent_id", item.get("parentId")
+    yield "ephemeral", bool(item.get("ephemeral"))
+
+
+def stored_events(where: str, first: int, text: str, count: int) -> list[Event]:
+    """:class:`StoredEvent` objects for the row ``where`` whose ``text`` is a JSON array of
+    ``count`` events numbered from ``first``; nothing is parsed until one of them is used."""
+    row = _StoredRow(where, first, text, count)
+    events: list[Event] = []
+    append, new = events.append, _new_stored_event
+    for seq in range(first, first + count):
+        event = new(StoredEvent)
+        event._row = row
+        event.seq = seq
+        append(event)
+    return events
+
+
 _new_event = Event.__new__
+_new_stored_event = StoredEvent.__new__
 #: one string object per event type, shared by every event a store builds
 _TYPE_NAMES = {str(t): str(t) for t in EventType}
 

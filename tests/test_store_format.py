@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
+import sqlite3
 import tracemalloc
 from pathlib import Path
 
+import diskcache
 import pytest
 
 from copilot import (
@@ -18,11 +21,13 @@ from copilot import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
 )
-from copilot.events import Event, EventType
+from copilot.errors import StoreCorruptedError
+from copilot.events import Event, EventType, StoredEvent
 from copilot.store import ROW_EVENTS, STORE_FORMAT, EventStore
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-v1"
 FIXTURE_V2 = Path(__file__).parent / "fixtures" / "store-v2"
+FIXTURE_V3 = Path(__file__).parent / "fixtures" / "store-v3"
 
 
 def _client(home: str | Path) -> CopilotClient:
@@ -168,8 +173,8 @@ def test_the_migration_copies_rows_as_stored_and_leaves_unreadable_ones(tmp_path
             "e/s/000000000007": rows["e/s/000000000007"],
             "e/s/000000000009": rows["e/s/000000000009"],
         }
-        first_three = ",".join(rows[f"e/s/00000000000{i}"] for i in (1, 2, 3))
-        assert store._cache.get("e/s/000000000001") == f"[{first_three}]"
+        first_three = ",\n".join(rows[f"e/s/00000000000{i}"] for i in (1, 2, 3))
+        assert store._cache.get("e/s/000000000001") == f"[\n{first_three}\n]"
         kinds = {(d["kind"], d["key"]) for d in store.check()}
         assert kinds == {("corrupt-record", "e/s/000000000005"), ("sequence-gap", None)}
         events = [e for e in store.iter_events_backwards("s", before=5)][::-1]
@@ -181,6 +186,200 @@ def test_the_migration_copies_rows_as_stored_and_leaves_unreadable_ones(tmp_path
     finally:
         store.close()
     assert not list((tmp_path / "store").glob("*/*/*.val"))[1:]  # the old file was removed
+
+
+def test_rows_written_before_the_line_layout_read_the_same(tmp_path: Path) -> None:
+    """tests/fixtures/store-v3 was written by commit baf1559: format 3 with each row one
+    compact JSON array. Its rows are read (parsed at once) and appended to: old and new
+    layouts side by side in one session, nothing renumbered."""
+    home = tmp_path / "v3"
+    shutil.copytree(FIXTURE_V3 / "home", home)
+    expected = json.loads((FIXTURE_V3 / "expected.json").read_text())
+    client = _client(home)
+    try:
+        store = client._core.store
+        assert client.list_sessions() == expected["sessions"]
+        for session_id, events in expected["events"].items():
+            assert _as_dicts(client.get_messages(session_id)) == events
+            assert all(v.startswith("[{") for _, v in _event_rows(store, session_id))
+        session = client.resume_session("alpha")
+        session.send_and_wait("after the upgrade")
+        old = expected["events"]["alpha"]
+        now = _as_dicts(client.get_messages("alpha"))
+        assert now[: len(old)] == old
+        assert [e["seq"] for e in now] == list(range(1, len(now) + 1))
+        assert now[len(old)]["parentId"] == old[-1]["id"]
+        new_rows = [v for k, v in _event_rows(store, "alpha") if int(k[-12:]) > len(old)]
+        assert new_rows and all(v.startswith("[\n{") for v in new_rows)
+        assert [d for d in client.check() if d["kind"] != "open-turn"] == []
+    finally:
+        client.stop()
+
+
+def test_the_store_fits_diskcaches_schema_once_and_keeps_it(tmp_path: Path) -> None:
+    """The listing index exists, diskcache's statistics triggers are inert and its expiry
+    index partial, in a new store, in an older one opened by this version, and after
+    diskcache itself opens the store again (its CREATE ... IF NOT EXISTS)."""
+    home = tmp_path / "v3"
+    shutil.copytree(FIXTURE_V3 / "home", home)
+    assert "copilot_listing" not in _schema_of(home / "sessions")
+    for directory in (tmp_path / "new", home / "sessions"):
+        EventStore(directory).close()
+        diskcache.Cache(str(directory)).close()
+        schema = _schema_of(directory)
+        assert (
+            "(key, raw, mode, filename, value) WHERE key >= 's/' AND key < 's0'"
+            in (schema["copilot_listing"])
+        )
+        triggers = [name for name in schema if name.startswith("Settings_")]
+        assert len(triggers) == 5
+        assert all(" FOR EACH ROW WHEN 0 BEGIN " in schema[name] for name in triggers)
+        assert schema["Cache_expire_time"].endswith("WHERE expire_time IS NOT NULL")
+    store = EventStore(tmp_path / "new")
+    try:
+        before = store._cache._sql("SELECT key, value FROM Settings").fetchall()
+        store.create_session({"sessionId": "s", "modifiedTime": "t"})
+        store.append("s", [Event(EventType.USER_MESSAGE, {"content": "q"})])
+        assert store._cache._sql("SELECT key, value FROM Settings").fetchall() == before
+    finally:
+        store.close()
+
+
+def _schema_of(directory: Path) -> dict[str, str]:
+    with sqlite3.connect(directory / "cache.db") as db:
+        return dict(db.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL"))
+
+
+def test_listing_every_session_reads_the_listing_index_only(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "s")
+    try:
+        for i in range(3):
+            store.create_session({"sessionId": f"s{i}", "modifiedTime": f"t{i}"})
+        statements: list[str] = []
+        store._cache._con.set_trace_callback(statements.append)
+        try:
+            listed = store.list_sessions()
+        finally:
+            store._cache._con.set_trace_callback(None)
+        assert [r["sessionId"] for r in listed] == ["s2", "s1", "s0"]
+        (query,) = [q for q in statements if "FROM Cache" in q]
+        plan = " ".join(row[-1] for row in store._cache._sql("EXPLAIN QUERY PLAN " + query))
+        assert plan == "SEARCH Cache USING COVERING INDEX copilot_listing (key>? AND key<?)"
+    finally:
+        store.close()
+
+
+def test_an_append_writes_one_event_per_line_that_a_json_reader_reads(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "s")
+    try:
+        store.create_session({"sessionId": "s", "modifiedTime": "t"})
+        written = store.append(
+            "s",
+            [
+                Event(EventType.USER_MESSAGE, {"content": "two\nlines, and ,\n inside"}),
+                Event(EventType.ASSISTANT_MESSAGE, {"content": "]\n[{", "n": [1, {"a": 2}]}),
+            ],
+        )
+        ((key, text),) = _event_rows(store, "s")
+        assert key == "e/s/000000000001"
+        assert text.count("\n") == 3 and text.startswith("[\n{") and text.endswith("}\n]")
+        # the row is still the JSON array format 3 wrote: an older reader parses it
+        assert json.loads(text) == [e.to_dict() for e in written]
+        assert store.read_events("s") == written
+    finally:
+        store.close()
+
+
+def _undecoded(event: Event) -> bool:
+    return event._row is not None  # type: ignore[attr-defined]  # StoredEvent's row slot
+
+
+def test_a_read_parses_only_the_rows_whose_events_are_used(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "s")
+    try:
+        store.create_session({"sessionId": "s", "modifiedTime": "t"})
+        for i in range(3):  # three appends: three rows of two events
+            store.append(
+                "s",
+                [
+                    Event(EventType.USER_MESSAGE, {"content": f"q{i}"}),
+                    Event(EventType.ASSISTANT_MESSAGE, {"content": f"a{i}"}),
+                ],
+            )
+        events = store.read_events("s")
+        assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]  # known without parsing
+        assert all(isinstance(e, StoredEvent) and _undecoded(e) for e in events)
+        assert events[2].data["content"] == "q1"  # the second row is parsed, and only it
+        assert [_undecoded(e) for e in events] == [True, True, False, True, True, True]
+        assert events[3]._row is None or events[3]._row.items is not None  # shares the parse
+        assert events[3].type == EventType.ASSISTANT_MESSAGE and not _undecoded(events[3])
+        assert events[3].parent_id == events[2].id
+        stored = [d for _, v in _event_rows(store, "s") for d in json.loads(v)]
+        assert [e.to_dict() for e in events] == stored
+        # a field set before the decode is kept (an append numbering a copied event)
+        fresh = store.read_events("s")[0]
+        fresh.parent_id = "set-before"
+        assert fresh.type == EventType.USER_MESSAGE and fresh.parent_id == "set-before"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("stored", "message"),
+    [
+        (
+            '[\n{"id":"a","type":"user.message","timestamp":"t"},\n{"id":}\n]',
+            "the record 'e/s/000000000001' is not valid JSON",
+        ),
+        (
+            '[\n{"id":"a","type":"user.message","timestamp":"t"},\n{"id":1,"type":"x"}\n]',
+            "the event 2 in the record 'e/s/000000000001' is not an event",
+        ),
+        # three lines, two events: a hand edit that broke the layout
+        (
+            '[\n{"id":"a","type":"user.message","timestamp":"t"},\n\n{"id":"b","type":"abort",'
+            '"timestamp":"t"}\n]',
+            "does not hold the 3 events its layout says",
+        ),
+    ],
+)
+def test_a_damaged_row_in_the_line_layout_is_a_typed_error_when_used(
+    tmp_path: Path, stored: str, message: str
+) -> None:
+    store = EventStore(tmp_path / "s")
+    try:
+        store.create_session({"sessionId": "s", "modifiedTime": "t"})
+        store._cache.set("e/s/000000000001", stored, tag="s")
+        store._set("h/s", {"seq": stored.count("\n") - 1, "last": "b", "open": {}})
+        events = store.read_events("s")  # counted by its lines, not parsed yet
+        with pytest.raises(StoreCorruptedError, match=re.escape(message)) as caught:
+            [e.type for e in events]
+        assert "client.check()" in str(caught.value)
+        assert ("corrupt-record", "e/s/000000000001") in {
+            (d["kind"], d["key"]) for d in store.check()
+        }
+    finally:
+        store.close()
+
+
+def test_a_rename_copies_each_row_as_stored(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "s")
+    try:
+        store.create_session({"sessionId": "old", "modifiedTime": "t"})
+        for i in range(2):
+            store.append(
+                "old",
+                [
+                    Event(EventType.USER_MESSAGE, {"content": f"q{i}"}),
+                    Event(EventType.ABORT, {"reason": "x"}),
+                ],
+            )
+        before = [(k[-12:], v) for k, v in _event_rows(store, "old")]
+        store.rename_session("old", "new")
+        assert [(k[-12:], v) for k, v in _event_rows(store, "new")] == before
+        assert _event_rows(store, "old") == []
+    finally:
+        store.close()
 
 
 def test_the_migration_runs_once(old_store: Path, caplog: pytest.LogCaptureFixture) -> None:
