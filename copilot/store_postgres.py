@@ -67,7 +67,14 @@ from .errors import (
     StoreError,
     StoreTimeoutError,
 )
-from .events import Event, EventType, NotAnEventError, build_stored_events, utc_now
+from .events import (
+    Event,
+    EventType,
+    NotAnEventError,
+    build_stored_events,
+    stored_events,
+    utc_now,
+)
 from .search import Progress
 from .store_base import copied_counts
 
@@ -148,6 +155,14 @@ _DOC_KEYS = ("q", "i", "m", "t", "ts", "model", "r", "b", "v")
 _OPTIMISTIC_TRIES = 3
 #: a range of events (``seq > after``) as text, parsed by :func:`_events`
 _RANGE = f"SELECT seq, event::text FROM copilot_events WHERE {_SESSION} AND seq > %s "
+#: a range of events as one row: first and last seq, count, and the events' jsonb as text,
+#: joined by commas (a JSON array without its brackets), for copilot.events.stored_events
+_RANGE_ROW = (
+    "SELECT min(seq), count(*), max(seq), string_agg(t, ',' ORDER BY seq) FROM (SELECT seq, "
+    f"event::text AS t FROM copilot_events WHERE {_SESSION} AND seq > %s "
+)
+#: above every sequence number (an open upper bound)
+_NO_SEQ = 1 << 62
 #: events per query of a long read, pipelined (PostgresStore._read); 2,000-5,000 measured alike
 _READ_CHUNK = 2_000
 _RECONNECT_TIMEOUT = 2.0
@@ -692,12 +707,16 @@ class PostgresStore:
     ) -> list[Event]:
         """The events with ``seq > after`` (at most ``limit``), oldest first.
 
-        A long unlimited read is sent as pipelined range queries of :data:`_READ_CHUNK`
-        events, so the client decodes one range while the server still turns the next ranges'
-        ``jsonb`` into text: the two run on different cores instead of one after the other
-        (a 50,000-event read, docs/architecture.md). The last range is open-ended, so events
-        past the head this store last saw are read too, and the ranges cover ``seq > after``
-        exactly whatever the head says.
+        A long unlimited read (more than :data:`_READ_CHUNK` events past ``after`` by the head
+        this store remembers, else by the session's row) is sent as pipelined range queries,
+        each answered by one row: the range's events as the text of a JSON array, handed to
+        :func:`copilot.events.stored_events` (each event parsed when first used, as the
+        diskcache store's rows). The client takes in one range while the server still renders
+        the next ones' ``jsonb`` as text: the two run on different cores instead of one after
+        the other (a 50,000-event read, docs/architecture.md). The last range is open-ended,
+        so events past a stale remembered head are read too; a range whose numbers have a gap
+        (only a write outside this package makes one) is read again row by row and numbered
+        as stored. Shorter reads and ``limit`` reads are one query, parsed at once.
         """
         last = None
         if limit is None:
@@ -714,22 +733,37 @@ class PostgresStore:
             cursor.execute(_RANGE + "ORDER BY seq LIMIT %s", (self.owner, session_id, after, limit))
             return _events(session_id, cursor.fetchall())
         connection = cursor.connection
-        cursors = []
-        with connection.pipeline():
+        parts: list[tuple[Any, int, int | None]] = []
+        with _no_gc(), connection.pipeline():
             for low in range(after, last, _READ_CHUNK):
+                high = low + _READ_CHUNK if low + _READ_CHUNK < last else None
                 part = connection.cursor()
-                if low + _READ_CHUNK < last:
-                    part.execute(
-                        _RANGE + "AND seq <= %s ORDER BY seq",
-                        (self.owner, session_id, low, low + _READ_CHUNK),
-                    )
+                if high is None:
+                    part.execute(_RANGE_ROW + "ORDER BY seq) AS r", (self.owner, session_id, low))
                 else:
-                    part.execute(_RANGE + "ORDER BY seq", (self.owner, session_id, low))
-                cursors.append(part)
+                    part.execute(
+                        _RANGE_ROW + "AND seq <= %s ORDER BY seq) AS r",
+                        (self.owner, session_id, low, high),
+                    )
+                parts.append((part, low, high))
             events: list[Event] = []
-            for part in cursors:
-                events += _events(session_id, part.fetchall())
+            gapped: list[tuple[int, int, int | None]] = []
+            for part, low, high in parts:
+                first, count, final, text = part.fetchone()
                 part.close()
+                if not count:
+                    continue
+                if final - first + 1 == count:  # a whole range: its events decode when used
+                    where = f"{session_id} events {first}-{final}"
+                    events += stored_events(where, first, "[" + text + "]", count)
+                else:  # a log with a gap (written outside the package): numbered row by row
+                    gapped.append((len(events), low, high))
+        for index, low, high in reversed(gapped):
+            cursor.execute(
+                _RANGE + "AND seq <= %s ORDER BY seq",
+                (self.owner, session_id, low, _NO_SEQ if high is None else high),
+            )
+            events[index:index] = _events(session_id, cursor.fetchall())
         return events
 
     def read_events(self, session_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
@@ -768,7 +802,7 @@ class PostgresStore:
         self, session_id: str, before: int | None = None, chunk: int = 256
     ) -> Iterator[Event]:
         """The session's events newest first (``seq < before``), read in chunks of ``chunk``."""
-        high = (1 << 62) if before is None else before
+        high = _NO_SEQ if before is None else before
         while True:
             with self._cursor(session_id) as cursor:
                 cursor.execute(
@@ -1050,10 +1084,18 @@ def _events(session_id: str, rows: list[tuple[int, str]]) -> list[Event]:
     (a third of a 50,000-event read was the per-call overhead). jsonb's text output is always
     valid JSON, so joining rows cannot change what any of them means.
     """
-    enabled = gc.isenabled()
-    gc.disable()  # many objects, no cycles: each collector pass over them only costs time
-    try:
+    with _no_gc():
         return _build_events(session_id, rows)
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic collector paused: a read makes many objects and no cycles, so each collector
+    pass over them would only cost time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
     finally:
         if enabled:
             gc.enable()

@@ -500,6 +500,51 @@ def test_a_long_read_is_pipelined_in_ranges_and_misses_nothing_past_a_stale_head
         elsewhere.close()
 
 
+def test_a_long_read_decodes_each_event_when_used_and_numbers_a_gapped_log_as_stored(
+    pg_url: str, postgres_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from copilot import store_postgres
+    from copilot.events import StoredEvent
+    from copilot.store_postgres import PostgresStore
+
+    monkeypatch.setattr(store_postgres, "_READ_CHUNK", 3)
+    store = PostgresStore(pg_url, owner="o")
+    dbname = pg_url.rsplit("/", 1)[1]
+    try:
+        store.create_session(_meta("s"))
+        written = store.append(
+            "s",
+            [
+                Event(EventType.USER_MESSAGE, {"content": "big", "n": 2**70}),
+                Event(EventType.ASSISTANT_TURN_START, {"messageId": "m"}, ephemeral=True),
+                *_events(8, "a"),
+            ],
+        )
+        read = store.read_events("s")
+        assert all(type(e) is StoredEvent for e in read)  # the long path: parsed when used
+        assert type(store.read_events("s", after=8)[0]) is not StoredEvent  # 2 events: at once
+        assert [(e.seq, e.id, e.type, e.parent_id, e.ephemeral, e.timestamp) for e in read] == [
+            (e.seq, e.id, e.type, e.parent_id, e.ephemeral, e.timestamp) for e in written
+        ]
+        assert read[0].data["n"] == 2**70 and read == written
+        # a gap (only a write outside the package makes one): numbered as stored, not shifted
+        postgres_server.execute("DELETE FROM copilot_events WHERE seq = 5", dbname)
+        gapped = store.read_events("s")
+        assert [e.seq for e in gapped] == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+        assert [e.id for e in gapped] == [e.id for e in written if e.seq != 5]
+        # a row that is not an event: the read returns, the event raises when first used
+        postgres_server.execute(
+            'UPDATE copilot_events SET event = \'{"id": "x", "type": 1}\'::jsonb WHERE seq = 8',
+            dbname,
+        )
+        damaged = store.read_events("s", after=6)
+        assert damaged[0].type == EventType.USER_MESSAGE
+        with pytest.raises(StoreCorruptedError, match="event 8 in the record 's events 7-"):
+            _ = damaged[1].type
+    finally:
+        store.close()
+
+
 def test_events_read_back_whole_and_a_row_that_is_not_an_event_is_a_typed_error(
     pg_url: str, postgres_server: Any
 ) -> None:
