@@ -161,6 +161,16 @@ _RANGE_ROW = (
     "SELECT min(seq), count(*), max(seq), string_agg(t, ',' ORDER BY seq) FROM (SELECT seq, "
     f"event::text AS t FROM copilot_events WHERE {_SESSION} AND seq > %s "
 )
+#: this owner's event rows that copilot.events.build_stored_events would refuse (check())
+_NOT_EVENTS = (
+    "SELECT session_id, seq FROM copilot_events WHERE owner = %s AND NOT ("
+    "jsonb_typeof(event) = 'object' "
+    "AND coalesce(jsonb_typeof(event -> 'id'), '') = 'string' "
+    "AND coalesce(jsonb_typeof(event -> 'type'), '') = 'string' "
+    "AND coalesce(jsonb_typeof(event -> 'timestamp'), '') = 'string' "
+    "AND coalesce(jsonb_typeof(event -> 'data'), 'null') IN ('object', 'null')) "
+    "ORDER BY session_id, seq"
+)
 #: above every sequence number (an open upper bound)
 _NO_SEQ = 1 << 62
 #: events per query of a long read, pipelined (PostgresStore._read); 2,000-5,000 measured alike
@@ -837,8 +847,10 @@ class PostgresStore:
         "repairable"}`` dicts (the diskcache store's format; empty for a sound store).
 
         The database enforces most of what the diskcache store must check (JSON values,
-        unique sequence numbers, atomic writes); what is left is a head that does not match
-        its log (``kind: "head"``), which only a write outside this package can cause.
+        unique sequence numbers, atomic writes); what is left, which only a write outside this
+        package can cause, is a head that does not match its log (``kind: "head"``) and an
+        event row that is not an event (``kind: "corrupt-record"``, not repairable: the row
+        stays for a person to look at; a long read raises when that event is first used).
         """
         with self._cursor() as cursor:
             cursor.execute(
@@ -850,7 +862,9 @@ class PostgresStore:
                 (self.owner,),
             )
             rows = cursor.fetchall()
-        return [
+            cursor.execute(_NOT_EVENTS, (self.owner,))
+            corrupt = cursor.fetchall()
+        damage = [
             {
                 "kind": "head",
                 "sessionId": session_id,
@@ -862,6 +876,17 @@ class PostgresStore:
                 "repairable": head != last,
             }
             for session_id, head, last, count in rows
+        ]
+        return damage + [
+            {
+                "kind": "corrupt-record",
+                "sessionId": session_id,
+                "key": f"{session_id} event {seq}",
+                "detail": "not an event: an object with string id, type and timestamp and "
+                "an object or null as data",
+                "repairable": False,
+            }
+            for session_id, seq in corrupt
         ]
 
     def repair(self) -> list[dict[str, Any]]:

@@ -541,6 +541,18 @@ def test_a_long_read_decodes_each_event_when_used_and_numbers_a_gapped_log_as_st
         assert damaged[0].type == EventType.USER_MESSAGE
         with pytest.raises(StoreCorruptedError, match="event 8 in the record 's events 7-"):
             _ = damaged[1].type
+        postgres_server.execute(  # each way of not being an event, and one that is
+            "UPDATE copilot_events SET event = CASE seq WHEN 2 THEN '[]'::jsonb "
+            'WHEN 3 THEN \'{"id": "x", "type": "t", "timestamp": "s", "data": 1}\'::jsonb '
+            'WHEN 4 THEN \'{"id": 7, "type": "t", "timestamp": "s"}\'::jsonb '
+            'WHEN 6 THEN \'{"id": "x", "type": "t", "timestamp": "s", "data": null}\'::jsonb '
+            "END WHERE seq IN (2, 3, 4, 6)",
+            dbname,
+        )
+        assert [(d["kind"], d["key"], d["repairable"]) for d in store.check()] == [
+            ("head", None, False),  # the gap at 5
+            *[("corrupt-record", f"s event {seq}", False) for seq in (2, 3, 4, 8)],
+        ]
     finally:
         store.close()
 
