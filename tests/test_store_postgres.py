@@ -527,14 +527,28 @@ def test_a_long_read_decodes_each_event_when_used_and_numbers_a_gapped_log_as_st
             (e.seq, e.id, e.type, e.parent_id, e.ephemeral, e.timestamp) for e in written
         ]
         assert read[0].data["n"] == 2**70 and read == written
+        seen: list[Event] = []  # fork uses every event: its long read parses each range at once
+
+        def copy(events: list[Event]) -> list[Event]:
+            seen.extend(events)
+            return [Event(e.type, dict(e.data)) for e in events]
+
+        store.fork_session("s", _meta("f"), copy)
+        finished = [written[0], *written[2:]]  # the open turn's start is left out of a fork
+        assert seen == finished and not [e for e in seen if type(e) is StoredEvent]
+        assert [e.data.get("content") for e in store.read_events("f")] == [
+            e.data.get("content") for e in finished
+        ]
         # a gap (only a write outside the package makes one): numbered as stored, not shifted
-        postgres_server.execute("DELETE FROM copilot_events WHERE seq = 5", dbname)
+        postgres_server.execute(
+            "DELETE FROM copilot_events WHERE session_id = 's' AND seq = 5", dbname
+        )
         gapped = store.read_events("s")
         assert [e.seq for e in gapped] == [1, 2, 3, 4, 6, 7, 8, 9, 10]
         assert [e.id for e in gapped] == [e.id for e in written if e.seq != 5]
         # a row that is not an event: the read returns, the event raises when first used
         postgres_server.execute(
-            'UPDATE copilot_events SET event = \'{"id": "x", "type": 1}\'::jsonb WHERE seq = 8',
+            'UPDATE copilot_events SET event = \'{"id": "x", "type": 1}\'::jsonb WHERE session_id = \'s\' AND seq = 8',
             dbname,
         )
         damaged = store.read_events("s", after=6)
@@ -546,7 +560,7 @@ def test_a_long_read_decodes_each_event_when_used_and_numbers_a_gapped_log_as_st
             'WHEN 3 THEN \'{"id": "x", "type": "t", "timestamp": "s", "data": 1}\'::jsonb '
             'WHEN 4 THEN \'{"id": 7, "type": "t", "timestamp": "s"}\'::jsonb '
             'WHEN 6 THEN \'{"id": "x", "type": "t", "timestamp": "s", "data": null}\'::jsonb '
-            "END WHERE seq IN (2, 3, 4, 6)",
+            "END WHERE session_id = 's' AND seq IN (2, 3, 4, 6)",
             dbname,
         )
         assert [(d["kind"], d["key"], d["repairable"]) for d in store.check()] == [
