@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import gc
 import json
 import logging
 import os
@@ -77,6 +76,8 @@ from .events import (
     EventType,
     NotAnEventError,
     build_stored_events,
+    paused_gc,
+    renumber,
     stored_events,
     utc_now,
 )
@@ -179,13 +180,29 @@ def _row_text(events: Iterable[Event]) -> str:
 
 
 def _row_events(key: str, text: str) -> list[Event]:
-    """The events of the row ``key`` stored as ``text``: parsed when first used if the row
-    has the layout of :func:`_row_text`, else now (rows written before, or by hand);
-    StoreCorruptedError if the row is not a JSON array of events."""
-    count = _layout_count(text)
-    if count is not None:
-        return stored_events(key, int(key[-_SEQ_WIDTH:]), text, count)
-    return _events_of(key, _loads(text, key))
+    """The events of the row ``key`` stored as ``text``: see :func:`_events_of_rows`."""
+    return _events_of_rows(((key, text),))
+
+
+def _events_of_rows(rows: Iterable[tuple[str, str]]) -> list[Event]:
+    """The events of ``(key, text)`` rows, in order: parsed when first used for rows in the
+    layout of :func:`_row_text` (:func:`copilot.events.stored_events`), now for others (rows
+    written before, or by hand); StoreCorruptedError if such a row is not a JSON array of
+    events."""
+    events: list[Event] = []
+    pending: list[tuple[str, int, str, int]] = []
+    for key, text in rows:
+        count = _layout_count(text)
+        if count is not None:
+            pending.append((key, int(key[-_SEQ_WIDTH:]), text, count))
+            continue
+        if pending:
+            events.extend(stored_events(pending))
+            pending = []
+        events.extend(_events_of(key, _loads(text, key)))
+    if pending:
+        events.extend(stored_events(pending))
+    return events
 
 
 def _layout_count(text: str) -> int | None:
@@ -247,19 +264,6 @@ def _batches(cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
         if len(rows) < size:
             return
         size = min(size * 2, 1024)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a read builds many objects that hold no
-    cycles: each pass of it over a growing heap made a 60,000-event read a third slower."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _boundary(doing: str) -> Callable[[_F], _F]:
@@ -722,7 +726,7 @@ class EventStore:
         one bad record must not hide every other session.
         """
         if limit is None:
-            with _gc_paused():  # the sort's keys are 100,000 new objects at that count
+            with paused_gc():  # the sort's keys are 100,000 new objects at that count
                 sessions = self._all_sessions()
                 _sort_by_recency(sessions)
             return sessions
@@ -950,7 +954,7 @@ class EventStore:
                 )
             for event in events:
                 seq += 1
-                event.parent_id, event.seq = last, seq
+                renumber(event, last, seq)
                 last = event.id
                 _track_open(open_turns, event)
                 stored.append(event)
@@ -1005,14 +1009,14 @@ class EventStore:
     def read_events(self, session_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         """The session's events with ``seq > after``, oldest first; at most ``limit``.
 
-        One range read from the row holding event ``after + 1``; only rows in the range are
-        parsed (a row is one append: a few events).
+        One range read from the row holding event ``after + 1``; the events are parsed when
+        first used (a row is one append: a few events).
         """
         prefix = f"e/{session_id}/"
         low = _event_key(session_id, after + 1)
         high = prefix + _AFTER_DIGITS
         events: list[Event] = []
-        with _gc_paused():
+        with paused_gc():
             # limit + 1 rows hold at least limit events past ``after`` (each row holds one
             # or more, and only the first can start at or before ``after``)
             rows = self._texts(
@@ -1022,8 +1026,7 @@ class EventStore:
                 floor_of=prefix if after else None,
             )
             if limit is None:
-                for key, text in rows:
-                    events.extend(_row_events(key, text))
+                events = _events_of_rows(rows)
             else:
                 past = 0  # events read with seq > after
                 for key, text in rows:

@@ -22,7 +22,7 @@ from copilot import (
     InvalidArgumentTypeError,
 )
 from copilot.errors import StoreCorruptedError
-from copilot.events import Event, EventType, StoredEvent
+from copilot.events import CHUNK_ROWS, Event, EventType, StoredEvent, renumber
 from copilot.store import ROW_EVENTS, STORE_FORMAT, EventStore
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-v1"
@@ -291,14 +291,14 @@ def test_an_append_writes_one_event_per_line_that_a_json_reader_reads(tmp_path: 
 
 
 def _undecoded(event: Event) -> bool:
-    return event._row is not None  # type: ignore[attr-defined]  # StoredEvent's row slot
+    return event._chunk is not None  # type: ignore[attr-defined]  # StoredEvent's slot
 
 
-def test_a_read_parses_only_the_rows_whose_events_are_used(tmp_path: Path) -> None:
+def test_a_read_parses_only_the_chunks_whose_events_are_used(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "s")
     try:
         store.create_session({"sessionId": "s", "modifiedTime": "t"})
-        for i in range(3):  # three appends: three rows of two events
+        for i in range(CHUNK_ROWS + 2):  # one row of two events per append
             store.append(
                 "s",
                 [
@@ -307,19 +307,21 @@ def test_a_read_parses_only_the_rows_whose_events_are_used(tmp_path: Path) -> No
                 ],
             )
         events = store.read_events("s")
-        assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]  # known without parsing
+        n = 2 * (CHUNK_ROWS + 2)
+        assert [e.seq for e in events] == list(range(1, n + 1))  # known without parsing
         assert all(isinstance(e, StoredEvent) and _undecoded(e) for e in events)
-        assert events[2].data["content"] == "q1"  # the second row is parsed, and only it
-        assert [_undecoded(e) for e in events] == [True, True, False, True, True, True]
-        assert events[3]._row is None or events[3]._row.items is not None  # shares the parse
-        assert events[3].type == EventType.ASSISTANT_MESSAGE and not _undecoded(events[3])
-        assert events[3].parent_id == events[2].id
+        last = events[-1]
+        assert last.data["content"] == f"a{CHUNK_ROWS + 1}"  # the second chunk, and only it
+        assert [_undecoded(e) for e in events] == [True] * 2 * CHUNK_ROWS + [False] * 4
+        assert events[-2].type == EventType.USER_MESSAGE and last.parent_id == events[-2].id
         stored = [d for _, v in _event_rows(store, "s") for d in json.loads(v)]
-        assert [e.to_dict() for e in events] == stored
-        # a field set before the decode is kept (an append numbering a copied event)
-        fresh = store.read_events("s")[0]
-        fresh.parent_id = "set-before"
-        assert fresh.type == EventType.USER_MESSAGE and fresh.parent_id == "set-before"
+        assert [e.to_dict() for e in events] == stored  # the first chunk parsed here
+        assert not any(_undecoded(e) for e in events)
+        # renumbering a read event (an append of it) decodes it first: its stored fields
+        # cannot overwrite the new numbers
+        fresh = store.read_events("s", limit=1)[0]
+        renumber(fresh, "set-before", 99)
+        assert (fresh.type, fresh.parent_id, fresh.seq) == ("user.message", "set-before", 99)
     finally:
         store.close()
 
