@@ -39,7 +39,6 @@ in ``bench/postgres.py`` is in docs/architecture.md).
 from __future__ import annotations
 
 import contextlib
-import gc
 import getpass
 import hashlib
 import json
@@ -72,6 +71,8 @@ from .events import (
     EventType,
     NotAnEventError,
     build_stored_events,
+    paused_gc,
+    renumber,
     stored_events,
     utc_now,
 )
@@ -669,7 +670,7 @@ class PostgresStore:
         base, values = seq, []
         for event in events:
             seq += 1
-            event.parent_id, event.seq = last, seq
+            renumber(event, last, seq)  # a read event is decoded before it is renumbered
             last = event.id
             values.append(event.to_dict())
             message_id = event.data.get("messageId")
@@ -753,7 +754,7 @@ class PostgresStore:
         connection = cursor.connection
         parts: list[tuple[Any, int, int | None]] = []
         query, close = (_RANGE, "ORDER BY seq") if parse else (_RANGE_ROW, "ORDER BY seq) r")
-        with _no_gc(), connection.pipeline():
+        with paused_gc(), connection.pipeline():
             for low in range(after, last, _READ_CHUNK):
                 high = low + _READ_CHUNK if low + _READ_CHUNK < last else None
                 part = connection.cursor()
@@ -777,7 +778,7 @@ class PostgresStore:
                     continue
                 if final - first + 1 == count:  # a whole range: its events decode when used
                     where = f"{session_id} events {first}-{final}"
-                    events += stored_events(where, first, "[" + text + "]", count)
+                    events += stored_events([(where, first, "[" + text + "]", count)])
                 else:  # a log with a gap (written outside the package): numbered row by row
                     gapped.append((len(events), low, high))
         for index, low, high in reversed(gapped):
@@ -1121,21 +1122,8 @@ def _events(session_id: str, rows: list[tuple[int, str]]) -> list[Event]:
     (a third of a 50,000-event read was the per-call overhead). jsonb's text output is always
     valid JSON, so joining rows cannot change what any of them means.
     """
-    with _no_gc():
+    with paused_gc():  # many objects, no cycles: each collector pass would only cost time
         return _build_events(session_id, rows)
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """The cyclic collector paused: a read makes many objects and no cycles, so each collector
-    pass over them would only cost time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _build_events(session_id: str, rows: list[tuple[int, str]]) -> list[Event]:

@@ -539,6 +539,12 @@ def test_a_long_read_decodes_each_event_when_used_and_numbers_a_gapped_log_as_st
         assert [e.data.get("content") for e in store.read_events("f")] == [
             e.data.get("content") for e in finished
         ]
+        unused = store.read_events("s")[3]  # not parsed yet: an append numbers it after parsing
+        tail = store.read_events("f", after=8)[0]
+        assert store.append("f", [unused])[0].seq == 10
+        appended = store.read_events("f", after=9)[0]
+        assert (appended.seq, appended.parent_id, appended.id) == (10, tail.id, written[3].id)
+        assert appended.data == written[3].data
         # a gap (only a write outside the package makes one): numbered as stored, not shifted
         postgres_server.execute(
             "DELETE FROM copilot_events WHERE session_id = 's' AND seq = 5", dbname
