@@ -274,6 +274,9 @@ class PostgresStore:
         self._local = threading.local()
         #: session id -> the head this store last wrote or read (a stale one costs a retry)
         self._heads: dict[str, _Head] = {}
+        #: session id -> the newest seq this store read (how long a read may be; any value is
+        #: safe: it only chooses between one query and pipelined ranges, see _read)
+        self._seen: dict[str, int] = {}
         self._channel = "copilot_" + hashlib.sha256(owner.encode()).hexdigest()[:40]
         self._listener: _Listener | None = None
         self._listener_lock = threading.Lock()
@@ -725,7 +728,8 @@ class PostgresStore:
         """The events with ``seq > after`` (at most ``limit``), oldest first.
 
         A long unlimited read (more than :data:`_READ_CHUNK` events past ``after`` by the head
-        this store remembers, else by the session's row) is sent as pipelined range queries,
+        this store remembers, else by its last read of the session, else by the session's row:
+        one more round trip) is sent as pipelined range queries,
         each answered by one row: the range's events as the text of a JSON array, handed to
         :func:`copilot.events.stored_events` (each event parsed when first used, as the
         diskcache store's rows). The client takes in one range while the server still renders
@@ -740,17 +744,19 @@ class PostgresStore:
         last = None
         if limit is None:
             head = self._heads.get(session_id)
-            if head is None:
+            last = self._seen.get(session_id) if head is None else head.seq
+            if last is None:
                 cursor.execute(
                     f"SELECT seq FROM copilot_sessions WHERE {_SESSION}", (self.owner, session_id)
                 )
                 row = cursor.fetchone()
                 last = None if row is None else row[0]
-            else:
-                last = head.seq
         if last is None or last - after <= _READ_CHUNK:
             cursor.execute(_RANGE + "ORDER BY seq LIMIT %s", (self.owner, session_id, after, limit))
-            return _events(session_id, cursor.fetchall())
+            events = _events(session_id, cursor.fetchall())
+            if events:
+                self._seen[session_id] = events[-1].seq
+            return events
         connection = cursor.connection
         parts: list[tuple[Any, int, int | None]] = []
         query, close = (_RANGE, "ORDER BY seq") if parse else (_RANGE_ROW, "ORDER BY seq) r")
@@ -787,6 +793,8 @@ class PostgresStore:
                 (self.owner, session_id, low, _NO_SEQ if high is None else high),
             )
             events[index:index] = _events(session_id, cursor.fetchall())
+        if events:
+            self._seen[session_id] = events[-1].seq
         return events
 
     def read_events(self, session_id: str, after: int = 0, limit: int | None = None) -> list[Event]:

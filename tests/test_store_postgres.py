@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -575,6 +575,39 @@ def test_a_long_read_decodes_each_event_when_used_and_numbers_a_gapped_log_as_st
         ]
     finally:
         store.close()
+
+
+def test_a_read_asks_for_the_head_only_when_it_knows_nothing_of_the_session(
+    pg_url: str, tmp_path: Path
+) -> None:
+    from copilot.store_postgres import PostgresStore
+
+    writer = PostgresStore(pg_url, owner="o", max_size=1)
+    reader = PostgresStore(pg_url, owner="o", max_size=1)
+    try:
+        writer.create_session(_meta("s"))
+        writer.append("s", _events(3))
+
+        def statements(store: Any, read: Callable[[], Any]) -> int:
+            trace = tmp_path / "trace"  # the pool's one connection, traced while it reads
+            with trace.open("w") as out:
+                with store._pool.connection() as conn:
+                    conn.pgconn.trace(out.fileno())
+                read()
+                with store._pool.connection() as conn:
+                    conn.pgconn.untrace()
+            return sum("\tQuery\t" in line or "\tBind\t" in line for line in trace.open())
+
+        # first read: how long the log is (the session's row), then the events
+        assert statements(reader, lambda: reader.read_events("s")) == 2
+        writer.append("s", _events(2, "more"))
+        # later reads: the newest seq it read says how long a read can be: one statement
+        assert statements(reader, lambda: reader.read_events("s", after=3)) == 1
+        assert [e.seq for e in reader.read_events("s")] == [1, 2, 3, 4, 5]
+        assert statements(writer, lambda: writer.read_events("s")) == 1  # its head: one too
+    finally:
+        writer.close()
+        reader.close()
 
 
 def test_events_read_back_whole_and_a_row_that_is_not_an_event_is_a_typed_error(
