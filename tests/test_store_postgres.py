@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -465,6 +465,149 @@ def test_an_append_on_a_stale_head_retries_even_after_delete_and_create_again(
     finally:
         here.close()
         elsewhere.close()
+
+
+def test_a_long_read_is_pipelined_in_ranges_and_misses_nothing_past_a_stale_head(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from copilot import store_postgres
+    from copilot.store_postgres import PostgresStore
+
+    monkeypatch.setattr(store_postgres, "_READ_CHUNK", 3)  # ranges of 3: 10 events, 4 queries
+    here, elsewhere = PostgresStore(pg_url, owner="o"), PostgresStore(pg_url, owner="o")
+    try:
+        here.create_session(_meta("s"))
+        written = here.append("s", _events(10, "a"))  # `here` remembers the head: seq 10
+        assert here.read_events("s") == written
+        assert [e.seq for e in here.read_events("s", after=4)] == list(range(5, 11))
+        assert [e.seq for e in here.read_events("s", after=2, limit=5)] == [3, 4, 5, 6, 7]
+        more = elsewhere.append("s", _events(5, "b"))  # `here`'s head is now 5 events behind
+        assert here.read_events("s") == written + more
+        fresh = PostgresStore(pg_url, owner="o")  # no head remembered: it reads the head first
+        try:
+            assert fresh.read_events("s") == written + more
+            with fresh.transaction():
+                assert [e.seq for e in fresh.read_events("s", after=1)] == list(range(2, 16))
+        finally:
+            fresh.close()
+        elsewhere.delete_session("s")  # `here` still remembers 10 events
+        elsewhere.create_session(_meta("s"))
+        again = elsewhere.append("s", _events(2, "c"))
+        assert here.read_events("s") == again
+        assert here.read_events("missing") == []
+    finally:
+        here.close()
+        elsewhere.close()
+
+
+def test_a_long_read_decodes_each_event_when_used_and_numbers_a_gapped_log_as_stored(
+    pg_url: str, postgres_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from copilot import store_postgres
+    from copilot.events import StoredEvent
+    from copilot.store_postgres import PostgresStore
+
+    monkeypatch.setattr(store_postgres, "_READ_CHUNK", 3)
+    store = PostgresStore(pg_url, owner="o")
+    dbname = pg_url.rsplit("/", 1)[1]
+    try:
+        store.create_session(_meta("s"))
+        written = store.append(
+            "s",
+            [
+                Event(EventType.USER_MESSAGE, {"content": "big", "n": 2**70}),
+                Event(EventType.ASSISTANT_TURN_START, {"messageId": "m"}, ephemeral=True),
+                *_events(8, "a"),
+            ],
+        )
+        read = store.read_events("s")
+        assert all(type(e) is StoredEvent for e in read)  # the long path: parsed when used
+        assert type(store.read_events("s", after=8)[0]) is not StoredEvent  # 2 events: at once
+        assert [(e.seq, e.id, e.type, e.parent_id, e.ephemeral, e.timestamp) for e in read] == [
+            (e.seq, e.id, e.type, e.parent_id, e.ephemeral, e.timestamp) for e in written
+        ]
+        assert read[0].data["n"] == 2**70 and read == written
+        seen: list[Event] = []  # fork uses every event: its long read parses each range at once
+
+        def copy(events: list[Event]) -> list[Event]:
+            seen.extend(events)
+            return [Event(e.type, dict(e.data)) for e in events]
+
+        store.fork_session("s", _meta("f"), copy)
+        finished = [written[0], *written[2:]]  # the open turn's start is left out of a fork
+        assert seen == finished and not [e for e in seen if type(e) is StoredEvent]
+        assert [e.data.get("content") for e in store.read_events("f")] == [
+            e.data.get("content") for e in finished
+        ]
+        unused = store.read_events("s")[3]  # not parsed yet: an append numbers it after parsing
+        tail = store.read_events("f", after=8)[0]
+        assert store.append("f", [unused])[0].seq == 10
+        appended = store.read_events("f", after=9)[0]
+        assert (appended.seq, appended.parent_id, appended.id) == (10, tail.id, written[3].id)
+        assert appended.data == written[3].data
+        # a gap (only a write outside the package makes one): numbered as stored, not shifted
+        postgres_server.execute(
+            "DELETE FROM copilot_events WHERE session_id = 's' AND seq = 5", dbname
+        )
+        gapped = store.read_events("s")
+        assert [e.seq for e in gapped] == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+        assert [e.id for e in gapped] == [e.id for e in written if e.seq != 5]
+        # a row that is not an event: the read returns, the event raises when first used
+        postgres_server.execute(
+            'UPDATE copilot_events SET event = \'{"id": "x", "type": 1}\'::jsonb WHERE session_id = \'s\' AND seq = 8',
+            dbname,
+        )
+        damaged = store.read_events("s", after=6)
+        assert damaged[0].type == EventType.USER_MESSAGE
+        with pytest.raises(StoreCorruptedError, match="event 8 in the record 's events 7-"):
+            _ = damaged[1].type
+        postgres_server.execute(  # each way of not being an event, and one that is
+            "UPDATE copilot_events SET event = CASE seq WHEN 2 THEN '[]'::jsonb "
+            'WHEN 3 THEN \'{"id": "x", "type": "t", "timestamp": "s", "data": 1}\'::jsonb '
+            'WHEN 4 THEN \'{"id": 7, "type": "t", "timestamp": "s"}\'::jsonb '
+            'WHEN 6 THEN \'{"id": "x", "type": "t", "timestamp": "s", "data": null}\'::jsonb '
+            "END WHERE session_id = 's' AND seq IN (2, 3, 4, 6)",
+            dbname,
+        )
+        assert [(d["kind"], d["key"], d["repairable"]) for d in store.check()] == [
+            ("head", None, False),  # the gap at 5
+            *[("corrupt-record", f"s event {seq}", False) for seq in (2, 3, 4, 8)],
+        ]
+    finally:
+        store.close()
+
+
+def test_a_read_asks_for_the_head_only_when_it_knows_nothing_of_the_session(
+    pg_url: str, tmp_path: Path
+) -> None:
+    from copilot.store_postgres import PostgresStore
+
+    writer = PostgresStore(pg_url, owner="o", max_size=1)
+    reader = PostgresStore(pg_url, owner="o", max_size=1)
+    try:
+        writer.create_session(_meta("s"))
+        writer.append("s", _events(3))
+
+        def statements(store: Any, read: Callable[[], Any]) -> int:
+            trace = tmp_path / "trace"  # the pool's one connection, traced while it reads
+            with trace.open("w") as out:
+                with store._pool.connection() as conn:
+                    conn.pgconn.trace(out.fileno())
+                read()
+                with store._pool.connection() as conn:
+                    conn.pgconn.untrace()
+            return sum("\tQuery\t" in line or "\tBind\t" in line for line in trace.open())
+
+        # first read: how long the log is (the session's row), then the events
+        assert statements(reader, lambda: reader.read_events("s")) == 2
+        writer.append("s", _events(2, "more"))
+        # later reads: the newest seq it read says how long a read can be: one statement
+        assert statements(reader, lambda: reader.read_events("s", after=3)) == 1
+        assert [e.seq for e in reader.read_events("s")] == [1, 2, 3, 4, 5]
+        assert statements(writer, lambda: writer.read_events("s")) == 1  # its head: one too
+    finally:
+        writer.close()
+        reader.close()
 
 
 def test_events_read_back_whole_and_a_row_that_is_not_an_event_is_a_typed_error(
