@@ -24,12 +24,15 @@ import orjson
 from .errors import StoreCorruptedError
 
 __all__ = [
+    "EXACT_INTS_KEY",
     "Event",
     "EventData",
     "EventType",
     "NotAnEventError",
     "StoredEvent",
     "build_stored_events",
+    "dump_record",
+    "exact_ints_marked",
     "load_record",
     "new_id",
     "renumber",
@@ -305,20 +308,57 @@ def _fill(event: Event, item: Any) -> bool:
     return True
 
 
+#: a top-level key of a stored record whose JSON holds an integer beyond 64 bits. orjson
+#: (3.13) reads such integers as floats, silently losing digits; a record carrying this key
+#: is read with ``json`` instead, exactly, and the key is removed (:func:`load_record`).
+EXACT_INTS_KEY = "copilotExactInts"
+_EXACT_INTS_TEXT = f'"{EXACT_INTS_KEY}"'
+
+
+def dump_record(value: Any) -> str:
+    """``value`` (a JSON-ready record) as the compact JSON text a store keeps: orjson, or
+    for what it refuses (integers beyond 64 bits) ``json``, a dict marked with
+    :data:`EXACT_INTS_KEY` so that :func:`load_record` reads its integers back exactly."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(exact_ints_marked(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def exact_ints_marked(value: Any) -> Any:
+    """``value``, or for a dict orjson cannot write (an integer beyond 64 bits) a copy
+    carrying :data:`EXACT_INTS_KEY`: for stores that write records inside a larger JSON
+    document (PostgreSQL's ``jsonb`` rows)."""
+    if type(value) is not dict:
+        return value
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return {**value, EXACT_INTS_KEY: True}
+    return value
+
+
 def load_record(text: str, where: str) -> Any:
-    """The stored JSON ``text`` of the record ``where``, parsed: orjson, with ``json`` for
-    what orjson refuses (NaN, integers over 64 bits, which older records may hold);
-    StoreCorruptedError naming ``where`` if it is not JSON."""
+    """The stored JSON ``text`` of the record ``where``, parsed: orjson, or ``json`` for a
+    text holding records marked by :func:`dump_record` (their integers beyond 64 bits come
+    back exactly, the mark removed from each top-level record) and for what orjson refuses
+    (NaN, which older records may hold); StoreCorruptedError naming ``where`` if it is not
+    JSON."""
+    if _EXACT_INTS_TEXT not in text:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError as exc:
         raise StoreCorruptedError(
             f"the record {where!r} is not valid JSON: {exc} (client.check() lists the damage)"
         ) from None
+    for record in value if type(value) is list else (value,):
+        if type(record) is dict:
+            record.pop(EXACT_INTS_KEY, None)
+    return value
 
 
 @contextmanager

@@ -71,6 +71,8 @@ from .events import (
     EventType,
     NotAnEventError,
     build_stored_events,
+    exact_ints_marked,
+    load_record,
     paused_gc,
     renumber,
     stored_events,
@@ -202,7 +204,9 @@ def _check_connection(connection: psycopg.Connection) -> None:
 
 def _dumps(value: Any) -> bytes:
     """JSON for a ``jsonb`` parameter: orjson (several times json's speed), json for what it
-    refuses (an integer over 64 bits in user metadata)."""
+    refuses (an integer over 64 bits in user metadata). A record inside ``value`` that holds
+    such an integer must be marked first (:func:`copilot.events.exact_ints_marked`), so that
+    its text read back is parsed exactly."""
     try:
         return orjson.dumps(value)
     except TypeError:
@@ -417,7 +421,7 @@ class PostgresStore:
             cursor.execute(
                 "INSERT INTO copilot_sessions (owner, session_id, meta) VALUES (%s, %s, %s) "
                 "ON CONFLICT DO NOTHING RETURNING 1",
-                (self.owner, session_id, Jsonb(record)),
+                (self.owner, session_id, Jsonb(exact_ints_marked(record), _dumps)),
             )
             if cursor.fetchone() is None:
                 raise SessionExistsError(session_id)
@@ -439,7 +443,7 @@ class PostgresStore:
             cursor.execute(
                 "UPDATE copilot_sessions SET meta = meta || %s, rev = DEFAULT "
                 f"WHERE {_SESSION} RETURNING meta::text",
-                (Jsonb(fields), self.owner, session_id),
+                (Jsonb(exact_ints_marked(fields), _dumps), self.owner, session_id),
             )
             row = cursor.fetchone()
             if row is None:
@@ -675,7 +679,7 @@ class PostgresStore:
             seq += 1
             renumber(event, last, seq)  # a read event is decoded before it is renumbered
             last = event.id
-            values.append(event.to_dict())
+            values.append(event.to_dict())  # marked below if an integer is over 64 bits
             message_id = event.data.get("messageId")
             if event.type == EventType.ASSISTANT_TURN_START and isinstance(message_id, str):
                 open_turns[message_id] = seq
@@ -688,8 +692,13 @@ class PostgresStore:
         arg: dict[str, Any] = {"meta": meta, "open": open_turns, "events": values}
         if rows:
             arg["docs"] = [dict(zip(_DOC_KEYS, row, strict=True)) for row in rows]
+        try:
+            payload = orjson.dumps(arg)
+        except TypeError:  # integers over 64 bits: each record holding one is marked
+            marked = [exact_ints_marked(value) for value in values]
+            payload = _dumps({**arg, "meta": exact_ints_marked(meta), "events": marked})
         params: dict[str, Any] = {
-            "arg": Jsonb(arg, _dumps),
+            "arg": Jsonb(arg, lambda _: payload),
             "seq": seq,
             "last": last,
             "owner": self.owner,
@@ -1111,16 +1120,9 @@ class _Listener:
 
 def _loads(text: str) -> Any:
     # jsonb is read as text and parsed here: psycopg's jsonb loader took ~5x as long for a
-    # 50,000-event read (bytes in, encoding detection per value). orjson first, as the
-    # diskcache store does; json for what orjson refuses (integers over 64 bits).
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise StoreCorruptedError(f"a stored record is not valid JSON: {exc}") from None
+    # 50,000-event read (bytes in, encoding detection per value). As every store reads its
+    # records: copilot.events.load_record (orjson; json for marked records, exact integers).
+    return load_record(text, "a stored record")
 
 
 def _events(session_id: str, rows: list[tuple[int, str]]) -> list[Event]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -83,6 +84,31 @@ def test_large_values_round_trip(store):
     assert store.read_events("s")[0].data.content == big
 
 
+def _value_files(store) -> list[str]:
+    return [
+        row[0] for row in store._cache._sql("SELECT filename FROM Cache WHERE filename NOT NULL")
+    ]
+
+
+def test_a_row_written_in_one_statement_moves_between_inline_and_file_cleanly(store):
+    """Rows are written by one UPSERT when inline; a row whose old value is in a file, or a
+    text that may reach diskcache's 1 MiB file limit, goes through diskcache's set, which
+    keeps or removes the file: no row points at a missing file, no file is left behind."""
+    big = "é" * (2**19)  # 512 Ki characters: inline (diskcache counts characters)
+    store.update_session("s", note=big, more="é" * 2**19)  # the record: over 1 Mi, a file
+    assert len(_value_files(store)) == 1
+    store.update_session("s", more="small")  # the old file's row: through set(), file gone
+    assert _value_files(store) == [] and not list(store.directory.glob("*/*/*.val"))
+    assert store.get_session("s")["note"] == big and store.get_session("s")["more"] == "small"
+    store.append("s", turn(0))  # inline again: the UPSERT, one statement per row
+    statements = statements_per_append(store)
+    assert sum(q.startswith("SELECT rowid, filename FROM Cache") for q in statements) == 0
+    # four rows (the events, h/, s/, m/), each one statement (a trace repeats a statement
+    # once per trigger it fires: distinct texts)
+    assert len({q for q in statements if q.startswith("INSERT INTO Cache (key")}) == 4
+    assert store.get_session("s")["note"] == big
+
+
 def test_sessions_index(store):
     with pytest.raises(SessionExistsError):
         store.create_session({"sessionId": "s", "model": "echo"})
@@ -122,6 +148,31 @@ def test_an_append_runs_no_cull_of_expired_keys(store):
         assert reopened._cache.cull_limit == 0
     finally:
         reopened.close()
+
+
+def test_list_sessions_keeps_that_order_for_records_sqlite_orders_otherwise(store):
+    """The listing index gives SQLite's order; records it orders otherwise (a time that is a
+    number, null or missing, a time past ASCII, a row read through the checks) still come in
+    (str(modifiedTime), sessionId) order, newest first."""
+    store.delete_session("s")
+    times = {"a": "2026-01-01T00:00:00", "b": "2026-01-01T00:00:00\u00e9", "c": 5, "d": None}
+    for sid, modified in times.items():
+        store.create_session({"sessionId": sid, "model": "echo", "modifiedTime": modified})
+    store.create_session({"sessionId": "e", "model": "echo"})  # no time at all
+    store._cache.set("s/f", '{"sessionId":"f","modifiedTime":"2026-06-01"}', tag=None)
+    big = "2026-02-01T00:00:00+00:00"
+    store._cache.set("s/g", json.dumps({"sessionId": "g", "modifiedTime": big, "x": "y" * 2**21}))
+    assert store._cache._sql("SELECT filename FROM Cache WHERE key = 's/g'").fetchone()[0]
+    times.update(e="", f="2026-06-01", g=big)
+    expected = sorted(times, key=lambda s: (str(times[s]), s), reverse=True)
+    assert expected == ["d", "c", "f", "g", "b", "a", "e"]  # str(None), str(5) sort high
+    assert [r["sessionId"] for r in store.list_sessions()] == expected
+    only_strings = {k: v for k, v in times.items() if k in "abf"}
+    for sid in "cdeg":
+        store.delete_session(sid)
+    assert [r["sessionId"] for r in store.list_sessions()] == sorted(
+        only_strings, key=lambda s: (only_strings[s], s), reverse=True
+    )
 
 
 def test_list_sessions_orders_by_modified_time_then_id_in_every_case(store):
