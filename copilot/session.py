@@ -1315,14 +1315,15 @@ class Session(_SessionFace):
         send = self._prepare(prompt, replaces, metadata, _with(options, attachments))
         done = self._post(send)
         try:
-            concurrent.futures.wait([done], timeout)
+            return done.result(timeout)
         except KeyboardInterrupt:
             # runs after the post above (the loop takes them in order), so it finds the turn
             self._runner.call(self._core.abort, send.message_id)
             raise
-        if not done.done():
-            raise _timed_out(send.message_id, timeout)
-        return done.result()
+        except TimeoutError as exc:
+            if done.done() and not done.cancelled() and done.exception() is exc:
+                raise  # the turn's own error, not this wait running out
+            raise _timed_out(send.message_id, timeout) from None
 
     def wait(self, message_id: str, timeout: float | None = None) -> Event:
         """Wait for the final ``assistant.message`` of a turn this object sent with :meth:`send`.

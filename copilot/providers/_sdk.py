@@ -355,7 +355,8 @@ class _SDKProvider(Provider):
         try:
             client = self._client_for_this_loop()
             kwargs = self._request_kwargs(request)
-            log.debug("%s: streaming %r from %s", self.name, request.model, self._where())
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: streaming %r from %s", self.name, request.model, self._where())
             response = await self._call(
                 lambda: self._open_stream(client, kwargs), request, deadline, started=False
             )
