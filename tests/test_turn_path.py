@@ -243,3 +243,26 @@ def test_a_sync_send_and_wait_from_a_handler_is_refused(client: CopilotClient):
     assert "event handler" in str(seen[0])
     kinds = types_of(session.get_messages())
     assert kinds.count("user.message") == 1  # nothing was queued from the handler
+
+
+# -- the reader's per-chunk work ------------------------------------------------------------
+
+
+def test_reasoning_text_is_found_in_sdk_deltas_and_plain_objects():
+    from types import SimpleNamespace
+
+    from openai.types.chat.chat_completion_chunk import ChoiceDelta
+
+    from copilot.providers.openai import _reasoning_text
+
+    def sdk(**fields: Any) -> Any:  # as the SDK builds them from the wire (extras kept)
+        return ChoiceDelta.model_validate(fields)
+
+    assert _reasoning_text(sdk(content="hi")) is None
+    assert _reasoning_text(sdk(reasoning_content="thinking")) == "thinking"
+    assert _reasoning_text(sdk(reasoning="aloud")) == "aloud"  # OpenRouter / Ollama's name
+    assert _reasoning_text(sdk(reasoning_content="", reasoning="second")) == "second"
+    assert _reasoning_text(sdk(reasoning_content=7)) is None  # not text: ignored
+    assert _reasoning_text(SimpleNamespace(reasoning_content="plain")) == "plain"
+    assert _reasoning_text(SimpleNamespace(content="x")) is None
+    assert _reasoning_text(None) is None
