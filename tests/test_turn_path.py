@@ -266,3 +266,40 @@ def test_reasoning_text_is_found_in_sdk_deltas_and_plain_objects():
     assert _reasoning_text(SimpleNamespace(reasoning_content="plain")) == "plain"
     assert _reasoning_text(SimpleNamespace(content="x")) is None
     assert _reasoning_text(None) is None
+
+
+def test_stopping_the_client_ends_a_blocked_send_and_wait(make_client):
+    # The sync face waits on a future the loop settles: stopping the client (the turn
+    # aborted after the stop's grace period, a queued one never started) must settle both
+    # waits, never leave a caller blocked.
+    import threading
+
+    from copilot.errors import TurnAbortedError
+
+    client = make_client(providers={"echo": {"chunk_delay": 0.05}})
+    session = client.create_session(model="echo")
+    outcomes: list[BaseException | str] = []
+
+    def wait_for_reply(prompt: str) -> None:
+        try:
+            outcomes.append(session.send_and_wait(prompt).data.content)
+        except BaseException as exc:  # the test reports what came out
+            outcomes.append(exc)
+
+    threads = [
+        threading.Thread(target=wait_for_reply, args=("w " * 200,)),
+        threading.Thread(target=wait_for_reply, args=("queued behind it",)),
+    ]
+    threads[0].start()
+    wait_until(lambda: "user.message" in types_of(session.get_messages()))
+    threads[1].start()
+    wait_until(lambda: session._core._queue.qsize() == 1)  # queued behind the running turn
+    client.stop(timeout=0.2)
+    for thread in threads:
+        thread.join(10)
+        assert not thread.is_alive()
+    assert len(outcomes) == 2
+    assert all(isinstance(o, TurnAbortedError) for o in outcomes), outcomes
+    kinds = types_of(client.get_messages(session.session_id))  # each prompt: one outcome
+    assert kinds.count("user.message") == 2 and kinds.count("abort") == 2, kinds
+    assert "assistant.message" not in kinds
