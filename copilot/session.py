@@ -385,8 +385,9 @@ class SessionCore:
         outcome: the final ``assistant.message``, the turn's error, or what :meth:`submit`
         raised (nothing queued then).
 
-        ``send_and_wait`` posts this to the loop and waits on ``done``: one hop to the loop
-        and one back, where a submit and then a wait took two round trips (issue 12, 2a).
+        The sync ``send_and_wait`` posts this to the loop and waits on ``done``: one hop to
+        the loop and one back, where a submit and then a wait took two round trips (issue 12,
+        2a). The async one calls it from a worker thread (see ``AsyncSession.send_and_wait``).
         """
         try:
             self.submit(
