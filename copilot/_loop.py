@@ -46,14 +46,30 @@ class LoopThread:
         """Schedule ``coro`` on the loop; return a thread-safe future."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the loop and block this thread until it finishes."""
+    def check_blocking_allowed(self) -> None:
+        """Raise :class:`ClientStateError` on the loop's own thread, where a blocking call
+        would wait for itself."""
         if self.in_loop_thread():
-            coro.close()
             raise ClientStateError(
                 "a blocking client call was made from the client's own event thread (inside "
                 "an event handler); use session.send(), which does not wait, or the async client"
             )
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Have the loop call ``fn(*args)`` soon, without waiting (calls run in the order
+        posted). ``fn`` reports its outcome itself, e.g. through a future it is given."""
+        if self.in_loop_thread():
+            self.loop.call_soon(fn, *args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and block this thread until it finishes."""
+        try:
+            self.check_blocking_allowed()
+        except ClientStateError:
+            coro.close()
+            raise
         future = self.submit(coro)
         try:
             return future.result(timeout)

@@ -337,11 +337,20 @@ def _reasoning_text(delta: Any) -> str | None:
     or ``reasoning`` (OpenRouter, Ollama); the SDK keeps such unknown fields as extras."""
     if delta is None:
         return None
+    # The SDK's deltas are pydantic models: declared fields in __dict__, unknown ones in
+    # model_extra. Looking there is a tenth of the cost of getattr on a missing name (pydantic
+    # raises AttributeError inside), paid for every chunk; other objects take the getattr path.
+    extra = getattr(delta, "__pydantic_extra__", None)
+    fields = getattr(delta, "__dict__", None) if extra is not None else None
     for name in ("reasoning_content", "reasoning"):
-        value = getattr(delta, name, None)
-        if value is None:
-            extra = getattr(delta, "model_extra", None) or {}
-            value = extra.get(name)
+        if fields is not None:
+            value = fields.get(name)
+            if value is None:
+                value = extra.get(name)
+        else:
+            value = getattr(delta, name, None)
+            if value is None:
+                value = (getattr(delta, "model_extra", None) or {}).get(name)
         if isinstance(value, str) and value:
             return value
     return None
