@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+import openai
 import pytest
 from helpers import StreamCalls
 
@@ -130,6 +131,39 @@ def test_options_are_passed_through(server, provider):
     assert body["stop"] == ["END"]
     assert "not_an_option" not in body
     assert "max_completion_tokens" not in body
+
+
+@pytest.mark.timeout(30)
+def test_the_request_body_is_the_one_the_sdks_create_sends(server, provider):
+    """Messages and tools go past the SDK's request transform (in ``extra_body``, which
+    replaces the body's keys): the server receives the same JSON as the SDK's own
+    ``create(**kwargs)`` sends for them."""
+    messages = (
+        *HELLO,
+        ChatMessage("assistant", "hi", tool_calls=(ToolCallRequest("c1", "f", {"x": 1}),)),
+        ChatMessage("tool", '{"ok": true}', tool_call_id="c1"),
+        ChatMessage("user", "and now é \u2028 ünïcode"),
+    )
+    tools = (
+        ToolSchema("f", "does f", {"type": "object", "properties": {"x": {"type": "integer"}}}),
+    )
+    request = ModelRequest("gpt-4o", messages, {"temperature": 0.5, "seed": 3}, tools=tools)
+    server.enqueue(Reply("one"), Reply("two"))
+
+    async def both() -> None:
+        async for _ in provider.stream(request):
+            pass
+        await provider.aclose()
+        kwargs = OpenAIProvider({"base_url": server.base_url})._request_kwargs(request)
+        async with openai.AsyncOpenAI(base_url=server.base_url, api_key=KEY) as raw:
+            async for _ in await raw.chat.completions.create(**kwargs):
+                pass
+
+    asyncio.run(both())
+    ours, sdks = (r.json for r in server.chat_requests[-2:])
+    assert ours == sdks
+    assert ours["messages"][2]["tool_calls"][0]["function"]["name"] == "f"
+    assert ours["tools"][0]["function"]["parameters"]["properties"] == {"x": {"type": "integer"}}
 
 
 def test_max_tokens_is_sent_as_max_completion_tokens_to_the_openai_api(monkeypatch):

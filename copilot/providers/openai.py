@@ -251,10 +251,21 @@ class OpenAIProvider(_SDKProvider):
         return kwargs
 
     def _open_stream(self, client: Any, kwargs: dict[str, Any]) -> Any:
-        return client.chat.completions.create(**kwargs)
+        # The messages and tools travel in ``extra_body``, as they are: they are JSON-ready
+        # dicts already, and the SDK's request transform walks each against its TypedDict
+        # annotations before sending the same JSON (openai 3.57: 0.18 ms for one message,
+        # 4.2 ms for 41, ~32 ms for 300, every turn). ``extra_body`` replaces the body's keys
+        # (the SDK's documented way to send fields as given), so the request is the same.
+        given = {key: kwargs[key] for key in _SENT_AS_GIVEN if key in kwargs}
+        rest = {key: value for key, value in kwargs.items() if key not in given}
+        return client.chat.completions.create(**rest, messages=[], extra_body=given)
 
     def _reader(self, request: ModelRequest) -> StreamReader:
         return _ChatCompletionsReader()
+
+
+#: request fields sent as given, past the SDK's transform (see OpenAIProvider._open_stream)
+_SENT_AS_GIVEN = ("messages", "tools")
 
 
 class _ChatCompletionsReader(StreamReader):
