@@ -10,6 +10,7 @@ import re
 import shutil
 import sqlite3
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import diskcache
@@ -244,85 +245,81 @@ def test_the_store_fits_diskcaches_schema_once_and_keeps_it(tmp_path: Path) -> N
         store.close()
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EventStore]:
+    """A new, empty event store."""
+    opened = EventStore(tmp_path / "s")
+    yield opened
+    opened.close()
+
+
 def _schema_of(directory: Path) -> dict[str, str]:
     with sqlite3.connect(directory / "cache.db") as db:
         return dict(db.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL"))
 
 
-def test_listing_every_session_reads_the_listing_index_only(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s")
+def test_listing_every_session_reads_the_listing_index_only(store: EventStore) -> None:
+    for i in range(3):
+        store.create_session({"sessionId": f"s{i}", "modifiedTime": f"t{i}"})
+    statements: list[str] = []
+    store._cache._con.set_trace_callback(statements.append)
     try:
-        for i in range(3):
-            store.create_session({"sessionId": f"s{i}", "modifiedTime": f"t{i}"})
-        statements: list[str] = []
-        store._cache._con.set_trace_callback(statements.append)
-        try:
-            listed = store.list_sessions()
-        finally:
-            store._cache._con.set_trace_callback(None)
-        assert [r["sessionId"] for r in listed] == ["s2", "s1", "s0"]
-        (query,) = [q for q in statements if "FROM Cache" in q]
-        plan = " ".join(row[-1] for row in store._cache._sql("EXPLAIN QUERY PLAN " + query))
-        assert plan == "SCAN Cache USING COVERING INDEX copilot_recent"  # no sort step
+        listed = store.list_sessions()
     finally:
-        store.close()
+        store._cache._con.set_trace_callback(None)
+    assert [r["sessionId"] for r in listed] == ["s2", "s1", "s0"]
+    (query,) = [q for q in statements if "FROM Cache" in q]
+    plan = " ".join(row[-1] for row in store._cache._sql("EXPLAIN QUERY PLAN " + query))
+    assert plan == "SCAN Cache USING COVERING INDEX copilot_recent"  # no sort step
 
 
-def test_an_append_writes_one_event_per_line_that_a_json_reader_reads(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s")
-    try:
-        store.create_session({"sessionId": "s", "modifiedTime": "t"})
-        written = store.append(
-            "s",
-            [
-                Event(EventType.USER_MESSAGE, {"content": "two\nlines, and ,\n inside"}),
-                Event(EventType.ASSISTANT_MESSAGE, {"content": "]\n[{", "n": [1, {"a": 2}]}),
-            ],
-        )
-        ((key, text),) = _event_rows(store, "s")
-        assert key == "e/s/000000000001"
-        assert text.count("\n") == 3 and text.startswith("[\n{") and text.endswith("}\n]")
-        # the row is still the JSON array format 3 wrote: an older reader parses it
-        assert json.loads(text) == [e.to_dict() for e in written]
-        assert store.read_events("s") == written
-    finally:
-        store.close()
+def test_an_append_writes_one_event_per_line_that_a_json_reader_reads(store: EventStore) -> None:
+    store.create_session({"sessionId": "s", "modifiedTime": "t"})
+    written = store.append(
+        "s",
+        [
+            Event(EventType.USER_MESSAGE, {"content": "two\nlines, and ,\n inside"}),
+            Event(EventType.ASSISTANT_MESSAGE, {"content": "]\n[{", "n": [1, {"a": 2}]}),
+        ],
+    )
+    ((key, text),) = _event_rows(store, "s")
+    assert key == "e/s/000000000001"
+    assert text.count("\n") == 3 and text.startswith("[\n{") and text.endswith("}\n]")
+    # the row is still the JSON array format 3 wrote: an older reader parses it
+    assert json.loads(text) == [e.to_dict() for e in written]
+    assert store.read_events("s") == written
 
 
 def _undecoded(event: Event) -> bool:
     return event._chunk is not None  # type: ignore[attr-defined]  # StoredEvent's slot
 
 
-def test_a_read_parses_only_the_chunks_whose_events_are_used(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s")
-    try:
-        store.create_session({"sessionId": "s", "modifiedTime": "t"})
-        for i in range(CHUNK_ROWS + 2):  # one row of two events per append
-            store.append(
-                "s",
-                [
-                    Event(EventType.USER_MESSAGE, {"content": f"q{i}"}),
-                    Event(EventType.ASSISTANT_MESSAGE, {"content": f"a{i}"}),
-                ],
-            )
-        events = store.read_events("s")
-        n = 2 * (CHUNK_ROWS + 2)
-        assert [e.seq for e in events] == list(range(1, n + 1))  # known without parsing
-        assert all(isinstance(e, StoredEvent) and _undecoded(e) for e in events)
-        last = events[-1]
-        assert last.data["content"] == f"a{CHUNK_ROWS + 1}"  # the second chunk, and only it
-        assert [_undecoded(e) for e in events] == [True] * 2 * CHUNK_ROWS + [False] * 4
-        assert events[-2].type == EventType.USER_MESSAGE and last.parent_id == events[-2].id
-        stored = [d for _, v in _event_rows(store, "s") for d in json.loads(v)]
-        assert [e.to_dict() for e in events] == stored  # the first chunk parsed here
-        assert not any(_undecoded(e) for e in events)
-        # renumbering a read event (an append of it) decodes it first: its stored fields
-        # cannot overwrite the new numbers
-        fresh = store.read_events("s", limit=1)[0]
-        renumber(fresh, "set-before", 99)
-        assert (fresh.type, fresh.parent_id, fresh.seq) == ("user.message", "set-before", 99)
-    finally:
-        store.close()
+def test_a_read_parses_only_the_chunks_whose_events_are_used(store: EventStore) -> None:
+    store.create_session({"sessionId": "s", "modifiedTime": "t"})
+    for i in range(CHUNK_ROWS + 2):  # one row of two events per append
+        store.append(
+            "s",
+            [
+                Event(EventType.USER_MESSAGE, {"content": f"q{i}"}),
+                Event(EventType.ASSISTANT_MESSAGE, {"content": f"a{i}"}),
+            ],
+        )
+    events = store.read_events("s")
+    n = 2 * (CHUNK_ROWS + 2)
+    assert [e.seq for e in events] == list(range(1, n + 1))  # known without parsing
+    assert all(isinstance(e, StoredEvent) and _undecoded(e) for e in events)
+    last = events[-1]
+    assert last.data["content"] == f"a{CHUNK_ROWS + 1}"  # the second chunk, and only it
+    assert [_undecoded(e) for e in events] == [True] * 2 * CHUNK_ROWS + [False] * 4
+    assert events[-2].type == EventType.USER_MESSAGE and last.parent_id == events[-2].id
+    stored = [d for _, v in _event_rows(store, "s") for d in json.loads(v)]
+    assert [e.to_dict() for e in events] == stored  # the first chunk parsed here
+    assert not any(_undecoded(e) for e in events)
+    # renumbering a read event (an append of it) decodes it first: its stored fields
+    # cannot overwrite the new numbers
+    fresh = store.read_events("s", limit=1)[0]
+    renumber(fresh, "set-before", 99)
+    assert (fresh.type, fresh.parent_id, fresh.seq) == ("user.message", "set-before", 99)
 
 
 @pytest.mark.parametrize(
@@ -345,42 +342,32 @@ def test_a_read_parses_only_the_chunks_whose_events_are_used(tmp_path: Path) -> 
     ],
 )
 def test_a_damaged_row_in_the_line_layout_is_a_typed_error_when_used(
-    tmp_path: Path, stored: str, message: str
+    store: EventStore, stored: str, message: str
 ) -> None:
-    store = EventStore(tmp_path / "s")
-    try:
-        store.create_session({"sessionId": "s", "modifiedTime": "t"})
-        store._cache.set("e/s/000000000001", stored, tag="s")
-        store._set("h/s", {"seq": stored.count("\n") - 1, "last": "b", "open": {}})
-        events = store.read_events("s")  # counted by its lines, not parsed yet
-        with pytest.raises(StoreCorruptedError, match=re.escape(message)) as caught:
-            [e.type for e in events]
-        assert "client.check()" in str(caught.value)
-        assert ("corrupt-record", "e/s/000000000001") in {
-            (d["kind"], d["key"]) for d in store.check()
-        }
-    finally:
-        store.close()
+    store.create_session({"sessionId": "s", "modifiedTime": "t"})
+    store._cache.set("e/s/000000000001", stored, tag="s")
+    store._set("h/s", {"seq": stored.count("\n") - 1, "last": "b", "open": {}})
+    events = store.read_events("s")  # counted by its lines, not parsed yet
+    with pytest.raises(StoreCorruptedError, match=re.escape(message)) as caught:
+        [e.type for e in events]
+    assert "client.check()" in str(caught.value)
+    assert ("corrupt-record", "e/s/000000000001") in {(d["kind"], d["key"]) for d in store.check()}
 
 
-def test_a_rename_copies_each_row_as_stored(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "s")
-    try:
-        store.create_session({"sessionId": "old", "modifiedTime": "t"})
-        for i in range(2):
-            store.append(
-                "old",
-                [
-                    Event(EventType.USER_MESSAGE, {"content": f"q{i}"}),
-                    Event(EventType.ABORT, {"reason": "x"}),
-                ],
-            )
-        before = [(k[-12:], v) for k, v in _event_rows(store, "old")]
-        store.rename_session("old", "new")
-        assert [(k[-12:], v) for k, v in _event_rows(store, "new")] == before
-        assert _event_rows(store, "old") == []
-    finally:
-        store.close()
+def test_a_rename_copies_each_row_as_stored(store: EventStore) -> None:
+    store.create_session({"sessionId": "old", "modifiedTime": "t"})
+    for i in range(2):
+        store.append(
+            "old",
+            [
+                Event(EventType.USER_MESSAGE, {"content": f"q{i}"}),
+                Event(EventType.ABORT, {"reason": "x"}),
+            ],
+        )
+    before = [(k[-12:], v) for k, v in _event_rows(store, "old")]
+    store.rename_session("old", "new")
+    assert [(k[-12:], v) for k, v in _event_rows(store, "new")] == before
+    assert _event_rows(store, "old") == []
 
 
 def test_the_migration_runs_once(old_store: Path, caplog: pytest.LogCaptureFixture) -> None:
