@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import threading
 import uuid
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
@@ -220,7 +221,7 @@ class StoredEvent(Event):
         if chunk is not None:
             chunk.decode()
             if self._chunk is not None:  # still not decoded: its row or record is damaged
-                raise StoreCorruptedError(chunk.errors[self.seq])
+                raise StoreCorruptedError(chunk.errors[self.seq])  # set by the decode
         return object.__getattribute__(self, name)
 
 
@@ -238,20 +239,29 @@ class _Chunk:
     are freed at once, not left in cycles for the collector (an iterator's memory stays
     flat). A damaged row or record leaves its events undecoded, the reason in ``errors``."""
 
-    __slots__ = ("errors", "events", "rows")
+    __slots__ = ("errors", "events", "lock", "rows")
 
     def __init__(
         self, rows: list[tuple[str, int, str, int]], events: list[weakref.ref[StoredEvent]]
     ) -> None:
+        self.lock = threading.Lock()
         self.rows: list[tuple[str, int, str, int]] | None = rows
         self.events: list[weakref.ref[StoredEvent]] | None = events
         self.errors: dict[int | None, str] = {}
 
     def decode(self) -> None:
-        rows, events = self.rows, self.events
-        if rows is None or events is None:
-            return
-        self.rows = self.events = None
+        """Fill every event of the chunk (once: threads using its events at the same time
+        wait for the first one's decode)."""
+        with self.lock:
+            rows, events = self.rows, self.events
+            if rows is None or events is None:
+                return
+            self._decode(rows, events)
+            self.rows = self.events = None
+
+    def _decode(
+        self, rows: list[tuple[str, int, str, int]], events: list[weakref.ref[StoredEvent]]
+    ) -> None:
         at = 0
         with paused_gc():
             for where, first, text, count in rows:

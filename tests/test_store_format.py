@@ -9,6 +9,8 @@ import json
 import re
 import shutil
 import sqlite3
+import sys
+import threading
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -352,6 +354,42 @@ def test_a_damaged_row_in_the_line_layout_is_a_typed_error_when_used(
         [e.type for e in events]
     assert "client.check()" in str(caught.value)
     assert ("corrupt-record", "e/s/000000000001") in {(d["kind"], d["key"]) for d in store.check()}
+
+
+def test_threads_using_one_read_decode_each_chunk_safely(store: EventStore) -> None:
+    """Events of one read used from several threads at once (a panel and a kernel thread):
+    every thread sees every event whole, however their decodes of a chunk interleave."""
+    store.create_session({"sessionId": "s", "modifiedTime": "t"})
+    for i in range(6 * CHUNK_ROWS):
+        store.append("s", [Event(EventType.USER_MESSAGE, {"content": f"q{i}"})])
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the GIL over as often as possible: interleave decodes
+    try:
+        for _ in range(5):
+            events = store.read_events("s")
+            barrier = threading.Barrier(8)
+            seen: list[list[str] | BaseException] = []
+
+            def use(
+                order: list[Event] = events,
+                barrier: threading.Barrier = barrier,
+                seen: list[list[str] | BaseException] = seen,
+            ) -> None:
+                barrier.wait()
+                try:
+                    seen.append([e.data["content"] for e in order])
+                except BaseException as exc:  # reported below, with the others
+                    seen.append(exc)
+
+            threads = [threading.Thread(target=use) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            expected = [f"q{i}" for i in range(6 * CHUNK_ROWS)]
+            assert seen == [expected] * 8
+    finally:
+        sys.setswitchinterval(switch)
 
 
 def test_a_rename_copies_each_row_as_stored(store: EventStore) -> None:
