@@ -657,5 +657,5 @@ def is_async_callable(fn: Any) -> bool:
     while isinstance(fn, types.MethodType | functools.partial):
         fn = fn.func if isinstance(fn, functools.partial) else fn.__func__
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004
+        getattr(fn, "__call__", None)  # noqa: B004  # the method itself, not whether fn is callable
     )

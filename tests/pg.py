@@ -46,8 +46,8 @@ def unavailable_reason() -> str | None:
         if shutil.which("runuser") is None:
             return "running as root without runuser to drop to the 'postgres' user"
     try:
-        import psycopg  # noqa: F401
-        import psycopg_pool  # noqa: F401
+        import psycopg  # noqa: F401  # imported only to learn whether it is installed
+        import psycopg_pool  # noqa: F401  # the same
     except ImportError:
         return "psycopg is not installed (pip install -e '.[postgres]')"
     return None
