@@ -84,18 +84,27 @@ def _quote(word: str) -> str:
 
 
 def to_tsvector(text: str) -> str:
-    """``text``'s words as a ``tsvector`` literal, positions from 1 (capped as PostgreSQL's)."""
+    """``text``'s words as a ``tsvector`` literal, positions from 1 (capped as PostgreSQL's).
+
+    Each word once, in order of first use, with its positions ascending: at most
+    :data:`_MAX_POSITIONS`, every position past :data:`_MAX_POSITION` counted as that one (so
+    it appears once); a word over :data:`_MAX_WORD_BYTES` UTF-8 bytes is left out. Words are
+    letters and digits only (:data:`_WORD`), so none needs quoting inside its quotes. Written
+    for the append's path (a prompt's vector in 2.4 us instead of 6.1, issue 16).
+    """
     positions: dict[str, list[int]] = {}
+    long_word = _MAX_WORD_BYTES // 4  # a character is at most 4 bytes: shorter words fit
     for index, word in enumerate(words(text[:INDEXED_CHARS]), 1):
-        if len(word.encode()) > _MAX_WORD_BYTES:
-            continue
-        found = positions.setdefault(word, [])
-        if len(found) < _MAX_POSITIONS:
-            found.append(min(index, _MAX_POSITION))
-    return " ".join(
-        f"{_quote(word)}:{','.join(map(str, sorted(set(spots))))}"
-        for word, spots in positions.items()
-    )
+        found = positions.get(word)
+        if index > _MAX_POSITION:
+            index = _MAX_POSITION
+        if found is None:
+            if len(word) > long_word and len(word.encode()) > _MAX_WORD_BYTES:
+                continue
+            positions[word] = [index]
+        elif len(found) < _MAX_POSITIONS and found[-1] != index:
+            found.append(index)
+    return " ".join(f"'{word}':{','.join(map(str, spots))}" for word, spots in positions.items())
 
 
 def _term_tsquery(term: QueryTerm) -> str:

@@ -874,3 +874,34 @@ def test_the_postgresql_tsquery_of_a_query(query, expected):
     from copilot._pg_search import to_tsquery
 
     assert to_tsquery(query)[0] == expected
+
+
+def test_the_postgresql_tsvector_of_a_text_keeps_postgresqls_limits():
+    from copilot._pg_search import to_tsvector
+
+    assert to_tsvector("Café au lait, CAFE! df.pivot_table x_1") == (
+        "'cafe':1,4 'au':2 'lait':3 'df':5 'pivot':6 'table':7 'x':8 '1':9"
+    )
+    assert to_tsvector("") == ""
+    # at most 256 positions a word; positions past 16,383 all count as 16,383, once
+    assert to_tsvector("w " * 300) == "'w':" + ",".join(map(str, range(1, 257)))
+    late = "x " * 16_390 + "w"
+    assert to_tsvector(late) == "'x':" + ",".join(map(str, range(1, 257))) + " 'w':16383"
+    spread = "w " + "x " * 16_380 + "w " * 5
+    assert to_tsvector(spread).split(" ")[0] == "'w':1,16382,16383"
+    # a word over 2,000 UTF-8 bytes is left out (its position still counts)
+    assert to_tsvector("a " + "語" * 667 + " b") == "'a':1 'b':3"
+    assert to_tsvector("a " + "語" * 666) == "'a':1 '" + "語" * 666 + "':2"
+    assert to_tsvector("a " + "x" * 2001 + " b") == "'a':1 'b':3"
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.text(alphabet="ab é_.Ü'\\\"語 1:,-", max_size=40))
+def test_any_text_gives_the_tsvector_postgresql_reads_back(pg_connection, text):
+    from copilot._pg_search import to_tsvector, words
+
+    literal = to_tsvector(text)
+    lexemes = pg_connection.execute("SELECT tsvector_to_array(%s::tsvector)", (literal,))
+    assert sorted(lexemes.fetchone()[0]) == sorted(set(words(text)))

@@ -1006,6 +1006,47 @@ def test_the_pool_lends_a_healthy_connection_without_a_round_trip_and_replaces_a
         store.close()
 
 
+def test_appends_reuse_one_cursor_per_connection_and_replace_a_closed_one(pg_url: str) -> None:
+    from copilot.store_postgres import PostgresStore
+
+    store = PostgresStore(pg_url, owner="tester", max_size=1)
+    try:
+        store.create_session(_meta("s"))
+        store.append("s", _events(1))
+        with store._pool.connection() as connection:
+            kept = connection._copilot_append_cursor
+        store.append("s", _events(1, "second"))
+        with store._pool.connection() as connection:
+            assert connection._copilot_append_cursor is kept
+        # reads do not use it (a long read's rows would stay referenced by a kept cursor)
+        assert len(store.read_events("s")) == 2
+        assert kept.rowcount == 1  # still the append's one-row answer
+        kept.close()
+        assert [e.seq for e in store.append("s", _events(1, "third"))] == [3]
+        with store._pool.connection() as connection:
+            assert connection._copilot_append_cursor is not kept
+    finally:
+        store.close()
+
+
+def test_a_notification_names_a_non_ascii_session_exactly(pg_url: str) -> None:
+    from copilot.store_postgres import PostgresStore
+
+    store = PostgresStore(pg_url, owner="tester")
+    try:
+        name = 'café ☕ "quoted" \\ 語'
+        store.create_session(_meta(name))
+        heard: list[tuple[str, int]] = []
+        got = threading.Event()
+        with store.subscribe(lambda s, q: (heard.append((s, q)), got.set())) as subscription:
+            assert subscription.ready.wait(30)
+            store.append(name, _events(2))
+            assert got.wait(30)
+        assert heard == [(name, 2)]
+    finally:
+        store.close()
+
+
 def test_pool_exhaustion_waits_then_raises_a_typed_timeout(pg_url: str) -> None:
     from copilot.store_postgres import PostgresStore
 
