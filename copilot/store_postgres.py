@@ -39,6 +39,7 @@ in ``bench/postgres.py`` is in docs/architecture.md).
 from __future__ import annotations
 
 import contextlib
+import copy
 import getpass
 import hashlib
 import json
@@ -152,8 +153,15 @@ _APPEND_REPLACING = _APPEND_HEAD + _APPEND_DOCS + _APPEND_REPS + _APPEND_NOTIFY
 _HEAD = (
     "SELECT meta::text, seq, last_id, open_turns::text, rev FROM copilot_sessions WHERE " + _SESSION
 )
+#: a transaction's first statement when it locks a session: its BEGIN and the locked head
+_BEGIN_AND_LOCK = sql.SQL(
+    "BEGIN; SELECT meta::text, seq, last_id, open_turns::text, rev FROM copilot_sessions "
+    "WHERE owner = {} AND session_id = {} FOR UPDATE"
+)
 #: SearchRow's fields, as the append statement's ``jsonb_to_recordset`` names them
 _DOC_KEYS = ("q", "i", "m", "t", "ts", "model", "r", "b", "v")
+#: events of each session's latest appends this store keeps (see PostgresStore._recent)
+_RECENT_EVENTS = 64
 #: optimistic attempts before an append queues on the row lock instead
 _OPTIMISTIC_TRIES = 3
 #: a range of events (``seq > after``) as text, parsed by :func:`_events`
@@ -238,14 +246,25 @@ class _Head(NamedTuple):
     rev: int
 
 
+class _Recent(NamedTuple):
+    """A session's latest events as this store appended them: ``(seq, jsonb text)`` rows, up
+    to :data:`_RECENT_EVENTS`, ending at the head whose revision is ``rev``."""
+
+    rev: int
+    rows: list[tuple[int, str]]
+
+
 class _Transaction:
-    """The cursor of this thread's open :meth:`PostgresStore.transaction`, the rows it locked
-    and the heads it wrote (remembered once it commits)."""
+    """This thread's open :meth:`PostgresStore.transaction`: its connection and cursor, whether
+    ``BEGIN`` has gone out yet, the session rows it locked and their heads as locked or as its
+    own appends left them (current while the lock is held; remembered once it commits)."""
 
-    __slots__ = ("cursor", "heads", "locked")
+    __slots__ = ("begun", "connection", "cursor", "heads", "locked")
 
-    def __init__(self, cursor: psycopg.Cursor) -> None:
+    def __init__(self, connection: psycopg.Connection, cursor: psycopg.Cursor) -> None:
+        self.connection = connection
         self.cursor = cursor
+        self.begun = False
         self.locked: set[str] = set()
         self.heads: dict[str, _Head] = {}
 
@@ -281,6 +300,10 @@ class PostgresStore:
         #: session id -> the newest seq this store read (how long a read may be; any value is
         #: safe: it only chooses between one query and pipelined ranges, see _read)
         self._seen: dict[str, int] = {}
+        #: session id -> its latest events as this store appended them, valid while the head is
+        #: at that revision: a transaction holding the session's row reads them from here (a
+        #: turn's start reads the events of the turn before, which this store wrote)
+        self._recent: dict[str, _Recent] = {}
         self._channel = "copilot_" + hashlib.sha256(owner.encode()).hexdigest()[:40]
         self._listener: _Listener | None = None
         self._listener_lock = threading.Lock()
@@ -369,11 +392,10 @@ class PostgresStore:
         with self._errors():
             if tx is not None:
                 if session_id is not None and session_id not in tx.locked:
-                    tx.cursor.execute(
-                        f"SELECT 1 FROM copilot_sessions WHERE {_SESSION} FOR UPDATE",
-                        (self.owner, session_id),
-                    )
-                    tx.locked.add(session_id)
+                    self._lock(tx, session_id)
+                elif not tx.begun:
+                    tx.cursor.execute("BEGIN")
+                    tx.begun = True
                 yield tx.cursor
                 return
             with self._pool.connection() as connection:
@@ -410,18 +432,53 @@ class PostgresStore:
         if getattr(self._local, "tx", None) is not None:
             yield
             return
-        with (
-            self._errors(),
-            self._pool.connection() as connection,
-            connection.transaction(),
-            connection.cursor() as cursor,
-        ):
-            tx = self._local.tx = _Transaction(cursor)
+        with self._errors(), self._pool.connection() as connection, connection.cursor() as cursor:
+            tx = self._local.tx = _Transaction(connection, cursor)
             try:
                 yield
-            finally:
+            except BaseException:
                 self._local.tx = None
+                if tx.begun and connection.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+                    with contextlib.suppress(psycopg.Error):  # a lost connection rolls back
+                        connection.execute("ROLLBACK")
+                raise
+            self._local.tx = None
+            if tx.begun:
+                cursor.execute("COMMIT")
         self._heads.update(tx.heads)  # committed
+
+    def _lock(self, tx: _Transaction, session_id: str) -> None:
+        """Lock ``session_id``'s row for the rest of ``tx`` and keep its head (none: no such
+        session). The transaction's ``BEGIN`` goes out in the same round trip when it is the
+        first statement (a pipeline of the two): a turn's start reads the metadata, the tail
+        and the head through this one read of the locked row (docs/architecture.md)."""
+        if tx.begun:
+            tx.cursor.execute(_HEAD + " FOR UPDATE", (self.owner, session_id))
+        else:
+            # Both statements in one simple-protocol query, the values quoted by psycopg: a
+            # pipeline would end in a second round trip (its closing Sync)
+            tx.cursor.execute(
+                _BEGIN_AND_LOCK.format(sql.Literal(self.owner), sql.Literal(session_id)),
+                prepare=False,
+            )
+            tx.begun = True
+            tx.cursor.nextset()  # past BEGIN's result to the row's
+        row = tx.cursor.fetchone()
+        tx.locked.add(session_id)
+        if row is not None:
+            tx.heads[session_id] = _head(session_id, row)
+
+    def _held_head(self, session_id: str) -> _Head | None:
+        """The head of ``session_id`` if this thread's transaction holds its row's lock."""
+        tx: _Transaction | None = getattr(self._local, "tx", None)
+        return None if tx is None else tx.heads.get(session_id)
+
+    def _drop_held_head(self, session_id: str) -> None:
+        """Forget the held head of ``session_id`` (a write other than an append changed the
+        row: the next append in the transaction reads it again)."""
+        tx: _Transaction | None = getattr(self._local, "tx", None)
+        if tx is not None:
+            tx.heads.pop(session_id, None)
 
     def _notify(self, cursor: Any, session_id: str, seq: int) -> None:
         payload = json.dumps({"s": session_id, "q": seq})
@@ -446,6 +503,9 @@ class PostgresStore:
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         """The session's metadata, or None."""
         with self._cursor(session_id) as cursor:
+            held = self._held_head(session_id)
+            if held is not None:  # locked by this thread's transaction: current
+                return copy.deepcopy(held.meta)
             cursor.execute(
                 f"SELECT meta::text FROM copilot_sessions WHERE {_SESSION}",
                 (self.owner, session_id),
@@ -461,6 +521,7 @@ class PostgresStore:
                 f"WHERE {_SESSION} RETURNING meta::text",
                 (Jsonb(exact_ints_marked(fields), _dumps), self.owner, session_id),
             )
+            self._drop_held_head(session_id)
             row = cursor.fetchone()
             if row is None:
                 raise SessionNotFoundError(session_id)
@@ -485,6 +546,7 @@ class PostgresStore:
                 f"DELETE FROM copilot_sessions WHERE {_SESSION} RETURNING 1",
                 (self.owner, session_id),
             )
+            self._drop_held_head(session_id)
             if cursor.fetchone() is None:
                 raise SessionNotFoundError(session_id)
             cursor.execute(f"DELETE FROM copilot_events WHERE {_SESSION}", (self.owner, session_id))
@@ -504,7 +566,7 @@ class PostgresStore:
         :meth:`copilot.store_base.Store.fork_session`."""
         new_id = metadata["sessionId"]
         with self.transaction(), self._cursor(source_id) as cursor:
-            head = self._read_head(cursor, source_id, lock=True)
+            head = self._held_head(source_id) or self._read_head(cursor, source_id, lock=True)
             # Turns still open in the source are left out with every event naming them: the
             # fork holds completed turns only (as the diskcache store does).
             open_ids = set(head.open_turns)
@@ -547,6 +609,7 @@ class PostgresStore:
                 (new_id, self.owner, old_id),
             )
             cursor.execute(f"DELETE FROM copilot_sessions WHERE {_SESSION}", (self.owner, old_id))
+            self._drop_held_head(old_id)
             self._notify(cursor, old_id, 0)
         return _metadata(new_id, row[0])
 
@@ -651,9 +714,9 @@ class PostgresStore:
         """
         events = list(events)
         tx: _Transaction | None = getattr(self._local, "tx", None)
-        if tx is not None:  # the row is locked: the head read is current, the write succeeds
+        if tx is not None:  # the row is locked: the head held is current, the write succeeds
             with self._cursor(session_id) as cursor:
-                head = self._read_head(cursor, session_id, lock=True)
+                head = tx.heads.get(session_id) or self._read_head(cursor, session_id, lock=True)
                 tx.heads[session_id] = self._write(cursor, session_id, head, events, update)
             return events
         # One statement on the head this store saw last (no read at all when it is current):
@@ -677,8 +740,7 @@ class PostgresStore:
         if row is None:
             self._heads.pop(session_id, None)
             raise SessionNotFoundError(session_id)
-        meta, seq, last_id, open_turns, rev = row
-        return _Head(_metadata(session_id, meta), seq, last_id, _loads(open_turns), rev)
+        return _head(session_id, row)
 
     def _write(
         self,
@@ -705,14 +767,17 @@ class PostgresStore:
             update(meta)
         meta["modifiedTime"] = utc_now()
         rows, replaced = index_rows(events, meta)
-        arg: dict[str, Any] = {"meta": meta, "open": open_turns, "events": values}
+        arg: dict[str, Any] = {"meta": meta, "open": open_turns}
         if rows:
             arg["docs"] = [dict(zip(_DOC_KEYS, row, strict=True)) for row in rows]
-        try:
-            payload = orjson.dumps(arg)
+        try:  # the events' texts kept apart: they are also the rows _recent keeps
+            texts: list[bytes] | None = [orjson.dumps(value) for value in values]
+            payload = b'{"events":[' + b",".join(texts) + b"]," + orjson.dumps(arg)[1:]
         except TypeError:  # integers over 64 bits: each record holding one is marked
+            texts = None
             marked = [exact_ints_marked(value) for value in values]
             payload = _dumps({**arg, "meta": exact_ints_marked(meta), "events": marked})
+        arg["events"] = values
         params: dict[str, Any] = {
             "arg": Jsonb(arg, lambda _: payload),
             "seq": seq,
@@ -730,11 +795,47 @@ class PostgresStore:
             _APPEND_REPLACING if replaced else _APPEND_INDEXED if rows else _APPEND, params
         )
         row = cursor.fetchone()
-        return None if row is None else _Head(meta, seq, last, open_turns, row[0])
+        if row is None:
+            return None
+        self._remember(session_id, head, row[0], base, texts)
+        return _Head(meta, seq, last, open_turns, row[0])
+
+    def _remember(
+        self, session_id: str, head: _Head, rev: int, base: int, texts: list[bytes] | None
+    ) -> None:
+        """Keep the events just appended after ``head`` (numbered from ``base + 1``), behind
+        the ones kept before if those ended at ``head``, for :meth:`_recent_events`. A head
+        that later reads at ``rev`` has exactly these as its newest events: revisions are
+        random and new at every change, so a rolled-back append's never matches."""
+        if texts is None:  # an event with an integer over 64 bits: read it from the database
+            self._recent.pop(session_id, None)
+            return
+        rows = [(base + i, text.decode()) for i, text in enumerate(texts, 1)]
+        kept = self._recent.get(session_id)
+        if kept is not None and kept.rev == head.rev and kept.rows and kept.rows[-1][0] == base:
+            rows = kept.rows + rows
+        self._recent[session_id] = _Recent(rev, rows[-_RECENT_EVENTS:])
+
+    def _recent_events(self, session_id: str, head: _Head, after: int) -> list[Event] | None:
+        """The events past ``after`` up to ``head`` if this store appended all of them last
+        (None: read them from the database)."""
+        kept = self._recent.get(session_id)
+        if (
+            kept is None
+            or kept.rev != head.rev
+            or not kept.rows
+            or kept.rows[-1][0] != head.seq
+            or kept.rows[0][0] > after + 1
+        ):
+            return None
+        return _events(session_id, [row for row in kept.rows if row[0] > after])
 
     def last_seq(self, session_id: str) -> int:
         """The sequence number of the session's newest event (0 for none)."""
         with self._cursor(session_id) as cursor:
+            held = self._held_head(session_id)
+            if held is not None:
+                return held.seq
             cursor.execute(
                 f"SELECT seq FROM copilot_sessions WHERE {_SESSION}", (self.owner, session_id)
             )
@@ -825,6 +926,13 @@ class PostgresStore:
     def read_events(self, session_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         """The session's events with ``seq > after``, oldest first; at most ``limit``."""
         with self._cursor(session_id) as cursor:
+            held = self._held_head(session_id)
+            if held is not None:  # locked by this thread's transaction
+                if after >= held.seq:
+                    return []
+                kept = self._recent_events(session_id, held, after)
+                if kept is not None:
+                    return kept if limit is None else kept[:limit]
             return self._read(cursor, session_id, after, limit)
 
     def read_last(self, session_id: str, count: int) -> list[Event]:
@@ -1162,6 +1270,12 @@ def _build_events(session_id: str, rows: list[tuple[int, str]]) -> list[Event]:
         raise StoreCorruptedError(
             f"event {error.seq} of session {session_id!r} is not an event"
         ) from None
+
+
+def _head(session_id: str, row: tuple[str, int, str | None, str, int]) -> _Head:
+    """A session row's head from ``_HEAD``'s columns."""
+    meta, seq, last_id, open_turns, rev = row
+    return _Head(_metadata(session_id, meta), seq, last_id, _loads(open_turns), rev)
 
 
 def _metadata(session_id: str, text: str) -> dict[str, Any]:

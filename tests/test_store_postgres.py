@@ -640,6 +640,128 @@ def test_a_read_asks_for_the_head_only_when_it_knows_nothing_of_the_session(
         reader.close()
 
 
+def _traced(store: Any, tmp_path: Path, act: Callable[[], Any]) -> list[str]:
+    """The statements ``act`` sends on this thread's open transaction's connection."""
+    connection = store._local.tx.connection
+    trace = tmp_path / "trace"
+    with trace.open("w") as out:
+        connection.pgconn.trace(out.fileno())
+        try:
+            act()
+        finally:
+            connection.pgconn.untrace()
+    return [
+        line.split("\t")[-1].strip()
+        for line in trace.open()
+        if "\tQuery\t" in line or "\tBind\t" in line
+    ]
+
+
+def test_a_transaction_locks_a_session_with_its_begin_and_reads_the_locked_row_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A turn's start (lock, metadata, tail, append, commit) costs three round trips: BEGIN
+    and the locked head in one, the append, the COMMIT; the tail it reads is the events this
+    store appended last, kept while the head it locked still has their revision."""
+    from copilot.store_postgres import PostgresStore
+
+    store = PostgresStore(pg_url, owner="o", max_size=1)
+    try:
+        store.create_session(_meta("s"))
+        first = store.append("s", _events(3))
+        second = store.append("s", _events(2, "turn"))
+        fresh = [(e.seq, e.id, e.parent_id, e.data["content"]) for e in store.read_events("s")]
+        with store.transaction():
+            sent = _traced(store, tmp_path, lambda: store.get_session("s"))
+            assert len(sent) == 1 and sent[0].startswith('"BEGIN; SELECT meta::text')
+            meta = store.get_session("s")
+            meta["turnCount"] = 99  # a copy: the held head is not changed through it
+            got: dict[str, Any] = {}
+            sent = _traced(
+                store,
+                tmp_path,
+                lambda: got.update(
+                    meta=store.get_session("s"),
+                    seq=store.last_seq("s"),
+                    tail=store.read_events("s", after=first[0].seq),
+                    limited=store.read_events("s", after=0, limit=2),
+                    none=store.read_events("s", after=5),
+                ),
+            )
+            assert sent == []  # all from the locked row and the events this store appended
+            assert got["meta"]["turnCount"] == 0 and got["seq"] == 5 and got["none"] == []
+            tail = [(e.seq, e.id, e.parent_id, e.data["content"]) for e in got["tail"]]
+            assert tail == fresh[1:]
+            assert [e.seq for e in got["limited"]] == [1, 2]
+            sent = _traced(store, tmp_path, lambda: store.append("s", _events(1, "next")))
+            assert len(sent) == 1 and '{"events":[' in sent[0]  # one statement: the append
+        assert [e.seq for e in second] == [4, 5]
+        assert [e.data["content"] for e in store.read_events("s", after=5)] == ["next0"]
+    finally:
+        store.close()
+
+
+def test_a_transaction_reads_what_others_wrote_and_nothing_a_rollback_undid(
+    pg_url: str, tmp_path: Path
+) -> None:
+    from copilot.store_postgres import PostgresStore
+
+    store = PostgresStore(pg_url, owner="o", max_size=1)
+    other = PostgresStore(pg_url, owner="o", max_size=1)
+    try:
+        store.create_session(_meta("s"))
+        store.append("s", _events(2))
+        other.append("s", _events(1, "other"))  # after this store's last append
+        with store.transaction():
+            sent = _traced(store, tmp_path, lambda: store.read_events("s", after=1))
+            assert len(sent) == 2  # BEGIN with the lock, then the events from the database
+        assert [e.data["content"] for e in store.read_events("s", after=1)] == ["e1", "other0"]
+        # an append rolled back: its events are never read back, by this store or another
+        with pytest.raises(RuntimeError), store.transaction():
+            store.append("s", _events(2, "gone"))
+            raise RuntimeError("the turn failed")
+        with store.transaction():
+            assert [e.data["content"] for e in store.read_events("s", after=1)] == [
+                "e1",
+                "other0",
+            ]
+            assert store.last_seq("s") == 3
+            written = store.append("s", _events(1, "kept"))
+        assert written[0].seq == 4
+        assert [e.data["content"] for e in other.read_events("s")] == [
+            "e0",
+            "e1",
+            "other0",
+            "kept0",
+        ]
+        # rolled back, then another writer's event takes the same number: theirs is read
+        with pytest.raises(RuntimeError), store.transaction():
+            store.append("s", _events(1, "gone again"))
+            raise RuntimeError("the turn failed")
+        other.append("s", _events(1, "theirs"))
+        with store.transaction():
+            assert [e.data["content"] for e in store.read_events("s", after=4)] == ["theirs0"]
+        # metadata changed inside the transaction: the next append there reads the row again
+        with store.transaction():
+            assert store.update_session("s", title="t")["title"] == "t"
+            assert store.get_session("s")["title"] == "t"
+            store.append("s", _events(1, "after title"))
+        assert store.get_session("s")["title"] == "t"
+        assert [e.seq for e in store.read_events("s")] == [1, 2, 3, 4, 5, 6]
+        # deleted or renamed inside the transaction: gone there at once
+        with store.transaction():
+            assert store.get_session("s") is not None
+            store.rename_session("s", "renamed")
+            assert store.get_session("s") is None and store.last_seq("s") == 0
+            assert store.read_events("s") == []
+            store.delete_session("renamed")
+            assert store.get_session("renamed") is None and store.last_seq("renamed") == 0
+        assert store.list_sessions() == []
+    finally:
+        store.close()
+        other.close()
+
+
 def test_events_read_back_whole_and_a_row_that_is_not_an_event_is_a_typed_error(
     pg_url: str, postgres_server: Any
 ) -> None:
