@@ -29,6 +29,9 @@ its fsync). Rows, all measured in one run on the same server:
   them; row 9i then reads every event's fields (all parsed), beside diskcache doing the same.
 * **list** 10,000 sessions: ``list_sessions`` of a fresh store. Baseline: diskcache. Target
   < 100 ms.
+* **an echo turn**: ``send_and_wait`` on a session of a ``CopilotClient(store=url)``, beside
+  the same on the diskcache store: what the store costs a whole turn (the turn's start is a
+  transaction that locks the session's row). INFO.
 * **16 sessions from 4 processes**: each process appends turns to its own 4 sessions, all at
   once; appends per second over all. Baseline: the same on our diskcache store (one SQLite
   writer lock for the whole store, where PostgreSQL locks one session's row). INFO.
@@ -267,6 +270,46 @@ def _run(url: str, tmp: Path, quick: bool) -> list[Row]:
                 )
             )
 
+        # a whole turn through the client: the turn's start (a transaction that locks the
+        # session, reads its metadata and tail, appends the prompt) and its end (the reply)
+        def turn_samples(disk_store: bool) -> list[float]:
+            if disk_store:
+                client = CopilotClient(tmp / "turns-disk", fallback_model="echo")
+            else:
+                client = CopilotClient(
+                    tmp / "turns-pg", store=url, owner=OWNER, fallback_model="echo"
+                )
+            client.start()
+            try:
+                session = client.create_session(session_id="turns", model="echo")
+                for i in range(20):  # warm: connections, prepared statements, the tail
+                    session.send_and_wait(prompt=f"warm {i}", timeout=60)
+                settle()
+                return sample(
+                    lambda i: session.send_and_wait(prompt=f"Question {i}?", timeout=60), appends
+                )
+            finally:
+                client.stop(timeout=10)
+
+        turn_s, disk_turn_s = turn_samples(False), turn_samples(True)
+        turn_p50, disk_turn_p50 = median(turn_s) * 1000, median(disk_turn_s) * 1000
+        rows.append(
+            Row(
+                "9j",
+                "an echo turn, send_and_wait (PostgreSQL store)",
+                turn_p50,
+                disk_turn_p50,
+                "our diskcache store, the same turns",
+                ratio(turn_p50, disk_turn_p50),
+                "-",
+                INFO,
+                samples=len(turn_s),
+                note="store work per turn: a transaction (BEGIN with the lock, the prompt's "
+                "append, COMMIT) and the reply's append",
+                extra={"postgres": summary_ms(turn_s), "diskcache": summary_ms(disk_turn_s)},
+            )
+        )
+
         # resume + read a long session in a fresh client
         turns = lengths[-1]
         session_id = "long"
@@ -395,7 +438,7 @@ def _run(url: str, tmp: Path, quick: bool) -> list[Row]:
                 f"append at {lengths[1]:,} turns, synchronous_commit = on (waits for fsync)",
                 median(sync_s) * 1000,
                 rows[1].value,
-                "the same with synchronous_commit = off (row 8b)",
+                "the same with synchronous_commit = off (row 9b)",
                 ratio(median(sync_s) * 1000, rows[1].value),
                 "-",
                 INFO,
@@ -413,7 +456,7 @@ def _run(url: str, tmp: Path, quick: bool) -> list[Row]:
                 None,
                 "-",
                 INFO,
-                note="the store is called synchronously on the loop thread (row 8b's p50)",
+                note="the store is called synchronously on the loop thread (row 9b's p50)",
             )
         )
     finally:
