@@ -17,7 +17,9 @@ Guarantees (the same as :class:`copilot.store.EventStore`, see :mod:`copilot.sto
   the common case; writers of different sessions never wait for each other.
 - **Consistent read-then-append.** Inside :meth:`PostgresStore.transaction`, the first read of
   a session locks its row, so the tail the session core read is still the tail when its append
-  commits (the turn-start transaction of ``SessionCore``).
+  commits (the turn-start transaction of ``SessionCore``). The lock goes out with ``BEGIN`` and
+  reads the session's head; while it is held, the metadata, the last seq and the events this
+  store appended last come from there (a turn's start: three round trips).
 - **Owners.** Every row carries an owner; every statement filters on this store's owner, so a
   client sees and changes only its owner's sessions. With row-level security
   (:data:`ROW_LEVEL_SECURITY`) the database enforces it too, per database role.
