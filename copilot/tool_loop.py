@@ -217,18 +217,19 @@ def tool_requests(calls: Sequence[ToolCallRequest]) -> list[dict[str, Any]]:
 
 
 def step_event(message_id: str, model_id: str, completion: Completion) -> Event:
-    """The ``assistant.message`` recording a step that called tools."""
-    return Event(
-        EventType.ASSISTANT_MESSAGE,
-        {
-            "messageId": message_id,
-            "content": completion.content,
-            "toolRequests": tool_requests(completion.tool_calls),
-            "model": model_id,
-            "responseModel": completion.model,
-            "finishReason": completion.finish_reason,
-        },
-    )
+    """The ``assistant.message`` recording a step that called tools (with the provider's
+    ``reasoningOpaque``, handed back with the calls when the step is replayed)."""
+    data = {
+        "messageId": message_id,
+        "content": completion.content,
+        "toolRequests": tool_requests(completion.tool_calls),
+        "model": model_id,
+        "responseModel": completion.model,
+        "finishReason": completion.finish_reason,
+    }
+    if completion.reasoning_opaque is not None:
+        data["reasoningOpaque"] = completion.reasoning_opaque
+    return Event(EventType.ASSISTANT_MESSAGE, data)
 
 
 def step_messages(
@@ -244,7 +245,15 @@ def step_messages(
         arguments = request.get("arguments")
         text = arguments if isinstance(arguments, str) else json.dumps(arguments or {})
         calls.append(ToolCallRequest(request["toolCallId"], request["name"], text))
-    messages = [ChatMessage("assistant", step.get("content") or "", tool_calls=tuple(calls))]
+    opaque = step.get("reasoningOpaque")
+    messages = [
+        ChatMessage(
+            "assistant",
+            step.get("content") or "",
+            tool_calls=tuple(calls),
+            reasoning_opaque=opaque if isinstance(opaque, str) else None,
+        )
+    ]
     for call in calls:
         complete = completes.get(call.id)
         if complete is None:
@@ -317,7 +326,12 @@ async def run_tool_loop(
         )
         messages = (
             *messages,
-            ChatMessage("assistant", completion.content, tool_calls=completion.tool_calls),
+            ChatMessage(
+                "assistant",
+                completion.content,
+                tool_calls=completion.tool_calls,
+                reasoning_opaque=completion.reasoning_opaque,
+            ),
             *(
                 ChatMessage("tool", o.result.text_result_for_llm, tool_call_id=o.call.id)
                 for o in round_.outcomes

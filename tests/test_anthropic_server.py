@@ -190,3 +190,32 @@ def test_stop_cuts_a_hang_short(server) -> None:
     with pytest.raises(anthropic.APITimeoutError):
         client.messages.create(model="claude-x", max_tokens=10, messages=USER)
     assert time.monotonic() - began < 10  # the client's 0.3 s timeout, not the 30 s hang
+
+
+def test_the_server_checks_thinking_blocks_as_the_api_does():
+    from copilot.testing.anthropic_server import thinking_problem, thinking_signature
+
+    block = {"type": "thinking", "thinking": "Look.", "signature": thinking_signature("Look.")}
+    use = {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
+    result = {"type": "tool_result", "tool_use_id": "t1", "content": "ok"}
+    asked = {"role": "user", "content": "hi"}
+
+    def convo(*assistant: dict) -> list[dict]:
+        return [
+            asked,
+            {"role": "assistant", "content": list(assistant)},
+            {"role": "user", "content": [result]},
+        ]
+
+    assert thinking_problem(convo(block, use), True) is None
+    assert thinking_problem(convo(use), False) is None  # thinking off: not needed
+    assert "Expected `thinking` or `redacted_thinking`, but found `tool_use`" in thinking_problem(
+        convo(use), True
+    )
+    redacted = {"type": "redacted_thinking", "data": "x"}
+    assert thinking_problem(convo(redacted, use), True) is None
+    assert "the first block must be thinking" in thinking_problem(convo(use, block), False)
+    tampered = {**block, "thinking": "Look!"}
+    assert "Invalid `signature`" in thinking_problem(convo(tampered, use), True)
+    # a plain question after an answer: nothing to check
+    assert thinking_problem([asked, {"role": "assistant", "content": "hello"}, asked], True) is None

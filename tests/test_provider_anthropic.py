@@ -467,3 +467,33 @@ def test_a_call_without_its_result_is_refused_like_anthropic_does(server, provid
 
 def test_tool_support():
     assert AnthropicProvider().supports_tools(MODEL)
+
+
+def test_thinking_blocks_lead_a_tool_step_only_while_thinking_is_on():
+    from copilot.providers.anthropic import anthropic_messages, thinking_record
+    from copilot.providers.base import ChatMessage, ToolCallRequest
+
+    blocks = [
+        {"type": "thinking", "thinking": "Look it up.", "signature": "sig-1"},
+        {"type": "redacted_thinking", "data": "opaque"},
+    ]
+    call = ToolCallRequest("toolu_1", "get_weather", '{"city": "Paris"}')
+    step = ChatMessage(
+        "assistant", "Let me look.", tool_calls=(call,), reasoning_opaque=thinking_record(blocks)
+    )
+    messages = (
+        ChatMessage("user", "Weather?"),
+        step,
+        ChatMessage("tool", "Sunny", tool_call_id="toolu_1"),
+    )
+    _, on = anthropic_messages(messages, thinking=True)
+    assert on[1]["content"][:2] == blocks
+    assert [b["type"] for b in on[1]["content"][2:]] == ["text", "tool_use"]
+    _, off = anthropic_messages(messages, thinking=False)
+    assert [b["type"] for b in off[1]["content"]] == ["text", "tool_use"]
+    # a record this provider did not write (another provider's, or damaged) adds nothing
+    for foreign in ("not json", '{"type": "thinking"}', '[{"type": "reasoning", "text": "x"}]', ""):
+        odd = ChatMessage("assistant", "", tool_calls=(call,), reasoning_opaque=foreign)
+        _, turns = anthropic_messages((messages[0], odd, messages[2]), thinking=True)
+        assert [b["type"] for b in turns[1]["content"]] == ["tool_use"]
+    assert thinking_record([]) is None

@@ -539,3 +539,57 @@ def test_the_async_face_aborts_a_running_tool_and_resumes_with_tools(home):
     completes = [e.data for e in events if e.type == EventType.TOOL_EXECUTION_COMPLETE]
     assert [c["toolName"] for c in completes] == ["wait_long", "get_weather"]
     assert completes[0]["error"] == {"message": "aborted"}
+
+
+@pytest.mark.parametrize("family", ["anthropic"], indirect=True)
+def test_claude_thinking_blocks_go_back_with_each_tool_round_in_the_turn_and_later_turns(
+    family, make_client
+):
+    """With extended thinking on, the API refuses a tool round whose assistant message does not
+    start with the thinking block (signature intact) that came with the calls."""
+    client = make_client()
+    session = client.create_session(
+        model=family.model,
+        tools=[get_weather, get_time],
+        on_permission_request=APPROVE,
+        reasoning_effort="low",
+    )
+    family.server.enqueue(
+        Reply(
+            reasoning="First the weather.", tool_calls=[ToolCall("get_weather", {"city": "Paris"})]
+        ),
+        Reply(
+            "Now the time.",
+            reasoning="Then the time.",
+            tool_calls=[ToolCall("get_time", {"city": "Paris"})],
+        ),
+        Reply("Sunny, noon.", reasoning="Both known."),
+    )
+    assert session.send_and_wait("Weather and time in Paris?", timeout=60).data.content == (
+        "Sunny, noon."
+    )
+    bodies = family.bodies()
+    assert len(bodies) == 3 and all(b["thinking"]["type"] == "enabled" for b in bodies)
+    second, third = bodies[1]["messages"], bodies[2]["messages"]
+    assert [b["type"] for b in second[1]["content"]] == ["thinking", "tool_use"]
+    assert second[1]["content"][0]["thinking"] == "First the weather."
+    assert [b["type"] for b in third[3]["content"]] == ["thinking", "text", "tool_use"]
+    assert third[3]["content"][0]["thinking"] == "Then the time."
+    # the log keeps the blocks: a later turn (and a resumed session) sends them again
+    steps = [e for e in session.get_messages() if e.data.get("toolRequests")]
+    assert all(isinstance(e.data["reasoningOpaque"], str) for e in steps)
+    family.server.enqueue(
+        Reply(reasoning="Again.", tool_calls=[ToolCall("get_weather", {"city": "Oslo"})]),
+        Reply("Snow.", reasoning="Done."),
+    )
+    resumed = make_client().resume_session(
+        session.session_id, tools=[get_weather, get_time], on_permission_request=APPROVE
+    )
+    assert resumed.send_and_wait("And Oslo?", timeout=60).data.content == "Snow."
+    later = family.bodies()[-1]["messages"]
+    firsts = [
+        m["content"][0]["type"]
+        for m in later
+        if m["role"] == "assistant" and isinstance(m["content"], list)
+    ]
+    assert firsts == ["thinking", "thinking", "thinking"]

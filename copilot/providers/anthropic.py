@@ -32,7 +32,12 @@ deadline, error translation, key scrubbing):
 * **reasoning_effort** turns extended thinking on: ``thinking={"type": "enabled",
   "budget_tokens": B}`` with B = 1024 / 4096 / 16384 for low / medium / high (``max_tokens``
   is raised by B when it would not exceed it; sampling options are left out, which the API
-  refuses with thinking). ``thinking_delta`` text becomes :attr:`Completion.reasoning`.
+  refuses with thinking). ``thinking_delta`` text becomes :attr:`Completion.reasoning`. The
+  ``thinking`` and ``redacted_thinking`` blocks themselves, signatures included, become
+  :attr:`Completion.reasoning_opaque` (their JSON): a step that called tools is stored with
+  them (``reasoningOpaque``), and while thinking is on each replayed tool step's assistant
+  message starts with them, as the API requires of the one before the newest tool results (it
+  answers 400 otherwise). With thinking off they are left out.
 * **The reply** is complete only when ``message_stop`` arrives; a stream that ends before it is
   a cut-off reply (:class:`ProviderResponseError`), as is an ``error`` event mid-stream (e.g.
   ``overloaded_error``). ``input_tokens`` counts the cached prompt tokens too
@@ -93,13 +98,15 @@ _FINISH_REASONS = {
 
 
 def anthropic_messages(
-    messages: tuple[ChatMessage, ...],
+    messages: tuple[ChatMessage, ...], *, thinking: bool = False
 ) -> tuple[str | None, list[dict[str, Any]]]:
     """Split ``messages`` into the ``system`` text and alternating user/assistant messages.
 
     Tool calls become ``tool_use`` blocks of the assistant message; results become
     ``tool_result`` blocks of the next user message. Text-only neighbours of one role are joined
     by blank lines; a message that has blocks keeps them, in order (results before any text).
+    With ``thinking`` (extended thinking on), an assistant message that called tools starts
+    with the thinking blocks that came with the calls (its ``reasoning_opaque``).
     """
     system: list[str] = []
     turns: list[dict[str, Any]] = []
@@ -108,7 +115,7 @@ def anthropic_messages(
             if message.content.strip():
                 system.append(message.content)
             continue
-        role, content = _anthropic_content(message)
+        role, content = _anthropic_content(message, thinking)
         if content is None:
             continue
         if turns and turns[-1]["role"] == role:
@@ -118,7 +125,9 @@ def anthropic_messages(
     return ("\n\n".join(system) if system else None), turns
 
 
-def _anthropic_content(message: ChatMessage) -> tuple[str, str | list[dict[str, Any]] | None]:
+def _anthropic_content(
+    message: ChatMessage, thinking: bool
+) -> tuple[str, str | list[dict[str, Any]] | None]:
     """The role and content one message becomes (content None: drop it)."""
     if message.role == "tool":
         block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.tool_call_id}
@@ -126,7 +135,9 @@ def _anthropic_content(message: ChatMessage) -> tuple[str, str | list[dict[str, 
             block["content"] = message.content
         return "user", [block]
     if message.role == "assistant" and message.tool_calls:
-        blocks: list[dict[str, Any]] = []
+        blocks: list[dict[str, Any]] = (
+            _thinking_blocks(message.reasoning_opaque) if thinking else []
+        )
         if message.content.strip():
             blocks.append({"type": "text", "text": message.content})
         for call in message.tool_calls:
@@ -150,6 +161,31 @@ def _anthropic_content(message: ChatMessage) -> tuple[str, str | list[dict[str, 
             parts.append({"type": "text", "text": message.content})
         return message.role, parts
     return message.role, (message.content if message.content.strip() else None)
+
+
+#: the content blocks that carry extended thinking
+_THINKING_BLOCKS = ("thinking", "redacted_thinking")
+
+
+def thinking_record(blocks: list[dict[str, Any]]) -> str | None:
+    """The ``reasoning_opaque`` text of a reply's thinking blocks (None: there were none)."""
+    return json.dumps(blocks, ensure_ascii=False) if blocks else None
+
+
+def _thinking_blocks(record: str | None) -> list[dict[str, Any]]:
+    """The thinking blocks kept in ``record`` (:func:`thinking_record`); none from a record
+    this provider did not write (another provider's, or damaged)."""
+    if not record:
+        return []
+    try:
+        blocks = json.loads(record)
+    except ValueError:
+        return []
+    if not isinstance(blocks, list) or not all(
+        isinstance(b, dict) and b.get("type") in _THINKING_BLOCKS for b in blocks
+    ):
+        return []
+    return blocks
 
 
 def _merge(
@@ -226,7 +262,9 @@ class AnthropicProvider(_SDKProvider):
     def _request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
         """The ``messages.create`` arguments for ``request``."""
         options: Mapping[str, Any] = request.options or {}
-        system, messages = anthropic_messages(request.messages)
+        effort = options.get("reasoning_effort")
+        thinking = THINKING_BUDGETS.get(effort) if effort is not None else None
+        system, messages = anthropic_messages(request.messages, thinking=thinking is not None)
         max_tokens = options.get("max_tokens")
         if max_tokens is None:
             max_tokens = self.settings.get("max_output", self.settings.get("max_tokens"))
@@ -240,8 +278,6 @@ class AnthropicProvider(_SDKProvider):
         }
         if system is not None:
             kwargs["system"] = system
-        effort = options.get("reasoning_effort")
-        thinking = THINKING_BUDGETS.get(effort) if effort is not None else None
         if thinking is not None:
             # extended thinking: the budget counts inside max_tokens, which must exceed it
             kwargs["thinking"] = {"type": "enabled", "budget_tokens": thinking}
@@ -295,6 +331,9 @@ class _MessagesReader(StreamReader):
         self.calls: dict[int, list[Any]] = {}
         #: extended thinking text, in order
         self.reasoning: list[str] = []
+        #: block index -> a thinking or redacted_thinking block as the API sent it (the
+        #: thinking text as a list of its deltas until the end)
+        self.thinking: dict[int, dict[str, Any]] = {}
 
     def feed(self, event: Any) -> Iterable[StreamItem]:
         kind = getattr(event, "type", None)
@@ -306,15 +345,36 @@ class _MessagesReader(StreamReader):
                 self.parts.append(text)
                 return (TextDelta(text),)
             if delta_type == "thinking_delta":
-                self.reasoning.append(getattr(delta, "thinking", "") or "")
+                piece = getattr(delta, "thinking", "") or ""
+                self.reasoning.append(piece)
+                block = self.thinking.get(getattr(event, "index", -1))
+                if block is not None and block["type"] == "thinking":
+                    block["thinking"].append(piece)
+                return ()
+            if delta_type == "signature_delta":
+                block = self.thinking.get(getattr(event, "index", -1))
+                if block is not None and block["type"] == "thinking":
+                    block["signature"] += getattr(delta, "signature", "") or ""
                 return ()
             call = self.calls.get(getattr(event, "index", -1))
             if delta_type == "input_json_delta" and call is not None:
                 call[2].append(getattr(delta, "partial_json", "") or "")
         elif kind == "content_block_start":
             block = getattr(event, "content_block", None)
-            if getattr(block, "type", None) == "tool_use":
+            block_type = getattr(block, "type", None)
+            if block_type == "tool_use":
                 self.calls[event.index] = [block.id, block.name, []]
+            elif block_type == "thinking":
+                self.thinking[event.index] = {
+                    "type": "thinking",
+                    "thinking": [getattr(block, "thinking", "") or ""],
+                    "signature": getattr(block, "signature", "") or "",
+                }
+            elif block_type == "redacted_thinking":
+                self.thinking[event.index] = {
+                    "type": "redacted_thinking",
+                    "data": getattr(block, "data", "") or "",
+                }
         elif kind == "message_start":
             message = getattr(event, "message", None)
             self.answered_by = getattr(message, "model", None) or self.answered_by
@@ -349,6 +409,12 @@ class _MessagesReader(StreamReader):
             finish_reason=_FINISH_REASONS.get(self.stop_reason or "", self.stop_reason),
             tool_calls=calls,
             reasoning="".join(self.reasoning) or None,
+            reasoning_opaque=thinking_record(
+                [
+                    {**b, "thinking": "".join(b["thinking"])} if b["type"] == "thinking" else b
+                    for _, b in sorted(self.thinking.items())
+                ]
+            ),
         )
 
 

@@ -89,6 +89,9 @@ class ChatMessage:
     tool_calls: tuple[ToolCallRequest, ...] = ()
     tool_call_id: str | None = None
     attachments: tuple[Attachment, ...] = ()
+    #: on an assistant message that called tools: the provider's own record of the reasoning
+    #: that came with the calls (:attr:`Completion.reasoning_opaque`), handed back with them
+    reasoning_opaque: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +126,10 @@ class Completion:
     ``tool_calls`` holds the tools the model asked to run, in its order (``finish_reason`` is
     then ``"tool_calls"``); empty for a final answer. ``reasoning`` is the model's thinking
     text when the provider returned it (OpenAI-compatible ``reasoning_content``, Anthropic
-    ``thinking`` blocks), else None.
+    ``thinking`` blocks), else None. ``reasoning_opaque`` is what the provider must be handed
+    back with the step's tool calls in later requests, as text only it reads (Anthropic: its
+    thinking blocks with their signatures, which the API requires before the calls when
+    thinking is on); None: nothing. The name is the Copilot SDK's (``reasoningOpaque``).
     """
 
     content: str
@@ -133,6 +139,7 @@ class Completion:
     finish_reason: str | None = None
     tool_calls: tuple[ToolCallRequest, ...] = ()
     reasoning: str | None = None
+    reasoning_opaque: str | None = None
 
 
 StreamItem = TextDelta | Completion

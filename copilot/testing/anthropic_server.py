@@ -12,6 +12,8 @@ answers from the same script vocabulary as :class:`~copilot.testing.ScriptedOpen
   fragments; ``finish_reason`` in OpenAI's words is mapped (``stop`` -> ``end_turn``,
   ``length`` -> ``max_tokens``, ``tool_calls`` -> ``tool_use``, ``content_filter`` ->
   ``refusal``); Anthropic's own words pass through;
+* a ``Reply``'s ``reasoning`` is a ``thinking`` block streamed first (``thinking_delta``
+  events, then a ``signature_delta``: :func:`thinking_signature` of its text);
 * usage: ``message_start`` reports ``input_tokens`` (``Reply.prompt_tokens``, or the word count
   of the request) and ``output_tokens: 1``, plus ``Reply.extra_usage`` (cache fields);
   ``message_delta`` reports the final ``output_tokens``;
@@ -22,7 +24,10 @@ answers from the same script vocabulary as :class:`~copilot.testing.ScriptedOpen
 Requests are checked as the API checks them: ``model``, ``max_tokens`` and ``messages`` are
 required; roles alternate starting with ``user``; every ``tool_use`` block is answered by a
 ``tool_result`` in the next user message, and every ``tool_result`` answers a ``tool_use`` of the
-message before; otherwise ``400 invalid_request_error`` (no script item consumed).
+message before; with ``thinking`` enabled, the assistant message before the last set of
+``tool_result`` blocks starts with a ``thinking`` (its signature checked) or
+``redacted_thinking`` block, and in any message thinking blocks come first; otherwise
+``400 invalid_request_error`` (no script item consumed).
 
 Example::
 
@@ -37,6 +42,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, cast
@@ -46,7 +52,13 @@ from .script import Fault, RecordedRequest, Reply, ToolCall, count_tokens, defau
 from .script import prompt_token_count as _prompt_token_count
 from .script import split_chunks as _split_chunks
 
-__all__ = ["ERROR_TYPES", "ScriptedAnthropicServer", "message_problem"]
+__all__ = [
+    "ERROR_TYPES",
+    "ScriptedAnthropicServer",
+    "message_problem",
+    "thinking_problem",
+    "thinking_signature",
+]
 
 #: HTTP status -> Anthropic error type
 ERROR_TYPES: dict[int, str] = {
@@ -124,6 +136,59 @@ def message_problem(messages: Iterable[Any]) -> str | None:
     return None
 
 
+def thinking_signature(thinking: str) -> str:
+    """The signature this server gives a thinking block's text (the API's is opaque too; it
+    refuses a block whose text or signature was changed)."""
+    return "sig-" + hashlib.sha256(thinking.encode()).hexdigest()[:32]
+
+
+_THINKING_TYPES = ("thinking", "redacted_thinking")
+
+
+def thinking_problem(messages: list[Any], thinking_enabled: bool) -> str | None:
+    """What the Messages API would refuse in ``messages``' thinking blocks, or None.
+
+    In every assistant message, thinking blocks come first. With thinking enabled, when the
+    last message answers tool calls, the assistant message that made them starts with a
+    thinking block whose signature matches its text (or a ``redacted_thinking`` block).
+    """
+    for i, m in enumerate(messages):
+        blocks = m.get("content") if m.get("role") == "assistant" else None
+        if not isinstance(blocks, list) or not blocks:
+            continue
+        kinds = [b.get("type") if isinstance(b, Mapping) else None for b in blocks]
+        if any(k in _THINKING_TYPES for k in kinds) and kinds[0] not in _THINKING_TYPES:
+            return (
+                f"messages.{i}.content.0: If an assistant message contains any thinking "
+                f"blocks, the first block must be thinking or redacted_thinking. Found {kinds[0]}."
+            )
+        for j, block in enumerate(blocks):
+            if kinds[j] == "thinking" and block.get("signature") != thinking_signature(
+                str(block.get("thinking", ""))
+            ):
+                return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+    if not thinking_enabled or len(messages) < 2:
+        return None
+    last, before = messages[-1], messages[-2]
+    results = last.get("content") if last.get("role") == "user" else None
+    if not (
+        isinstance(results, list)
+        and any(isinstance(b, Mapping) and b.get("type") == "tool_result" for b in results)
+    ):
+        return None
+    blocks = before.get("content")
+    first = blocks[0].get("type") if isinstance(blocks, list) and blocks else "text"
+    if first not in _THINKING_TYPES:
+        return (
+            f"messages.{len(messages) - 2}.content.0.type: Expected `thinking` or "
+            f"`redacted_thinking`, but found `{first}`. When `thinking` is enabled, a final "
+            "`assistant` message must start with a thinking block (preceeding the lastmost set "
+            "of `tool_use` and `tool_result` blocks). We recommend you include thinking blocks "
+            "from previous turns. To avoid this requirement, disable `thinking`."
+        )
+    return None
+
+
 class _Handler(BaseHandler):
     server_version = "ScriptedAnthropic/1.0"
 
@@ -153,7 +218,9 @@ class _Handler(BaseHandler):
         if not isinstance(messages, list) or not messages:
             self._send_json(400, _error(400, "messages: at least one message is required"))
             return
-        problem = message_problem(messages)
+        thinking = req.get("thinking")
+        enabled = isinstance(thinking, Mapping) and thinking.get("type") == "enabled"
+        problem = message_problem(messages) or thinking_problem(messages, enabled)
         if problem is not None:
             self._send_json(400, _error(400, problem))
             return
@@ -207,6 +274,14 @@ class _Handler(BaseHandler):
                 out_model,
                 {"input_tokens": input_tokens, "output_tokens": output_tokens, **reply.extra_usage},
             )
+            if reply.reasoning:
+                message["content"].append(
+                    {
+                        "type": "thinking",
+                        "thinking": reply.reasoning,
+                        "signature": thinking_signature(reply.reasoning),
+                    }
+                )
             if reply.content or not calls:
                 message["content"].append({"type": "text", "text": reply.content})
             for call_id, call in calls:
@@ -240,6 +315,11 @@ class _Handler(BaseHandler):
                     "content_block_delta",
                     {"type": "content_block_delta", "index": index, "delta": delta},
                 )
+            delta = {"type": "signature_delta", "signature": thinking_signature(reply.reasoning)}
+            self._event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": index, "delta": delta},
+            )
             self._event("content_block_stop", {"type": "content_block_stop", "index": index})
             index += 1
         if reply.content or not calls:
