@@ -5,6 +5,7 @@
     python -m copilot send NAME "prompt" [-m MODEL]
     python -m copilot history NAME [-n N]
     python -m copilot delete NAME
+    python -m copilot rename NAME NEW_NAME
     python -m copilot search QUERY... [-s NAME] [-n N]
 
 Reading commands (``list``, ``history``, ``search``) never write to the store. ``send`` checks the name,
@@ -30,6 +31,7 @@ from . import (
     EventType,
     InvalidArgumentError,
     Session,
+    SessionExistsError,
     SessionNotFoundError,
 )
 from ._argtypes import exchange_count
@@ -103,6 +105,11 @@ def explain(error: CopilotError) -> str:
         return (
             f"no session {error.session_id!r}: `{PROG} list` shows the stored sessions; "
             f'`{PROG} send {error.session_id} "prompt"` creates it'
+        )
+    if isinstance(error, SessionExistsError):
+        return (
+            f"a session {error.session_id!r} already exists: choose another name "
+            f"(`{PROG} list` shows the stored sessions)"
         )
     if isinstance(error, UnroutableModelError):
         return (
@@ -264,6 +271,13 @@ def delete(args: argparse.Namespace) -> None:
     print(f"deleted {args.name}")
 
 
+def rename(args: argparse.Namespace) -> None:
+    """Give a session a new name (its history, totals and start time stay)."""
+    with _client(None) as client:
+        client.rename_session(args.name, args.new_name)
+    print(f"renamed {args.name} to {args.new_name}")
+
+
 @contextlib.contextmanager
 def _client(model: str | None) -> Iterator[CopilotClient]:
     """A client for one command, stopped when the command ends."""
@@ -322,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = command("delete", "delete a session and its history", delete)
     p.add_argument("name", help="the session's name")
+    p = command("rename", "give a session a new name (history, totals, start time stay)", rename)
+    p.add_argument("name", help="the session's name")
+    p.add_argument("new_name", help="its new name")
     p = command("search", "search every session's prompts and replies (reads only)", search)
     p.epilog = (
         "The shell removes quotes, so a phrase keeps its double quotes inside single ones: "

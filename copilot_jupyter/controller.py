@@ -276,11 +276,20 @@ class PanelController(HasTraits):
         shown = self.selected
         listed = shown is None or any(s.get("sessionId") == shown for s in self.sessions)
         if not listed and self.client.get_session_metadata(shown) is None:
-            self.try_action(self._show, None)  # deleted by another process
-            self.say("warning", f"Session {shown!r} was deleted elsewhere.")
+            self.try_action(self._drop_shown, shown)  # deleted by another process
         for feed in [self._feed, *self._compare]:
             if feed is not None:
                 feed.poll()
+
+    def _drop_shown(self, session_id: str) -> None:
+        """Stop showing ``session_id``, gone from the store, if it is still the one shown (a
+        rename or delete in this panel may have moved the selection on since the poll read
+        it)."""
+        with self._actions:
+            if self.selected != session_id:
+                return
+            self._show(None)
+            self.say("warning", f"Session {session_id!r} was deleted elsewhere.")
 
     def _on_store_change(self, session_id: str, last_seq: int) -> None:
         # Another process or machine committed to this owner's sessions (a NOTIFY): poll now.
@@ -443,17 +452,18 @@ class PanelController(HasTraits):
             self.say("info", f"Forked {source!r} to {new_id!r}.")
 
     def rename(self, new_id: str) -> None:
-        """Rename the shown session to ``new_id`` (a fork, then deleting the original)."""
+        """Rename the shown session to ``new_id``: one store transaction
+        (``client.rename_session``), so its history, totals, attachments and start time stay
+        whole, and a failure changes nothing."""
         with self._actions:
             source = self._require_selected()
             if self.busy:
                 raise SessionError("wait for the reply to finish (or Stop it) before renaming")
             new_id = validate_session_id(new_id.strip())
-            self._fork(source, new_id)
-            self.select(new_id)
-            self.client.delete_session(source)
-            self.state.forget(source)
+            self.client.rename_session(source, new_id)
+            self.state.renamed(source, new_id)
             self.refresh_sessions()
+            self.select(new_id)
             self._search_again_without(source)
             self.say("info", f"Renamed {source!r} to {new_id!r}.")
 

@@ -822,6 +822,22 @@ class CopilotMagics(Magics):
         print(f"deleted session {args.name}")
 
     @_command(
+        "rename",
+        "give a session a new name, keeping its history, totals and start time",
+        _arg("name", help="the session"),
+        _arg("new_name", help="its new name"),
+    )
+    def _cmd_rename(self, args: argparse.Namespace) -> None:
+        self._existing(args.name)
+        self._absent(args.new_name)
+        self.state.client.rename_session(args.name, args.new_name)
+        self.state.renamed(args.name, args.new_name)
+        cells = self.cell_messages.pop(args.name, None)
+        if cells is not None:  # re-running a cell of it still replaces its exchange
+            self.cell_messages[args.new_name] = cells
+        print(f"renamed session {args.name} to {args.new_name}")
+
+    @_command(
         "fork",
         "copy a session (model, system message, exchanges) to a new name and make it current",
         _arg("source", help="the session to copy"),

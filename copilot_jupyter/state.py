@@ -229,6 +229,20 @@ class CopilotState(HasTraits):
                 self.current_session = None
             self.touch()
 
+    def renamed(self, old_id: str, new_id: str) -> None:
+        """Follow a session's rename (``client.rename_session``): its tool setting moves to the
+        new name, its open session object is dropped (the client closed it), and the current
+        session follows."""
+        with self._lock:
+            if old_id in self.tool_settings:
+                settings = dict(self.tool_settings)
+                settings[new_id] = settings.pop(old_id)
+                self.tool_settings = settings
+            self.sessions = {k: v for k, v in self.sessions.items() if k != old_id}
+            if self.current_session == old_id:
+                self.current_session = new_id
+            self.touch()
+
     def touch(self) -> None:
         """Tell observers that the list of sessions or their contents changed."""
         self.revision += 1

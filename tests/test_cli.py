@@ -59,7 +59,7 @@ def test_help_is_plain_text_and_every_argument_has_help() -> None:
     wide = {"COLUMNS": "200"}  # one line per argument, so each line holds its help
     top = cli("--help", env=wide)
     assert top.returncode == 0
-    for command in ("demo", "list", "send", "history", "delete", "search"):
+    for command in ("demo", "list", "send", "history", "delete", "rename", "search"):
         assert re.search(rf"^\s+{command}\s+\S", top.stdout, re.M), command  # with its help
     texts = [top.stdout]
     for command in ("demo", "list", "send", "history", "delete", "search"):
@@ -108,6 +108,27 @@ def test_send_list_history_delete_round_trip() -> None:
     deleted = cli("delete", "notes")
     assert deleted.returncode == 0 and deleted.stdout.strip() == "deleted notes"
     assert session_names() == []
+
+
+def test_rename_keeps_the_history_and_names_its_refusals_in_command_line_terms() -> None:
+    assert cli("send", "notes", "Hello there", "-m", "echo").returncode == 0
+    assert cli("send", "other", "Hi", "-m", "echo").returncode == 0
+    renamed = cli("rename", "notes", "journal")
+    assert renamed.returncode == 0 and renamed.stdout.strip() == "renamed notes to journal"
+    assert sorted(session_names()) == ["journal", "other"]
+    assert cli("history", "journal").stdout.splitlines() == [
+        "[user] Hello there",
+        "[echo] echo: Hello there",
+    ]
+    taken = cli("rename", "journal", "other")
+    assert taken.returncode == 1
+    assert taken.stderr.strip().endswith(
+        "a session 'other' already exists: choose another name "
+        "(`python -m copilot list` shows the stored sessions)"
+    )
+    missing = cli("rename", "notes", "x")
+    assert missing.returncode == 1 and "no session 'notes'" in missing.stderr
+    assert sorted(session_names()) == ["journal", "other"]
 
 
 def test_history_writes_nothing() -> None:

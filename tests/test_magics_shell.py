@@ -524,6 +524,33 @@ def test_fork_copies_model_system_message_and_exchanges(ip: InteractiveShell) ->
     assert_quiet_failure(result, captured, "already exists")
 
 
+def test_rename_keeps_history_start_time_and_the_cells_that_replace_exchanges(
+    ip: InteractiveShell,
+) -> None:
+    run(ip, "%%copilot old -m echo:echo --tools notebook\none", cell_id="c1")
+    before = get_state().client.get_session_metadata("old")
+    _, captured = run(ip, "%copilot rename old new")
+    assert captured.stdout.strip() == "renamed session old to new"
+    state = get_state()
+    assert state.client.get_session_metadata("old") is None
+    after = state.client.get_session_metadata("new")
+    assert (after["startTime"], after["messageCount"]) == (before["startTime"], 2)
+    assert state.current_session == "new" and state.tool_setting("new").enabled
+    assert not state.tool_setting("old").enabled
+    # re-running the cell under its new name still replaces its exchange
+    run(ip, "%%copilot new\none again", cell_id="c1")
+    assert [m.content for m in echo_requests()[-1].messages][-1] == "one again"
+    prompts = [e.data["content"] for e in events_of("new") if e.type == EventType.USER_MESSAGE]
+    assert prompts == ["one", "one again"]
+    assert events_of("new")[-5].data.get("replaces") or any(
+        e.data.get("replaces") for e in events_of("new") if e.type == EventType.USER_MESSAGE
+    )
+    result, captured = run(ip, "%copilot rename new new")
+    assert_quiet_failure(result, captured, "already exists")
+    result, captured = run(ip, "%copilot rename nowhere other")
+    assert_quiet_failure(result, captured, "no session 'nowhere'")
+
+
 def test_model_subcommand_switches_and_keeps_context(ip: InteractiveShell) -> None:
     run(ip, "%%copilot chat\none")
     _, captured = run(ip, "%copilot model chat echo:echo")

@@ -222,16 +222,27 @@ def test_fork_copies_history(panel: SessionPanel) -> None:
     assert "remember me" in [m.content for m in echo.requests[-1].messages]
 
 
-def test_rename_is_fork_then_delete(panel: SessionPanel) -> None:
+def test_rename_moves_the_session_whole_in_one_step(panel: SessionPanel) -> None:
     c = panel.controller
     new_chat(panel, "old-name", "keep this")
+    before = c.client.get_session_metadata("old-name")
     panel.name.value = "new-name"
     panel.rename_button.click()
     assert c.status_level != "error", c.status
     assert picker_ids(panel) == ["new-name"]
     assert c.client.get_session_metadata("old-name") is None
+    after = c.client.get_session_metadata("new-name")
+    # the same session under a new id (a fork would have a new start time and no title)
+    assert (after["startTime"], after["messageCount"]) == (before["startTime"], 2)
     assert c.selected == "new-name" and c.state.current_session == "new-name"
     assert "keep this" in panel.chat.value
+    # a name that is taken: refused, nothing changes
+    new_chat(panel, "taken", "other")
+    c.select("new-name")
+    panel.name.value = "taken"
+    panel.rename_button.click()
+    assert c.status_level == "error" and "already exists" in c.status
+    assert sorted(picker_ids(panel)) == ["new-name", "taken"] and c.selected == "new-name"
 
 
 # -- the model -------------------------------------------------------------------------------
