@@ -12,7 +12,10 @@ dropping old turns. A summary that fails is recorded (``success: False``, ``fall
 as without compaction. The log keeps every event: ``get_events()`` still returns them all.
 
 Each summary folds in the one before it, so the summary stays one message however long the
-session grows. Only prompts and replies are summarized (tool calls and results are not).
+session grows. A turn that used tools is summarized with its calls and results (each result
+cut to :data:`TOOL_RESULT_CHARS` characters in the summary's transcript: what a tool found is
+often the fact the rest of the conversation needs), and its tool steps count toward the
+context it holds, as the turn's context counts them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
-from .providers.base import ChatMessage
+from .providers.base import MESSAGE_OVERHEAD, ChatMessage
+from .tool_loop import replay_steps
 
 __all__ = [
     "SUMMARY_HEADING",
@@ -44,6 +48,8 @@ KEEP_RECENT = 0.40
 KEEP_TURNS_NOW = 2
 #: the share of the input budget a summary may take (longer summaries are cut)
 SUMMARY_SHARE = 0.20
+#: characters of one tool result a summary's transcript holds (the context kept whole)
+TOOL_RESULT_CHARS = 1_000
 
 SUMMARIZER_INSTRUCTIONS = (
     "You compact a conversation between a user and an assistant so that it can continue "
@@ -158,7 +164,10 @@ def plan_compaction(
     ``exchanges`` are the in-context exchanges after the current summary, oldest first,
     each with ``message_id``, ``prompt``, ``reply`` and ``seq``.
     """
-    costs = [count_tokens(e.prompt) + count_tokens(e.reply) + 8 for e in exchanges]
+    costs = [
+        count_tokens(e.prompt) + count_tokens(e.reply) + 8 + _tool_tokens(e, count_tokens)
+        for e in exchanges
+    ]
     summary_tokens = count_tokens(previous_summary) if previous_summary else 0
     tokens_before = summary_tokens + sum(costs)
     kept = 0
@@ -174,12 +183,14 @@ def plan_compaction(
     lines = []
     used = summary_tokens
     chosen = []
-    for exchange, cost in zip(older, costs, strict=False):
+    for exchange in older:
+        text = _transcript(exchange)
+        cost = count_tokens(text) + 8
         if chosen and used + cost > summary_budget:
             break
         chosen.append(exchange)
         used += cost
-        lines.append(f"User: {exchange.prompt}\nAssistant: {exchange.reply}")
+        lines.append(text)
     kept = sum(costs[len(chosen) :])
     if previous_summary:
         lines.insert(0, f"(Summary of what came before: {previous_summary})")
@@ -191,6 +202,33 @@ def plan_compaction(
         tokens_before=tokens_before,
         tokens_kept=kept,
     )
+
+
+def _tool_tokens(exchange: Any, count_tokens: Any) -> int:
+    """The tokens an exchange's tool steps take in a turn's context (as the context counts
+    them: each message's text, each call's name and arguments, the message overheads)."""
+    total = 0
+    for message in replay_steps(getattr(exchange, "tool_calls", None) or ()):
+        total += count_tokens(message.content) + MESSAGE_OVERHEAD
+        total += sum(count_tokens(c.name + c.arguments) for c in message.tool_calls)
+    return total
+
+
+def _transcript(exchange: Any) -> str:
+    """One exchange as the summary's transcript shows it: the prompt, each tool call with its
+    arguments and its result (cut to :data:`TOOL_RESULT_CHARS`), the reply."""
+    lines = [f"User: {exchange.prompt}"]
+    for message in replay_steps(getattr(exchange, "tool_calls", None) or ()):
+        if message.role == "assistant":
+            lines += [f"Assistant called {c.name}({c.arguments})" for c in message.tool_calls]
+        elif message.role == "tool":
+            result = message.content
+            if len(result) > TOOL_RESULT_CHARS:
+                left = len(result) - TOOL_RESULT_CHARS
+                result = f"{result[:TOOL_RESULT_CHARS]} … ({left:,} characters left out)"
+            lines.append(f"Tool result: {result}")
+    lines.append(f"Assistant: {exchange.reply}")
+    return "\n".join(lines)
 
 
 def summary_messages(plan: CompactionPlan) -> tuple[ChatMessage, ...]:

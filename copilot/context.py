@@ -23,16 +23,13 @@ from .attachments import Attachment, attachment_from_reference, text_block
 from .compaction import with_summary
 from .events import Event
 from .history import Exchange, ExchangeStatus, History
-from .providers.base import ChatMessage
+from .providers.base import MESSAGE_OVERHEAD, ChatMessage
 from .tool_loop import replay_steps
 
 __all__ = ["BlobLoader", "BuiltContext", "ConversationTail", "user_message"]
 
 #: reads an attachment's bytes back from the store by sha256 (None: not stored)
 BlobLoader = Callable[[str], "bytes | None"]
-
-#: tokens a chat format spends per message beyond its text (role markers, separators)
-MESSAGE_OVERHEAD = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -211,3 +211,48 @@ def test_infinite_sessions_on_resume_are_stored(home, server):
     assert client.get_session_metadata("s")["infiniteSessions"]["enabled"] is False
     assert json.dumps(client.get_session_metadata("s"))  # JSON in the metadata
     client.stop()
+
+
+@pytest.mark.timeout(300)
+def test_turns_that_use_tools_count_their_results_and_are_summarized_with_them(home, server):
+    """A tool's results fill the window as much as the replies do: the compaction counts them
+    (before, a session of tool turns was never compacted, only truncated) and its transcript
+    shows each call and its result, cut (what a tool found is what the summary must keep)."""
+    from copilot.compaction import TOOL_RESULT_CHARS
+    from copilot.testing import Reply, ToolCall
+    from copilot.tools import PermissionHandler, define_tool
+
+    @define_tool(description="Look up a key in the catalogue")
+    def lookup(key: int) -> str:
+        return f"catalogue entry {key}: " + "shelf row column " * 140  # ~2,400 characters
+
+    client = _client(home, server)
+    session = client.create_session(
+        session_id="tools",
+        model="openai:gpt-4o",
+        tools=[lookup],
+        on_permission_request=PermissionHandler.approve_all,
+        infinite_sessions={"summary_model": "echo"},  # summaries do not take scripted replies
+    )
+    for i in range(8):
+        server.enqueue(Reply(tool_calls=[ToolCall("lookup", {"key": i})]), Reply(f"noted {i}"))
+        assert session.send_and_wait(f"look up key {i}", timeout=60).data.content == f"noted {i}"
+    session.compact()
+    events = session.get_events()
+    types = [e.type for e in events]
+    completes = [e.data for e in events if e.type == EventType.SESSION_COMPACTION_COMPLETE]
+    assert completes and all(c["success"] for c in completes)
+    assert EventType.SESSION_TRUNCATION not in types  # summarized, not left out
+    for request in server.chat_requests:
+        assert _estimate(request) <= WINDOW  # the server's own check passed too
+    summaries = [r for r in client.get_provider("echo").requests]
+    assert summaries
+    transcript = summaries[0].messages[1].content
+    assert "User: look up key 0\nAssistant called lookup(" in transcript
+    assert '{"key": 0}' in transcript or '{"key":0}' in transcript
+    result_line = next(line for line in transcript.splitlines() if line.startswith("Tool result"))
+    assert result_line.startswith("Tool result: catalogue entry 0: shelf row column")
+    assert result_line.endswith("characters left out)")
+    assert len(result_line) < TOOL_RESULT_CHARS + 80
+    assert "Assistant: noted 0" in transcript
+    client.stop()

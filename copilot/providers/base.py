@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ..attachments import Attachment
 
 __all__ = [
+    "MESSAGE_OVERHEAD",
     "Availability",
     "ChatMessage",
     "Completion",
@@ -151,6 +152,10 @@ class Availability:
 
     usable: bool
     reason: str = ""
+
+
+#: tokens a chat format spends per message beyond its text (role markers, separators)
+MESSAGE_OVERHEAD = 4
 
 
 def estimate_tokens(text: str) -> int:
