@@ -30,6 +30,8 @@ from urllib.parse import quote
 from copilot import Event, InvalidArgumentError
 from copilot.history import Exchange, ExchangeStatus, exchanges_of
 
+from .toolblocks import tool_blocks_html
+
 __all__ = ["EXPORT_FORMATS", "export_session", "to_markdown"]
 
 
@@ -79,6 +81,14 @@ def _attachments_markdown(exchange: Exchange, image_link: ImageLink | None) -> l
     return lines
 
 
+def _tools_markdown(exchange: Exchange) -> list[str]:
+    """The exchange's tool calls as collapsed ``<details>`` blocks, each call with its
+    arguments, outcome and result (cut: :data:`copilot_jupyter.toolblocks.SHOWN_TOOL_CHARS`),
+    as the cell and the panel show them; Markdown viewers and notebooks render the HTML."""
+    blocks = tool_blocks_html(exchange.tool_calls) if exchange.tool_calls else ""
+    return [blocks, ""] if blocks else []
+
+
 def to_markdown(
     name: str,
     exchanges: list[Exchange],
@@ -100,6 +110,7 @@ def to_markdown(
             exchange.prompt,
             "",
             *_attachments_markdown(exchange, image_link),
+            *_tools_markdown(exchange),
             f"**[{number}] {exchange.model or 'assistant'}:**",
             "",
             _reply_markdown(exchange),
@@ -187,7 +198,9 @@ def _to_ipynb(
             cell["attachments"] = files
         cells.append(cell)
         label = exchange.model or "assistant"
-        cells.append(new_markdown_cell(f"**{label}:**\n\n{_reply_markdown(exchange)}"))
+        tools = "\n".join(_tools_markdown(exchange))
+        reply = f"**{label}:**\n\n{_reply_markdown(exchange)}"
+        cells.append(new_markdown_cell(f"{tools}\n{reply}" if tools else reply))
     notebook = new_notebook(cells=cells, metadata={"copilot": {"session": dict(metadata)}})
     nbformat.validate(notebook)
     return nbformat.writes(notebook)

@@ -248,3 +248,27 @@ def test_exchange_tool_calls_fold_into_the_history_of_the_session(ip):
         EventType.ASSISTANT_MESSAGE,
         EventType.TOOL_EXECUTION_START,
     ]
+
+
+def test_an_export_shows_each_tool_call_with_its_result(ip, tmp_path):
+    import json as jsonlib
+
+    run(ip, DESCRIBE)
+    run(ip, f"%copilot export nb {tmp_path / 'nb.md'}")
+    markdown = (tmp_path / "nb.md").read_text()
+    prompt, rest = markdown.split("**[1] You:**", 1)[1].split("<details", 1)
+    assert "call describe_variable" in prompt
+    block, reply = rest.split("</details></div>", 1)
+    assert "<summary>🔧 describe_variable(name=&quot;df&quot;) · success</summary>" in block
+    assert "shape (3, 2)" in block
+    assert "**[1] " in reply and "shape (3, 2)" in reply  # the reply comes after the block
+    run(ip, f"%copilot export nb {tmp_path / 'nb.ipynb'}")
+    cells = jsonlib.loads((tmp_path / "nb.ipynb").read_text())["cells"]
+    answer = "".join(cells[2]["source"])
+    assert answer.index("<summary>🔧 describe_variable") < answer.index(
+        "shape (3, 2)", answer.index("</details>")
+    )
+    # a session without tools exports as before: no block
+    run(ip, "%%copilot plain\nhello")
+    run(ip, f"%copilot export plain {tmp_path / 'plain.md'}")
+    assert "<details" not in (tmp_path / "plain.md").read_text()
