@@ -2,7 +2,7 @@
 
     python -m copilot demo                        an offline tour (a throw-away store)
     python -m copilot list                        the stored sessions
-    python -m copilot send NAME "prompt" [-m MODEL]
+    python -m copilot send NAME "prompt" [-m MODEL] [-a FILE]...
     python -m copilot history NAME [-n N]
     python -m copilot delete NAME
     python -m copilot rename NAME NEW_NAME
@@ -35,6 +35,8 @@ from . import (
     SessionNotFoundError,
 )
 from ._argtypes import exchange_count
+from .attachments import resolve_attachments
+from .errors import AttachmentError, AttachmentTooLargeError, VisionNotSupportedError
 from .history import ExchangeStatus, exchanges_of
 from .routing import UnroutableModelError
 from .search import MAX_LIMIT, format_hits
@@ -111,6 +113,15 @@ def explain(error: CopilotError) -> str:
             f"a session {error.session_id!r} already exists: choose another name "
             f"(`{PROG} list` shows the stored sessions)"
         )
+    if isinstance(error, AttachmentTooLargeError):
+        return (
+            f"--attach: the file is {error.size:,} bytes, over the cap of {error.limit:,} bytes "
+            "per attachment; nothing was stored. Attach a smaller file"
+        )
+    if isinstance(error, VisionNotSupportedError):  # its hint in this command line's terms
+        return f"--attach: {error}".replace("e.g. session.set_model(...)", "with -m MODEL")
+    if isinstance(error, AttachmentError):
+        return f"--attach: {error}"
     if isinstance(error, UnroutableModelError):
         return (
             f"{error.detail}. Or set a fallback model for every command: "
@@ -130,11 +141,11 @@ def _stream_to_stdout(session: Session) -> Callable[[], None]:
     return session.on(show)
 
 
-def _send(session: Session, prompt: str) -> None:
+def _send(session: Session, prompt: str, attachments: list[dict[str, str]] | None = None) -> None:
     print(f"\n[{session.session_id}] > {prompt}\n", flush=True)
     unsubscribe = _stream_to_stdout(session)
     try:
-        reply = session.send_and_wait(prompt=prompt)
+        reply = session.send_and_wait(prompt=prompt, attachments=attachments)
     finally:
         unsubscribe()
     usage = [
@@ -211,14 +222,23 @@ def send(args: argparse.Namespace) -> None:
     """Send a prompt; the session is created (after every check passed) if it is new."""
     validate_session_id(args.name)
     validate_prompt(args.prompt)
+    attachments = [{"type": "file", "path": path} for path in args.attach or ()] or None
+    resolve_attachments(attachments)  # a missing or unsupported file, before anything is made
     with _client(args.model) as client:
-        if client.get_session_metadata(args.name) is None:
+        created = client.get_session_metadata(args.name) is None
+        if created:
             session = client.create_session(session_id=args.name, model=args.model)
         else:
             session = client.resume_session(args.name)
             if args.model and args.model != session.model:
                 session.set_model(args.model)
-        _send(session, args.prompt)
+        try:
+            _send(session, args.prompt, attachments)
+        except VisionNotSupportedError:
+            # refused before the prompt was stored: a session made for it goes again
+            if created:
+                client.delete_session(args.name)
+            raise
 
 
 def history(args: argparse.Namespace) -> None:
@@ -325,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         help="the model, e.g. gpt-4.1, claude-sonnet-4, local:smollm2, echo "
         "(a new session's model, or a switch for an existing one)",
+    )
+    p.add_argument(
+        "-a",
+        "--attach",
+        action="append",
+        metavar="FILE",
+        help="attach a file (an image for models that see, or a UTF-8 text file); repeatable",
     )
     p = command("history", "print a session's transcript (reads only)", history)
     p.add_argument("name", help="the session's name")

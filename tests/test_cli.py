@@ -131,6 +131,58 @@ def test_rename_keeps_the_history_and_names_its_refusals_in_command_line_terms()
     assert sorted(session_names()) == ["journal", "other"]
 
 
+def test_send_attaches_files_and_refuses_bad_ones_before_making_anything(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the marker is 42", encoding="utf-8")
+    plot = tmp_path / "plot.png"
+    plot.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    sent = cli(
+        "send",
+        "files",
+        "What is the marker?",
+        "-m",
+        "echo",
+        "-a",
+        str(notes),
+        "--attach",
+        str(plot),
+    )
+    assert sent.returncode == 0, sent.stderr
+    client = CopilotClient(base_directory=home())
+    try:
+        prompt = next(e for e in client.get_messages("files") if e.type == EventType.USER_MESSAGE)
+    finally:
+        client.stop()
+    assert [(a["displayName"], a["mimeType"]) for a in prompt.data["attachments"]] == [
+        ("notes.txt", "text/plain"),
+        ("plot.png", "image/png"),
+    ]
+    assert "the marker is 42" in sent.stdout  # echo repeats the text attachment it was sent
+    missing = cli("send", "fresh", "hi", "-m", "echo", "-a", str(tmp_path / "nope.png"))
+    assert missing.returncode == 1
+    assert missing.stderr.strip().startswith("error: --attach: attachment file ")
+    assert "does not exist" in missing.stderr
+    binary = tmp_path / "data.bin"
+    binary.write_bytes(b"\xff\xfe\x00\x01" * 8)
+    refused = cli("send", "fresh", "hi", "-m", "echo", "-a", str(binary))
+    assert refused.returncode == 1 and "--attach: " in refused.stderr
+    # an image for a model that cannot see: refused, and the new session is not left behind
+    blind = cli(
+        "send",
+        "fresh",
+        "hi",
+        "-m",
+        "openai:gpt-3.5-turbo",
+        "-a",
+        str(plot),
+        env={"OPENAI_API_KEY": "sk-test"},
+    )
+    assert blind.returncode == 1 and "--attach: " in blind.stderr, blind.stderr
+    assert "cannot read images" in blind.stderr and "with -m MODEL" in blind.stderr
+    assert "session.set_model" not in blind.stderr
+    assert session_names() == ["files"]
+
+
 def test_history_writes_nothing() -> None:
     assert cli("send", "quiet", "hi", "-m", "echo").returncode == 0
     before = stored("quiet")
