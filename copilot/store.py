@@ -936,9 +936,9 @@ class EventStore:
         return base64.b64decode(record["data"])
 
     def blob_refs(self, sha256: str) -> list[str]:
-        """The sessions that reference the attachment ``sha256``."""
+        """The sessions that reference the attachment ``sha256``, sorted."""
         prefix = f"blobref/{sha256}/"
-        return [key[len(prefix) :] for key, _ in self._texts(prefix, prefix + "\uffff")]
+        return sorted(key[len(prefix) :] for key, _ in self._texts(prefix, prefix + "\uffff"))
 
     def _session_blobs(self, session_id: str) -> list[str]:
         prefix = f"sblob/{session_id}/"

@@ -145,6 +145,18 @@ class Store(Protocol):
         Oldest first; matched on ``data.messageId``; the cost does not grow with the log.
         """
 
+    def put_blobs(self, session_id: str, blobs: Iterable[tuple[str, str, bytes]]) -> None:
+        """Store ``(sha256, mimeType, data)`` attachments for ``session_id``, in the caller's
+        transaction if one is open: bytes already stored (for this owner) are not written
+        again; the session's reference is added. SessionNotFoundError if it is not stored."""
+
+    def get_blob(self, sha256: str) -> bytes | None:
+        """The bytes stored under ``sha256`` (None: not stored, or no session references them
+        any more: a delete of the last reference removes them in its transaction)."""
+
+    def blob_refs(self, sha256: str) -> list[str]:
+        """The sessions that reference the attachment ``sha256``, sorted."""
+
     def check(self) -> list[dict[str, Any]]:
         """Damage in the store: ``{"kind", "sessionId", "key", "detail", "repairable"}`` dicts
         (empty for a sound store)."""

@@ -660,14 +660,14 @@ class PostgresStore:
         return None if row is None else bytes(row[0])
 
     def blob_refs(self, sha256: str) -> list[str]:
-        """The sessions (of this owner) that reference the attachment ``sha256``."""
+        """The sessions (of this owner) that reference the attachment ``sha256``, sorted (by
+        Python, not the database's collation: the same order on both stores)."""
         with self._cursor() as cursor:
             cursor.execute(
-                "SELECT session_id FROM copilot_blob_refs WHERE owner = %s AND sha256 = %s "
-                "ORDER BY session_id",
+                "SELECT session_id FROM copilot_blob_refs WHERE owner = %s AND sha256 = %s",
                 (self.owner, sha256),
             )
-            return [row[0] for row in cursor.fetchall()]
+            return sorted(row[0] for row in cursor.fetchall())
 
     def _release_blobs(self, cursor: Any, session_id: str) -> None:
         """Drop ``session_id``'s references and the bytes no reference is left for (inside

@@ -103,6 +103,7 @@ def test_the_postgres_store_mirrors_the_diskcache_store_and_the_protocol() -> No
         name for name, value in vars(Store).items() if callable(value) and not name.startswith("_")
     ]
     assert {"append", "transaction", "open_turns", "fork_session", "close"} <= set(members)
+    assert {"put_blobs", "get_blob", "blob_refs", "rename_session"} <= set(members)
     for name in members:
         assert callable(getattr(PostgresStore, name, None)), name
         if hasattr(EventStore, name):  # the diskcache store's parameters, names and defaults
@@ -115,6 +116,25 @@ def test_the_postgres_store_mirrors_the_diskcache_store_and_the_protocol() -> No
             assert all(p.default is not inspect.Parameter.empty for p in ours[len(theirs) :])
     for name in ("subscribe", "wait_for_change"):
         assert callable(getattr(PostgresStore, name))
+
+
+def test_attachments_are_stored_once_and_listed_by_their_sessions_in_order(store: Any) -> None:
+    import hashlib
+
+    data = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+    sha = hashlib.sha256(data).hexdigest()
+    for name in ("zeta", "Alpha", "beta", "alpha"):
+        store.create_session(_meta(name))
+        store.put_blobs(name, [(sha, "image/png", data)])
+    assert store.blob_refs(sha) == ["Alpha", "alpha", "beta", "zeta"]
+    assert store.get_blob(sha) == data
+    with pytest.raises(SessionNotFoundError):
+        store.put_blobs("nowhere", [(sha, "image/png", data)])
+    for name in ("zeta", "Alpha", "beta"):
+        store.delete_session(name)
+    assert store.blob_refs(sha) == ["alpha"] and store.get_blob(sha) == data
+    store.delete_session("alpha")
+    assert store.blob_refs(sha) == [] and store.get_blob(sha) is None
 
 
 def test_a_nul_character_is_a_typed_error_and_nothing_is_stored(pg_url: str) -> None:
