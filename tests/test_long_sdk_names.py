@@ -167,7 +167,7 @@ def test_reasoning_text_is_stored_as_assistant_reasoning(home, openai_server):
 
 def test_anthropic_extended_thinking(home, anthropic_server):
     client = _client(home, anthropic_server, "anthropic")
-    session = client.create_session(model="anthropic:claude-sonnet-4-5", reasoning_effort="medium")
+    session = client.create_session(model="anthropic:claude-sonnet-4-6", reasoning_effort="medium")
     anthropic_server.enqueue(Reply("42", reasoning="six times seven"))
     session.send_and_wait("q", temperature=0.5)
     body = anthropic_server.message_requests[-1].json
@@ -179,7 +179,7 @@ def test_anthropic_extended_thinking(home, anthropic_server):
     session.send_and_wait("r", reasoning_effort="high", max_tokens=20000)
     body = anthropic_server.message_requests[-1].json
     assert body["thinking"]["budget_tokens"] == 16384 and body["max_tokens"] == 20000
-    plain = client.create_session(model="anthropic:claude-sonnet-4-5")
+    plain = client.create_session(model="anthropic:claude-sonnet-4-6")
     plain.send_and_wait("s")
     assert "thinking" not in anthropic_server.message_requests[-1].json
     client.stop()
