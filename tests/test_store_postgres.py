@@ -64,6 +64,19 @@ def store(store_spec: dict[str, Any]) -> Iterator[Any]:
     opened.close()
 
 
+@pytest.fixture
+def two_stores(pg_url: str) -> Iterator[tuple[Any, Any]]:
+    """Two PostgreSQL stores of one owner on one database, a pooled connection each (so a
+    test can trace the one connection a store uses)."""
+    from copilot.store_postgres import PostgresStore
+
+    first = PostgresStore(pg_url, owner="o", max_size=1)
+    second = PostgresStore(pg_url, owner="o", max_size=1)
+    yield first, second
+    first.close()
+    second.close()
+
+
 def _meta(session_id: str, modified: str = "2026-01-01T00:00:00+00:00") -> dict[str, Any]:
     return {"sessionId": session_id, "modifiedTime": modified, "messageCount": 0, "turnCount": 0}
 
@@ -628,36 +641,29 @@ def test_a_long_read_decodes_each_event_when_used_and_numbers_a_gapped_log_as_st
 
 
 def test_a_read_asks_for_the_head_only_when_it_knows_nothing_of_the_session(
-    pg_url: str, tmp_path: Path
+    two_stores: tuple[Any, Any], tmp_path: Path
 ) -> None:
-    from copilot.store_postgres import PostgresStore
+    writer, reader = two_stores
+    writer.create_session(_meta("s"))
+    writer.append("s", _events(3))
 
-    writer = PostgresStore(pg_url, owner="o", max_size=1)
-    reader = PostgresStore(pg_url, owner="o", max_size=1)
-    try:
-        writer.create_session(_meta("s"))
-        writer.append("s", _events(3))
+    def statements(store: Any, read: Callable[[], Any]) -> int:
+        trace = tmp_path / "trace"  # the pool's one connection, traced while it reads
+        with trace.open("w") as out:
+            with store._pool.connection() as conn:
+                conn.pgconn.trace(out.fileno())
+            read()
+            with store._pool.connection() as conn:
+                conn.pgconn.untrace()
+        return sum("\tQuery\t" in line or "\tBind\t" in line for line in trace.open())
 
-        def statements(store: Any, read: Callable[[], Any]) -> int:
-            trace = tmp_path / "trace"  # the pool's one connection, traced while it reads
-            with trace.open("w") as out:
-                with store._pool.connection() as conn:
-                    conn.pgconn.trace(out.fileno())
-                read()
-                with store._pool.connection() as conn:
-                    conn.pgconn.untrace()
-            return sum("\tQuery\t" in line or "\tBind\t" in line for line in trace.open())
-
-        # first read: how long the log is (the session's row), then the events
-        assert statements(reader, lambda: reader.read_events("s")) == 2
-        writer.append("s", _events(2, "more"))
-        # later reads: the newest seq it read says how long a read can be: one statement
-        assert statements(reader, lambda: reader.read_events("s", after=3)) == 1
-        assert [e.seq for e in reader.read_events("s")] == [1, 2, 3, 4, 5]
-        assert statements(writer, lambda: writer.read_events("s")) == 1  # its head: one too
-    finally:
-        writer.close()
-        reader.close()
+    # first read: how long the log is (the session's row), then the events
+    assert statements(reader, lambda: reader.read_events("s")) == 2
+    writer.append("s", _events(2, "more"))
+    # later reads: the newest seq it read says how long a read can be: one statement
+    assert statements(reader, lambda: reader.read_events("s", after=3)) == 1
+    assert [e.seq for e in reader.read_events("s")] == [1, 2, 3, 4, 5]
+    assert statements(writer, lambda: writer.read_events("s")) == 1  # its head: one too
 
 
 def _traced(store: Any, tmp_path: Path, act: Callable[[], Any]) -> list[str]:
@@ -722,64 +728,57 @@ def test_a_transaction_locks_a_session_with_its_begin_and_reads_the_locked_row_o
 
 
 def test_a_transaction_reads_what_others_wrote_and_nothing_a_rollback_undid(
-    pg_url: str, tmp_path: Path
+    two_stores: tuple[Any, Any], tmp_path: Path
 ) -> None:
-    from copilot.store_postgres import PostgresStore
-
-    store = PostgresStore(pg_url, owner="o", max_size=1)
-    other = PostgresStore(pg_url, owner="o", max_size=1)
-    try:
-        store.create_session(_meta("s"))
-        store.append("s", _events(2))
-        other.append("s", _events(1, "other"))  # after this store's last append
-        with store.transaction():
-            sent = _traced(store, tmp_path, lambda: store.read_events("s", after=1))
-            assert len(sent) == 2  # BEGIN with the lock, then the events from the database
-        assert [e.data["content"] for e in store.read_events("s", after=1)] == ["e1", "other0"]
-        # an append rolled back: its events are never read back, by this store or another
-        with pytest.raises(RuntimeError), store.transaction():
-            store.append("s", _events(2, "gone"))
-            raise RuntimeError("the turn failed")
-        with store.transaction():
-            assert [e.data["content"] for e in store.read_events("s", after=1)] == [
-                "e1",
-                "other0",
-            ]
-            assert store.last_seq("s") == 3
-            written = store.append("s", _events(1, "kept"))
-        assert written[0].seq == 4
-        assert [e.data["content"] for e in other.read_events("s")] == [
-            "e0",
+    store, other = two_stores
+    store.create_session(_meta("s"))
+    store.append("s", _events(2))
+    other.append("s", _events(1, "other"))  # after this store's last append
+    with store.transaction():
+        sent = _traced(store, tmp_path, lambda: store.read_events("s", after=1))
+        assert len(sent) == 2  # BEGIN with the lock, then the events from the database
+    assert [e.data["content"] for e in store.read_events("s", after=1)] == ["e1", "other0"]
+    # an append rolled back: its events are never read back, by this store or another
+    with pytest.raises(RuntimeError), store.transaction():
+        store.append("s", _events(2, "gone"))
+        raise RuntimeError("the turn failed")
+    with store.transaction():
+        assert [e.data["content"] for e in store.read_events("s", after=1)] == [
             "e1",
             "other0",
-            "kept0",
         ]
-        # rolled back, then another writer's event takes the same number: theirs is read
-        with pytest.raises(RuntimeError), store.transaction():
-            store.append("s", _events(1, "gone again"))
-            raise RuntimeError("the turn failed")
-        other.append("s", _events(1, "theirs"))
-        with store.transaction():
-            assert [e.data["content"] for e in store.read_events("s", after=4)] == ["theirs0"]
-        # metadata changed inside the transaction: the next append there reads the row again
-        with store.transaction():
-            assert store.update_session("s", title="t")["title"] == "t"
-            assert store.get_session("s")["title"] == "t"
-            store.append("s", _events(1, "after title"))
+        assert store.last_seq("s") == 3
+        written = store.append("s", _events(1, "kept"))
+    assert written[0].seq == 4
+    assert [e.data["content"] for e in other.read_events("s")] == [
+        "e0",
+        "e1",
+        "other0",
+        "kept0",
+    ]
+    # rolled back, then another writer's event takes the same number: theirs is read
+    with pytest.raises(RuntimeError), store.transaction():
+        store.append("s", _events(1, "gone again"))
+        raise RuntimeError("the turn failed")
+    other.append("s", _events(1, "theirs"))
+    with store.transaction():
+        assert [e.data["content"] for e in store.read_events("s", after=4)] == ["theirs0"]
+    # metadata changed inside the transaction: the next append there reads the row again
+    with store.transaction():
+        assert store.update_session("s", title="t")["title"] == "t"
         assert store.get_session("s")["title"] == "t"
-        assert [e.seq for e in store.read_events("s")] == [1, 2, 3, 4, 5, 6]
-        # deleted or renamed inside the transaction: gone there at once
-        with store.transaction():
-            assert store.get_session("s") is not None
-            store.rename_session("s", "renamed")
-            assert store.get_session("s") is None and store.last_seq("s") == 0
-            assert store.read_events("s") == []
-            store.delete_session("renamed")
-            assert store.get_session("renamed") is None and store.last_seq("renamed") == 0
-        assert store.list_sessions() == []
-    finally:
-        store.close()
-        other.close()
+        store.append("s", _events(1, "after title"))
+    assert store.get_session("s")["title"] == "t"
+    assert [e.seq for e in store.read_events("s")] == [1, 2, 3, 4, 5, 6]
+    # deleted or renamed inside the transaction: gone there at once
+    with store.transaction():
+        assert store.get_session("s") is not None
+        store.rename_session("s", "renamed")
+        assert store.get_session("s") is None and store.last_seq("s") == 0
+        assert store.read_events("s") == []
+        store.delete_session("renamed")
+        assert store.get_session("renamed") is None and store.last_seq("renamed") == 0
+    assert store.list_sessions() == []
 
 
 def test_events_read_back_whole_and_a_row_that_is_not_an_event_is_a_typed_error(
