@@ -723,6 +723,15 @@ def test_a_transaction_locks_a_session_with_its_begin_and_reads_the_locked_row_o
             assert len(sent) == 1 and '{"events":[' in sent[0]  # one statement: the append
         assert [e.seq for e in second] == [4, 5]
         assert [e.data["content"] for e in store.read_events("s", after=5)] == ["next0"]
+        # the store keeps the newest 64 events it appended: older ones come from the database
+        store.create_session(_meta("many"))
+        store.append("many", _events(70))
+        with store.transaction():
+            assert [e.seq for e in store.read_events("many", after=0)] == list(range(1, 71))
+            sent = _traced(store, tmp_path, lambda: store.read_events("many", after=6))
+            assert sent == []
+            assert [e.seq for e in store.read_events("many", after=6)] == list(range(7, 71))
+            assert [e.seq for e in store.read_events("many", after=5)] == list(range(6, 71))
     finally:
         store.close()
 
