@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
-from .providers.base import MESSAGE_OVERHEAD, ChatMessage
-from .tool_loop import replay_steps
+from .providers.base import ChatMessage
+from .tool_loop import replay_steps, steps_tokens
 
 __all__ = [
     "SUMMARY_HEADING",
@@ -205,13 +205,8 @@ def plan_compaction(
 
 
 def _tool_tokens(exchange: Any, count_tokens: Any) -> int:
-    """The tokens an exchange's tool steps take in a turn's context (as the context counts
-    them: each message's text, each call's name and arguments, the message overheads)."""
-    total = 0
-    for message in replay_steps(getattr(exchange, "tool_calls", None) or ()):
-        total += count_tokens(message.content) + MESSAGE_OVERHEAD
-        total += sum(count_tokens(c.name + c.arguments) for c in message.tool_calls)
-    return total
+    """The tokens an exchange's tool steps take in a turn's context, counted as it counts them."""
+    return steps_tokens(replay_steps(getattr(exchange, "tool_calls", None) or ()), count_tokens)
 
 
 def _transcript(exchange: Any) -> str:

@@ -24,7 +24,7 @@ from .compaction import with_summary
 from .events import Event
 from .history import Exchange, ExchangeStatus, History
 from .providers.base import MESSAGE_OVERHEAD, ChatMessage
-from .tool_loop import replay_steps
+from .tool_loop import replay_steps, steps_tokens
 
 __all__ = ["BlobLoader", "BuiltContext", "ConversationTail", "user_message"]
 
@@ -181,9 +181,7 @@ class ConversationTail:
                 cost = count_tokens(self._user(exchange, load, images).content)
                 cost += count_tokens(exchange.reply)
                 cost += 2 * MESSAGE_OVERHEAD
-                for message in self._tool_steps(exchange):
-                    cost += count_tokens(message.content) + MESSAGE_OVERHEAD
-                    cost += sum(count_tokens(c.name + c.arguments) for c in message.tool_calls)
+                cost += steps_tokens(self._tool_steps(exchange), count_tokens)
                 exchange.tokens[counter_key] = cost
             if omitted_turns or used + cost > budget:
                 omitted_turns += 1

@@ -50,7 +50,7 @@ from .events import Event, EventType, new_id
 from .providers.base import ChatMessage, ModelRequest, estimate_tokens
 from .rewind import rest_of_turn, rewound_turns
 from .routing import Route
-from .tool_loop import SessionTools, combine_steps, run_tool_loop
+from .tool_loop import SessionTools, combine_steps, run_tool_loop, steps_tokens
 from .turn import StreamResult, stream_reply
 from .validation import (
     validate_metadata,
@@ -134,6 +134,8 @@ class _Outcome:
     result: StreamResult | None = None
     error: CopilotError | None = None
     aborted: str | None = None
+    #: the tool calls and results the turn added to its context (the last step saw them)
+    tool_messages: tuple[ChatMessage, ...] = ()
 
 
 @dataclass(slots=True)
@@ -847,8 +849,10 @@ class SessionCore:
                     remaining=remaining,
                 )
                 result = combine_steps(looped.steps)
+                added = looped.added
             else:
                 result = await step(begun.request.messages)
+                added = ()
         except asyncio.CancelledError:
             return _Outcome(aborted="aborted")
         except CopilotError as error:
@@ -858,7 +862,7 @@ class SessionCore:
         except Exception as exc:  # a provider bug: report it like any failure
             message = f"{route.provider} failed unexpectedly: {type(exc).__name__}: {exc}"
             return _Outcome(error=ProviderError(message))
-        return _Outcome(result=result)
+        return _Outcome(result=result, tool_messages=added)
 
     async def _error_hook(self, error: CopilotError) -> None:
         """``on_error_occurred`` for a failed model call (tool errors are the runner's)."""
@@ -910,7 +914,7 @@ class SessionCore:
             usage_data["cost"] = cost
         info = None
         if turn.context is not None:
-            info = self._usage_info(turn, begun, completion.content)
+            info = self._usage_info(turn, begun, completion.content, outcome.tool_messages)
             # stored with the usage (a chart of context fill reads the log); the event itself
             # is ephemeral, as in the Copilot SDK
             usage_data["contextTokens"] = info["currentTokens"]
@@ -943,18 +947,25 @@ class SessionCore:
         if not turn.future.done():
             turn.future.set_result(message)
 
-    def _usage_info(self, turn: _Turn, begun: _Begun, reply: str) -> dict[str, Any]:
+    def _usage_info(
+        self, turn: _Turn, begun: _Begun, reply: str, tool_messages: tuple[ChatMessage, ...] = ()
+    ) -> dict[str, Any]:
         """``session.usage_info`` after a reply: the tokens the conversation holds now (the
-        context sent plus the reply) against the model's window, in the provider's count."""
+        context sent, the turn's tool calls and results, the reply) against the model's
+        window, in the provider's count."""
         assert turn.context is not None
         provider = self.services.provider(begun.route.provider)
-        reply_tokens = provider.count_tokens(begun.route.name, reply) + MESSAGE_OVERHEAD
-        current = turn.context["tokens"] + reply_tokens
+
+        def count(text: str) -> int:
+            return provider.count_tokens(begun.route.name, text)
+
+        reply_tokens = count(reply) + MESSAGE_OVERHEAD
+        current = turn.context["tokens"] + steps_tokens(tool_messages, count) + reply_tokens
         return {
             "messageId": turn.message_id,
             "currentTokens": current,
             "tokenLimit": turn.context["window"],
-            "messagesLength": turn.context["messages"] + 1,
+            "messagesLength": turn.context["messages"] + len(tool_messages) + 1,
             "systemTokens": turn.context["system"],
             "conversationTokens": current - turn.context["system"],
         }

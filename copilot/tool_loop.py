@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,14 @@ from .errors import (
     ToolsNotSupportedError,
 )
 from .events import Event, EventType
-from .providers.base import ChatMessage, Completion, Provider, ToolCallRequest, ToolSchema
+from .providers.base import (
+    MESSAGE_OVERHEAD,
+    ChatMessage,
+    Completion,
+    Provider,
+    ToolCallRequest,
+    ToolSchema,
+)
 from .tool_runner import DEFAULT_TOOL_TIMEOUT, ToolRunner
 from .tools import Tool, select_tools
 from .turn import StreamResult
@@ -176,6 +183,8 @@ class ToolTurn:
     final: StreamResult
     steps: list[StreamResult] = field(default_factory=list)
     rounds: int = 0
+    #: the messages the loop added to the turn's context: each step's calls and results
+    added: tuple[ChatMessage, ...] = ()
 
 
 def combine_steps(steps: Sequence[StreamResult]) -> StreamResult:
@@ -264,6 +273,17 @@ def step_messages(
     return messages
 
 
+def steps_tokens(messages: Iterable[ChatMessage], count_tokens: Callable[[str], int]) -> int:
+    """The tokens tool-step messages take in a model's context: each message's text and its
+    overhead, each call's name and arguments. The one count of tool steps: a turn's context,
+    its usage info and compaction all use it."""
+    total = 0
+    for message in messages:
+        total += count_tokens(message.content) + MESSAGE_OVERHEAD
+        total += sum(count_tokens(c.name + c.arguments) for c in message.tool_calls)
+    return total
+
+
 def replay_steps(entries: Sequence[Mapping[str, Any]]) -> list[ChatMessage]:
     """The model messages of one exchange's tool steps, in order.
 
@@ -305,12 +325,13 @@ async def run_tool_loop(
     """
     steps: list[StreamResult] = []
     rounds = 0
+    given = len(messages)
     while True:
         result = await step(messages)
         steps.append(result)
         completion = result.completion
         if not completion.tool_calls:
-            return ToolTurn(result, steps, rounds)
+            return ToolTurn(result, steps, rounds, tuple(messages[given:]))
         record(step_event(message_id, model_id, completion))
         if rounds >= max_rounds:
             _reject(completion.tool_calls, max_rounds, message_id, record)

@@ -139,3 +139,44 @@ def test_usage_info_after_each_turn(home, server):
     usages = [e.data for e in stored if e.type == EventType.ASSISTANT_USAGE]
     assert [(u.contextTokens, u.tokenLimit) for u in usages] == [(first, 2000), (second, 2000)]
     client.stop()
+
+
+def test_usage_info_counts_the_turns_tool_calls_and_results(home, server):
+    """The context a tool turn leaves holds its calls and results: the fill after it (and the
+    next turn's context) counts them, by hand here."""
+    from copilot.testing import Reply, ToolCall
+    from copilot.tools import PermissionHandler, define_tool
+
+    result_text = "catalogue entry: " + "shelf row column " * 100
+
+    @define_tool(description="Look up a key")
+    def lookup(key: int) -> str:
+        return result_text
+
+    client = _client(home, server, context_window=4000)
+    session = client.create_session(
+        model="openai:gpt-4o",
+        system_message="Be brief.",
+        tools=[lookup],
+        on_permission_request=PermissionHandler.approve_all,
+    )
+    seen = []
+    session.on(seen.append)
+    server.enqueue(Reply(tool_calls=[ToolCall("lookup", {"key": 7}, id="c1")]), Reply("found it"))
+    session.send_and_wait("look up 7")
+    info = next(e.data for e in seen if e.type == EventType.SESSION_USAGE_INFO)
+    overhead = 4
+    system = estimate_tokens("Be brief.") + overhead
+    prompt = estimate_tokens("look up 7") + overhead
+    arguments = server.chat_requests[1].json["messages"][2]["tool_calls"][0]["function"]
+    call = overhead + estimate_tokens("lookup" + arguments["arguments"])  # empty text
+    result = estimate_tokens(result_text) + overhead
+    reply = estimate_tokens("found it") + overhead
+    assert info["currentTokens"] == system + prompt + call + result + reply
+    assert info["messagesLength"] == 5  # system, prompt, the call, its result, the reply
+    # the next turn's context counts the same steps: its fill grows by this turn's prompt+reply
+    session.send_and_wait("thanks")
+    later = [e.data for e in seen if e.type == EventType.SESSION_USAGE_INFO][-1]
+    thanks = estimate_tokens("thanks") + estimate_tokens("echo: thanks") + 2 * overhead
+    assert later["currentTokens"] == info["currentTokens"] + thanks
+    client.stop()
