@@ -114,12 +114,9 @@ def explain(error: CopilotError) -> str:
             f"(`{PROG} list` shows the stored sessions)"
         )
     if isinstance(error, AttachmentTooLargeError):
-        return (
-            f"--attach: the file is {error.size:,} bytes, over the cap of {error.limit:,} bytes "
-            "per attachment; nothing was stored. Attach a smaller file"
-        )
-    if isinstance(error, VisionNotSupportedError):  # its hint in this command line's terms
-        return f"--attach: {error}".replace("e.g. session.set_model(...)", "with -m MODEL")
+        return f"--attach: {error.describe()}"
+    if isinstance(error, VisionNotSupportedError):
+        return f"--attach: {error.describe('send it again with -m MODEL')}"
     if isinstance(error, AttachmentError):
         return f"--attach: {error}"
     if isinstance(error, UnroutableModelError):

@@ -159,6 +159,7 @@ def _too_large(name: str, size: int, limit: int) -> AttachmentTooLargeError:
         f"CopilotClient(max_attachment_bytes=...)",
         size=size,
         limit=limit,
+        name=name,
     )
 
 

@@ -101,12 +101,20 @@ class AttachmentNotFoundError(AttachmentError, FileNotFoundError):
 
 class AttachmentTooLargeError(AttachmentError):
     """An attachment is over the per-attachment cap (``max_attachment_bytes``); nothing was
-    stored."""
+    stored. :meth:`describe` words it for a surface that has no way to raise the cap."""
 
-    def __init__(self, message: str, *, size: int, limit: int) -> None:
+    def __init__(self, message: str, *, size: int, limit: int, name: str = "") -> None:
         super().__init__(message)
         self.size = size
         self.limit = limit
+        self.name = name
+
+    def describe(self) -> str:
+        """The message without the API's way to raise the cap."""
+        return (
+            f"attachment {self.name!r} is {self.size:,} bytes, over the cap of {self.limit:,} "
+            "bytes per attachment; nothing was stored. Attach a smaller file"
+        )
 
 
 class InvalidArgumentTypeError(CopilotError, TypeError):
@@ -179,7 +187,35 @@ class ToolsNotSupportedError(ModelNotAvailableError, ValueError):
 
 class VisionNotSupportedError(ModelNotAvailableError, ValueError):
     """An image is attached but the session's model cannot read images; the message names
-    models that can. Raised before anything is stored or sent."""
+    models that can. Raised before anything is stored or sent.
+
+    ``images`` names the images, ``seeing`` the usable models that can see;
+    :meth:`describe` words the message with another surface's way to switch models (the
+    magics', the command line's, the panel's)."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        model: str | None = None,
+        *,
+        images: tuple[str, ...] = (),
+        seeing: tuple[str, ...] = (),
+    ) -> None:
+        self.images, self.seeing = images, seeing
+        super().__init__(message or self._words(model, "session.set_model(...)"), model)
+
+    def describe(self, switch: str) -> str:
+        """The message, with ``switch`` as the way to pick another model."""
+        return self._words(self.model, switch)
+
+    def _words(self, model: str | None, switch: str) -> str:
+        images = self.images
+        what = "is an image" if len(images) == 1 else "are images"
+        seeing = ", ".join(self.seeing[:8]) or "none is usable now"
+        return (
+            f"{model} cannot read images, and {', '.join(map(repr, images))} {what}; nothing "
+            f"was sent. Use a model that can see ({seeing}): {switch}, or attach text instead"
+        )
 
 
 class TurnError(CopilotError):

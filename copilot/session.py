@@ -373,13 +373,10 @@ class SessionCore:
             return  # the turn reports the missing model when it runs
         if self.services.provider(route.provider).supports_images(route.name):
             return
-        seeing = self.services.vision_models()
         raise VisionNotSupportedError(
-            f"{route.model_id} cannot read images, and {', '.join(map(repr, images))} "
-            f"{'is an image' if len(images) == 1 else 'are images'}; nothing was sent. "
-            f"Use a model that can see ({', '.join(seeing[:8]) or 'none is usable now'}), "
-            f"e.g. session.set_model(...), or attach text instead",
             model=route.model_id,
+            images=tuple(images),
+            seeing=tuple(self.services.vision_models()),
         )
 
     def submit_and_watch(self, send: _Send, done: concurrent.futures.Future[Event]) -> None:

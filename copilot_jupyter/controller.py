@@ -42,7 +42,12 @@ from traitlets import Bool, Dict, Enum, HasTraits, Instance, List, Tuple, Unicod
 
 from copilot import ClientState, CopilotClient, CopilotError, Session
 from copilot.attachments import resolve_attachments
-from copilot.errors import InvalidArgumentError, SessionError
+from copilot.errors import (
+    AttachmentTooLargeError,
+    InvalidArgumentError,
+    SessionError,
+    VisionNotSupportedError,
+)
 from copilot.store_base import ChangeFeed
 from copilot.validation import validate_session_id
 
@@ -91,8 +96,14 @@ def parse_model_ids(text: str) -> list[str]:
 
 
 def plain_error(error: BaseException) -> str:
-    """An exception as one sentence for the status line (capitalised, no type name)."""
-    text = str(error) or type(error).__name__
+    """An exception as one sentence for the status line (capitalised, no type name), with the
+    panel's way to fix it where the API's would not do."""
+    if isinstance(error, VisionNotSupportedError):
+        text = error.describe("pick it in the model list")
+    elif isinstance(error, AttachmentTooLargeError):
+        text = error.describe()
+    else:
+        text = str(error) or type(error).__name__
     return text[0].upper() + text[1:] if text else text
 
 

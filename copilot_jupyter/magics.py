@@ -85,6 +85,7 @@ from copilot import (
     SessionNotFoundError,
 )
 from copilot._argtypes import exchange_count
+from copilot.errors import AttachmentTooLargeError, VisionNotSupportedError
 from copilot.events import EventType
 from copilot.history import History, exchanges_of
 from copilot.routing import UnroutableModelError
@@ -1121,6 +1122,10 @@ def explain(error: CopilotError) -> str:
     if isinstance(error, SessionExistsError):
         name = error.session_id
         return f"session {name!r} already exists: %copilot use {name} makes it current"
+    if isinstance(error, VisionNotSupportedError):
+        return error.describe("%copilot model NAME MODEL switches a session's model")
+    if isinstance(error, AttachmentTooLargeError):
+        return error.describe()
     if isinstance(error, UnroutableModelError):
         return (
             f"{error.detail}. %copilot models lists the usable models; or set a fallback "

@@ -681,6 +681,7 @@ def test_the_panel_attaches_uploads_to_the_next_prompt_and_shows_thumbnails(tmp_
         big = b"a" * (2**20 + 1)
         panel.upload.value = ({**upload, "name": "big.txt", "content": memoryview(big)},)
         assert c.status_level == "error" and "big.txt" in c.status and "over the cap" in c.status
+        assert "CopilotClient(" not in c.status  # the panel has no cap to raise: not said
         assert [a["displayName"] for a in c.attachments] == ["plot.png"]
         panel.prompt.value = "what is it?"
         panel.send_button.click()
@@ -817,3 +818,32 @@ def test_out_n_falls_back_to_a_results_png_a_figure_or_repr_png():
     assert resolve_attachments([from_figure])[0].mime_type == "image/png"
     from_repr = attachment_for("Out[6]", FigureLog(), {6: Picture()})
     assert base64.b64decode(from_repr["data"]) == png(seed=81)
+
+
+def test_refusals_name_the_fix_in_the_terms_of_each_surface():
+    """An image for a blind model, a file over the cap: the API, the magics, the panel and the
+    command line each say how to fix it in their own terms."""
+    from copilot.__main__ import explain as cli_explain
+    from copilot.errors import AttachmentTooLargeError, VisionNotSupportedError
+    from copilot_jupyter.controller import plain_error
+    from copilot_jupyter.magics import explain as magic_explain
+
+    blind = VisionNotSupportedError(model="local:smollm2", images=("fig.png",), seeing=("echo",))
+    assert str(blind) == (
+        "local:smollm2 cannot read images, and 'fig.png' is an image; nothing was sent. Use a "
+        "model that can see (echo): session.set_model(...), or attach text instead"
+    )
+    surfaces = {
+        "magics": (magic_explain(blind), "%copilot model NAME MODEL switches a session's model"),
+        "panel": (plain_error(blind), "pick it in the model list"),
+        "cli": (cli_explain(blind), "send it again with -m MODEL"),
+    }
+    for surface, (text, fix) in surfaces.items():
+        assert fix in text and "set_model" not in text, surface
+        assert "'fig.png' is an image" in text and "(echo)" in text, surface
+    two = VisionNotSupportedError(model="m", images=("a.png", "b.png"), seeing=())
+    assert "'a.png', 'b.png' are images" in str(two) and "none is usable now" in str(two)
+    big = AttachmentTooLargeError("api words", size=2_000, limit=1_000, name="big.txt")
+    for text in (magic_explain(big), plain_error(big), cli_explain(big)):
+        assert "'big.txt' is 2,000 bytes, over the cap of 1,000 bytes" in text
+        assert "CopilotClient" not in text and "Attach a smaller file" in text
