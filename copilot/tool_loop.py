@@ -161,8 +161,9 @@ class SessionTools:
         hint = f"models that can: {', '.join(others[:8])}" if others else "no usable model can"
         raise ToolsNotSupportedError(
             f"model {model_id!r} cannot call tools, and this session has tools "
-            f"({', '.join(self.runner.tools)}); {hint}. Pick one of those, or create the "
-            "session without tools=.",
+            f"({', '.join(self.runner.tools)}); {hint}. Pick one of those, or turn the "
+            "session's tools off (tools= in Python, --tools none in a notebook, the Notebook "
+            "tools toggle in the panel).",
             model=model_id,
         )
 

@@ -648,8 +648,9 @@ def test_a_model_that_cannot_call_tools_is_refused_naming_ones_that_can():
         )
     assert str(caught.value) == (
         "model 'local:smollm2' cannot call tools, and this session has tools (get_weather); "
-        "models that can: echo, openai:gpt-4.1. Pick one of those, or create the session "
-        "without tools=."
+        "models that can: echo, openai:gpt-4.1. Pick one of those, or turn the session's "
+        "tools off (tools= in Python, --tools none in a notebook, the Notebook tools toggle in the "
+        "panel)."
     )
     assert (
         isinstance(caught.value, ModelNotAvailableError) and caught.value.model == "local:smollm2"
