@@ -10,8 +10,9 @@ its fsync). Rows, all measured in one run on the same server:
 * **append** at 10 / 1,000 / 10,000 turns of history: one ``store.append`` of a turn's two
   events (``user.message`` + ``assistant.turn_start``, what the turn-start transaction writes),
   p50 over 200 appends, each turn finished by an untimed append of its end (one open turn at
-  most, as in a real session). Baselines: our diskcache store at the same length (target <= 2x) and
-  LangChain's ``PostgresChatMessageHistory.add_messages`` of two messages (target: not slower),
+  most, as in a real session). Our two stores and LangChain's two connections are sampled in
+  turns (one call of each, then the next round), so a slowdown of the machine hits them
+  alike. Baselines: our diskcache store at the same length (target <= 2x) and LangChain's ``PostgresChatMessageHistory.add_messages`` of two messages (target: not slower),
   on a connection made as langchain-postgres' README makes it (``psycopg.connect(url)``: the
   call commits its transaction, two round trips); the note gives it with ``autocommit=True``
   too (one round trip; not how its README connects, and faster than ours: docs/architecture.md
@@ -46,7 +47,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,20 +120,27 @@ def _fill(store: Any, session_id: str, turns: int, start: int = 0) -> None:
         store.append(session_id, batch)
 
 
-def _append_samples(store: Any, session_id: str, count: int) -> list[float]:
-    """The times of ``count`` turn-start appends (prompt + turn start), each turn then
-    finished by an append that is not timed (reply, usage, end), so the head holds one open
-    turn at most, as in a real session. (Without the ends, each sample added an open turn to
-    the head, which PostgreSQL rewrites on every append: 200 open turns took the head row
-    past the TOAST threshold and the p50 from 0.35 to 0.7 ms, a cost no real session pays.)"""
-    out: list[float] = []
-    for i in range(count):
+def _turn_starts(store: Any, session_id: str) -> Callable[[int], float]:
+    """A side of :func:`_interleaved_appends`: append turn ``i``'s start (prompt + turn start),
+    timed, then its end (reply, usage, end), not timed, so the head holds one open turn at
+    most, as in a real session. (Without the ends, each sample added an open turn to the
+    head, which PostgreSQL rewrites on every append: 200 open turns took the head row past the
+    TOAST threshold and the p50 from 0.35 to 0.7 ms, a cost no real session pays.)"""
+
+    def start(i: int) -> float:
         turn = _turn(i)
         started = time.perf_counter()
         store.append(session_id, turn[:2])
-        out.append(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
         store.append(session_id, turn[2:])
-    return out
+        return elapsed
+
+    return start
+
+
+def _append_samples(store: Any, session_id: str, count: int) -> list[float]:
+    """The times of ``count`` turn-start appends (see :func:`_turn_starts`), one store alone."""
+    return _interleaved_appends({"store": _turn_starts(store, session_id)}, count)["store"]
 
 
 def _concurrent_worker(spec: tuple[str, str], worker: int, sessions: int, turns: int) -> None:
@@ -203,13 +211,39 @@ def _langchain(url: str) -> Any | None:
     return history, pair
 
 
-def _langchain_appends(langchain: Any, turns: int, appends: int, documented: bool) -> list[float]:
-    """``add_messages`` of a human + AI pair on a history holding ``turns`` pairs."""
+def _langchain_history(langchain: Any, turns: int, documented: bool) -> Any:
+    """A LangChain history holding ``turns`` human + AI pairs (built in bulk, not measured)."""
     history_of, pair = langchain
     history = history_of(documented)
     for first in range(0, turns, 500):
         history.add_messages([m for i in range(first, min(first + 500, turns)) for m in pair(i)])
-    return sample(lambda i, h=history, p=pair: h.add_messages(p(i)), appends)
+    return history
+
+
+def _timed(call: Callable[[int], Any]) -> Callable[[int], float]:
+    """``call`` as a side of :func:`_interleaved_appends`: it returns how long it took."""
+
+    def timed(i: int) -> float:
+        started = time.perf_counter()
+        call(i)
+        return time.perf_counter() - started
+
+    return timed
+
+
+def _interleaved_appends(
+    sides: dict[str, Callable[[int], float]], count: int
+) -> dict[str, list[float]]:
+    """``count`` samples of each side (a call that returns its own duration), taken in turns:
+    side A's i-th, then side B's i-th, ...: a slowdown of the machine while they run hits every
+    side alike, so the ratios hold. (Measured one side after the other, a transient slowdown
+    right after the server started moved row 9a's p50 from 0.20 to 0.29-0.33 ms in some runs,
+    while the diskcache baseline, measured later, stayed at 0.11 ms.)"""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for i in range(count):
+        for name, side in sides.items():
+            times[name].append(side(i))
+    return times
 
 
 def run(quick: bool) -> list[Row]:
@@ -236,14 +270,19 @@ def _run(url: str, tmp: Path, quick: bool) -> list[Row]:
             for store in (pg, disk):
                 store.create_session(_metadata(session_id))
                 _fill(store, session_id, turns)
+            sides = {"pg": _turn_starts(pg, session_id), "disk": _turn_starts(disk, session_id)}
+            if langchain is not None:
+                pair = langchain[1]
+                for documented, name in ((True, "lc"), (False, "lc_fast")):
+                    history = _langchain_history(langchain, turns, documented)
+                    sides[name] = _timed(lambda i, h=history, p=pair: h.add_messages(p(i)))
             settle()
-            pg_s = _append_samples(pg, session_id, appends)
-            disk_s = _append_samples(disk, session_id, appends)
+            times = _interleaved_appends(sides, appends)
+            pg_s, disk_s = times["pg"], times["disk"]
             extra: dict[str, Any] = {"postgres": summary_ms(pg_s), "diskcache": summary_ms(disk_s)}
             lc_p50 = lc_fast_p50 = None
             if langchain is not None:
-                lc_s = _langchain_appends(langchain, turns, appends, documented=True)
-                lc_fast_s = _langchain_appends(langchain, turns, appends, documented=False)
+                lc_s, lc_fast_s = times["lc"], times["lc_fast"]
                 extra["langchain_postgres"] = summary_ms(lc_s)
                 extra["langchain_postgres_autocommit"] = summary_ms(lc_fast_s)
                 lc_p50, lc_fast_p50 = median(lc_s) * 1000, median(lc_fast_s) * 1000
