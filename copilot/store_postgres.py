@@ -40,6 +40,7 @@ in ``bench/postgres.py`` is in docs/architecture.md).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import getpass
@@ -162,8 +163,11 @@ _BEGIN_AND_LOCK = sql.SQL(
 )
 #: SearchRow's fields, as the append statement's ``jsonb_to_recordset`` names them
 _DOC_KEYS = ("q", "i", "m", "t", "ts", "model", "r", "b", "v")
-#: events of each session's latest appends this store keeps (see PostgresStore._recent)
+#: what a store keeps of its latest appends (see PostgresStore._recent): events a session,
+#: their JSON text a session (characters), and sessions (the least recently written go first)
 _RECENT_EVENTS = 64
+_RECENT_CHARS = 1 << 20
+_RECENT_SESSIONS = 256
 #: optimistic attempts before an append queues on the row lock instead
 _OPTIMISTIC_TRIES = 3
 #: a range of events (``seq > after``) as text, parsed by :func:`_events`
@@ -305,7 +309,8 @@ class PostgresStore:
         #: session id -> its latest events as this store appended them, valid while the head is
         #: at that revision: a transaction holding the session's row reads them from here (a
         #: turn's start reads the events of the turn before, which this store wrote)
-        self._recent: dict[str, _Recent] = {}
+        self._recent: collections.OrderedDict[str, _Recent] = collections.OrderedDict()
+        self._recent_lock = threading.Lock()
         self._channel = "copilot_" + hashlib.sha256(owner.encode()).hexdigest()[:40]
         self._listener: _Listener | None = None
         self._listener_lock = threading.Lock()
@@ -452,8 +457,9 @@ class PostgresStore:
     def _lock(self, tx: _Transaction, session_id: str) -> None:
         """Lock ``session_id``'s row for the rest of ``tx`` and keep its head (none: no such
         session). The transaction's ``BEGIN`` goes out in the same round trip when it is the
-        first statement (a pipeline of the two): a turn's start reads the metadata, the tail
-        and the head through this one read of the locked row (docs/architecture.md)."""
+        first statement (one simple-protocol query of the two): a turn's start reads the
+        metadata, the tail and the head through this one read of the locked row
+        (docs/architecture.md)."""
         if tx.begun:
             tx.cursor.execute(_HEAD + " FOR UPDATE", (self.owner, session_id))
         else:
@@ -809,19 +815,29 @@ class PostgresStore:
         the ones kept before if those ended at ``head``, for :meth:`_recent_events`. A head
         that later reads at ``rev`` has exactly these as its newest events: revisions are
         random and new at every change, so a rolled-back append's never matches."""
-        if texts is None:  # an event with an integer over 64 bits: read it from the database
-            self._recent.pop(session_id, None)
-            return
-        rows = [(base + i, text.decode()) for i, text in enumerate(texts, 1)]
-        kept = self._recent.get(session_id)
-        if kept is not None and kept.rev == head.rev and kept.rows and kept.rows[-1][0] == base:
-            rows = kept.rows + rows
-        self._recent[session_id] = _Recent(rev, rows[-_RECENT_EVENTS:])
+        with self._recent_lock:
+            kept = self._recent.pop(session_id, None)
+            if texts is None:  # an integer over 64 bits in an event: read it from the database
+                return
+            rows = [(base + i, text.decode()) for i, text in enumerate(texts, 1)]
+            if kept is not None and kept.rev == head.rev and kept.rows and kept.rows[-1][0] == base:
+                rows = kept.rows + rows
+            rows, chars = rows[-_RECENT_EVENTS:], 0
+            for start in range(len(rows) - 1, -1, -1):  # the newest that fit _RECENT_CHARS
+                chars += len(rows[start][1])
+                if chars > _RECENT_CHARS:
+                    rows = rows[start + 1 :]
+                    break
+            if rows:
+                self._recent[session_id] = _Recent(rev, rows)
+                while len(self._recent) > _RECENT_SESSIONS:
+                    self._recent.popitem(last=False)
 
     def _recent_events(self, session_id: str, head: _Head, after: int) -> list[Event] | None:
         """The events past ``after`` up to ``head`` if this store appended all of them last
         (None: read them from the database)."""
-        kept = self._recent.get(session_id)
+        with self._recent_lock:
+            kept = self._recent.get(session_id)
         if (
             kept is None
             or kept.rev != head.rev
@@ -1063,6 +1079,7 @@ class PostgresStore:
                     "WHERE s.owner = %s AND s.session_id = %s",
                     (self.owner, session_id, self.owner, session_id),
                 )
+                self._drop_held_head(session_id)
                 item["repaired"] = cursor.rowcount == 1
         return damage
 

@@ -736,6 +736,29 @@ def test_a_transaction_locks_a_session_with_its_begin_and_reads_the_locked_row_o
         store.close()
 
 
+def test_what_a_store_keeps_of_its_appends_is_bounded_and_reads_stay_whole(
+    two_stores: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import copilot.store_postgres as module
+
+    monkeypatch.setattr(module, "_RECENT_SESSIONS", 3)
+    monkeypatch.setattr(module, "_RECENT_CHARS", 2_000)
+    store, _ = two_stores
+    for name in ("a", "b", "c", "d"):
+        store.create_session(_meta(name))
+        store.append(name, _events(2, name))
+    assert list(store._recent) == ["b", "c", "d"]  # the least recently written went first
+    big = [Event(EventType.USER_MESSAGE, {"content": "x" * 800}) for _ in range(3)]
+    store.append("b", big)  # 3 x ~950 characters: only the newest that fit 2,000 are kept
+    assert list(store._recent) == ["c", "d", "b"]
+    kept = store._recent["b"].rows
+    assert [seq for seq, _ in kept] == [4, 5] and sum(len(t) for _, t in kept) <= 2_000
+    with store.transaction():  # whatever was dropped comes from the database
+        assert [e.seq for e in store.read_events("a")] == [1, 2]
+        assert [e.seq for e in store.read_events("b", after=1)] == [2, 3, 4, 5]
+        assert [len(e.data["content"]) for e in store.read_events("b", after=3)] == [800, 800]
+
+
 def test_a_transaction_reads_what_others_wrote_and_nothing_a_rollback_undid(
     two_stores: tuple[Any, Any], tmp_path: Path
 ) -> None:
@@ -1193,6 +1216,13 @@ def test_a_notification_names_a_non_ascii_session_exactly(pg_url: str) -> None:
             store.append(name, _events(2))
             assert got.wait(30)
         assert heard == [(name, 2)]
+        # the transaction's first lock quotes the name into its query (psycopg's literal)
+        with store.transaction():
+            assert store.get_session(name)["sessionId"] == name
+            assert store.append(name, _events(1, "in a transaction"))[0].seq == 3
+        assert store.get_session("x' OR 'a'='a") is None
+        with store.transaction():
+            assert store.get_session("x' OR 'a'='a") is None
     finally:
         store.close()
 
