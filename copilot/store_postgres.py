@@ -50,7 +50,7 @@ import os
 import select
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
 import psycopg
@@ -163,6 +163,9 @@ _BEGIN_AND_LOCK = sql.SQL(
 )
 #: SearchRow's fields, as the append statement's ``jsonb_to_recordset`` names them
 _DOC_KEYS = ("q", "i", "m", "t", "ts", "model", "r", "b", "v")
+_V = TypeVar("_V")
+#: sessions whose head and read length a store remembers (see _Recently)
+_REMEMBERED_SESSIONS = 4096
 #: what a store keeps of its latest appends (see PostgresStore._recent): events a session,
 #: their JSON text a session (characters), and sessions (the least recently written go first)
 _RECENT_EVENTS = 64
@@ -252,6 +255,41 @@ class _Head(NamedTuple):
     rev: int
 
 
+class _Recently(Generic[_V]):
+    """A dict of the ``size`` most recently set keys (the oldest set goes first), safe to share
+    between threads: what a store remembers per session stays bounded in a process that serves
+    many sessions over days (a web app's replica), and a forgotten entry only costs a read."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: collections.OrderedDict[str, _V] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        with self._lock:
+            return iter(list(self._items))
+
+    def __getitem__(self, key: str) -> _V:
+        return self._items[key]
+
+    def get(self, key: str) -> _V | None:
+        return self._items.get(key)
+
+    def set(self, key: str, value: _V) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def pop(self, key: str) -> _V | None:
+        with self._lock:
+            return self._items.pop(key, None)
+
+
 class _Recent(NamedTuple):
     """A session's latest events as this store appended them: ``(seq, jsonb text)`` rows, up
     to :data:`_RECENT_EVENTS`, ending at the head whose revision is ``rev``."""
@@ -302,15 +340,14 @@ class PostgresStore:
         self._max_size = max_size
         self._local = threading.local()
         #: session id -> the head this store last wrote or read (a stale one costs a retry)
-        self._heads: dict[str, _Head] = {}
+        self._heads: _Recently[_Head] = _Recently(_REMEMBERED_SESSIONS)
         #: session id -> the newest seq this store read (how long a read may be; any value is
         #: safe: it only chooses between one query and pipelined ranges, see _read)
-        self._seen: dict[str, int] = {}
+        self._seen: _Recently[int] = _Recently(_REMEMBERED_SESSIONS)
         #: session id -> its latest events as this store appended them, valid while the head is
         #: at that revision: a transaction holding the session's row reads them from here (a
         #: turn's start reads the events of the turn before, which this store wrote)
-        self._recent: collections.OrderedDict[str, _Recent] = collections.OrderedDict()
-        self._recent_lock = threading.Lock()
+        self._recent: _Recently[_Recent] = _Recently(_RECENT_SESSIONS)
         self._channel = "copilot_" + hashlib.sha256(owner.encode()).hexdigest()[:40]
         self._listener: _Listener | None = None
         self._listener_lock = threading.Lock()
@@ -452,7 +489,8 @@ class PostgresStore:
             self._local.tx = None
             if tx.begun:
                 cursor.execute("COMMIT")
-        self._heads.update(tx.heads)  # committed
+        for session_id, head in tx.heads.items():  # committed
+            self._heads.set(session_id, head)
 
     def _lock(self, tx: _Transaction, session_id: str) -> None:
         """Lock ``session_id``'s row for the rest of ``tx`` and keep its head (none: no such
@@ -548,7 +586,7 @@ class PostgresStore:
 
     def delete_session(self, session_id: str) -> int:
         """Remove a session and all its events in one transaction. Returns the events removed."""
-        self._heads.pop(session_id, None)
+        self._heads.pop(session_id)
         with self._cursor(session_id, write=True) as cursor:
             cursor.execute(
                 f"DELETE FROM copilot_sessions WHERE {_SESSION} RETURNING 1",
@@ -593,7 +631,7 @@ class PostgresStore:
     def rename_session(self, old_id: str, new_id: str) -> dict[str, Any]:
         """Give session ``old_id`` the id ``new_id`` in one transaction (its row and its
         events move together); see :meth:`copilot.store.EventStore.rename_session`."""
-        self._heads.pop(old_id, None)
+        self._heads.pop(old_id)
         with self.transaction(), self._cursor(old_id) as cursor:
             cursor.execute(f"SELECT 1 FROM copilot_sessions WHERE {_SESSION}", (self.owner, old_id))
             if cursor.fetchone() is None:
@@ -736,9 +774,9 @@ class PostgresStore:
                     head = self._read_head(cursor, session_id)
                 written = self._write(cursor, session_id, head, events, update)
             if written is not None:
-                self._heads[session_id] = written
+                self._heads.set(session_id, written)
                 return events
-            self._heads.pop(session_id, None)
+            self._heads.pop(session_id)
         with self.transaction():  # a busy session: queue on its row lock instead
             return self.append(session_id, events, update=update)
 
@@ -746,7 +784,7 @@ class PostgresStore:
         cursor.execute(_HEAD + (" FOR UPDATE" if lock else ""), (self.owner, session_id))
         row = cursor.fetchone()
         if row is None:
-            self._heads.pop(session_id, None)
+            self._heads.pop(session_id)
             raise SessionNotFoundError(session_id)
         return _head(session_id, row)
 
@@ -815,29 +853,25 @@ class PostgresStore:
         the ones kept before if those ended at ``head``, for :meth:`_recent_events`. A head
         that later reads at ``rev`` has exactly these as its newest events: revisions are
         random and new at every change, so a rolled-back append's never matches."""
-        with self._recent_lock:
-            kept = self._recent.pop(session_id, None)
-            if texts is None:  # an integer over 64 bits in an event: read it from the database
-                return
-            rows = [(base + i, text.decode()) for i, text in enumerate(texts, 1)]
-            if kept is not None and kept.rev == head.rev and kept.rows and kept.rows[-1][0] == base:
-                rows = kept.rows + rows
-            rows, chars = rows[-_RECENT_EVENTS:], 0
-            for start in range(len(rows) - 1, -1, -1):  # the newest that fit _RECENT_CHARS
-                chars += len(rows[start][1])
-                if chars > _RECENT_CHARS:
-                    rows = rows[start + 1 :]
-                    break
-            if rows:
-                self._recent[session_id] = _Recent(rev, rows)
-                while len(self._recent) > _RECENT_SESSIONS:
-                    self._recent.popitem(last=False)
+        kept = self._recent.pop(session_id)
+        if texts is None:  # an integer over 64 bits in an event: read it from the database
+            return
+        rows = [(base + i, text.decode()) for i, text in enumerate(texts, 1)]
+        if kept is not None and kept.rev == head.rev and kept.rows and kept.rows[-1][0] == base:
+            rows = kept.rows + rows
+        rows, chars = rows[-_RECENT_EVENTS:], 0
+        for start in range(len(rows) - 1, -1, -1):  # the newest that fit _RECENT_CHARS
+            chars += len(rows[start][1])
+            if chars > _RECENT_CHARS:
+                rows = rows[start + 1 :]
+                break
+        if rows:
+            self._recent.set(session_id, _Recent(rev, rows))
 
     def _recent_events(self, session_id: str, head: _Head, after: int) -> list[Event] | None:
         """The events past ``after`` up to ``head`` if this store appended all of them last
         (None: read them from the database)."""
-        with self._recent_lock:
-            kept = self._recent.get(session_id)
+        kept = self._recent.get(session_id)
         if (
             kept is None
             or kept.rev != head.rev
@@ -899,7 +933,7 @@ class PostgresStore:
             cursor.execute(_RANGE + "ORDER BY seq LIMIT %s", (self.owner, session_id, after, limit))
             events = _events(session_id, cursor.fetchall())
             if events:
-                self._seen[session_id] = events[-1].seq
+                self._seen.set(session_id, events[-1].seq)
             return events
         connection = cursor.connection
         parts: list[tuple[Any, int, int | None]] = []
@@ -938,7 +972,7 @@ class PostgresStore:
             )
             events[index:index] = _events(session_id, cursor.fetchall())
         if events:
-            self._seen[session_id] = events[-1].seq
+            self._seen.set(session_id, events[-1].seq)
         return events
 
     def read_events(self, session_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
@@ -1070,7 +1104,7 @@ class PostgresStore:
             if not item["repairable"]:
                 continue
             session_id = item["sessionId"]
-            self._heads.pop(session_id, None)
+            self._heads.pop(session_id)
             with self._cursor(session_id, write=True) as cursor:
                 cursor.execute(
                     "UPDATE copilot_sessions AS s SET seq = e.seq, last_id = e.event ->> 'id', "

@@ -737,13 +737,21 @@ def test_a_transaction_locks_a_session_with_its_begin_and_reads_the_locked_row_o
 
 
 def test_what_a_store_keeps_of_its_appends_is_bounded_and_reads_stay_whole(
-    two_stores: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import copilot.store_postgres as module
 
     monkeypatch.setattr(module, "_RECENT_SESSIONS", 3)
     monkeypatch.setattr(module, "_RECENT_CHARS", 2_000)
-    store, _ = two_stores
+    monkeypatch.setattr(module, "_REMEMBERED_SESSIONS", 2)
+    store = module.PostgresStore(pg_url, owner="o", max_size=1)
+    try:
+        _keeps_a_bounded_part(store)
+    finally:
+        store.close()
+
+
+def _keeps_a_bounded_part(store: Any) -> None:
     for name in ("a", "b", "c", "d"):
         store.create_session(_meta(name))
         store.append(name, _events(2, name))
@@ -757,6 +765,12 @@ def test_what_a_store_keeps_of_its_appends_is_bounded_and_reads_stay_whole(
         assert [e.seq for e in store.read_events("a")] == [1, 2]
         assert [e.seq for e in store.read_events("b", after=1)] == [2, 3, 4, 5]
         assert [len(e.data["content"]) for e in store.read_events("b", after=3)] == [800, 800]
+    # the heads and read lengths it remembers are bounded too: a forgotten head costs a read
+    for name in ("a", "b", "c"):
+        store.append(name, _events(1, "again"))
+    assert list(store._heads) == ["b", "c"]
+    assert [e.seq for e in store.append("a", _events(1, "once more"))] == [4]
+    assert list(store._heads) == ["c", "a"] and len(store._seen) <= 2
 
 
 def test_a_transaction_reads_what_others_wrote_and_nothing_a_rollback_undid(
