@@ -829,7 +829,8 @@ class CopilotMagics(Magics):
         _arg("new_name", help="its new name"),
     )
     def _cmd_rename(self, args: argparse.Namespace) -> None:
-        self._existing(args.name)
+        if self.state.client.get_session_metadata(args.name) is None:  # checked, not opened
+            raise SessionNotFoundError(args.name)
         self._absent(args.new_name)
         self.state.client.rename_session(args.name, args.new_name)
         self.state.renamed(args.name, args.new_name)

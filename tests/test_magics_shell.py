@@ -529,6 +529,7 @@ def test_rename_keeps_history_start_time_and_the_cells_that_replace_exchanges(
 ) -> None:
     run(ip, "%%copilot old -m echo:echo --tools notebook\none", cell_id="c1")
     before = get_state().client.get_session_metadata("old")
+    logged = [e.type for e in get_state().client.get_messages("old")]
     _, captured = run(ip, "%copilot rename old new")
     assert captured.stdout.strip() == "renamed session old to new"
     state = get_state()
@@ -537,6 +538,8 @@ def test_rename_keeps_history_start_time_and_the_cells_that_replace_exchanges(
     assert (after["startTime"], after["messageCount"]) == (before["startTime"], 2)
     assert state.current_session == "new" and state.tool_setting("new").enabled
     assert not state.tool_setting("old").enabled
+    # renaming wrote nothing to the log (the session was not opened to check it)
+    assert [e.type for e in get_state().client.get_messages("new")] == logged
     # re-running the cell under its new name still replaces its exchange
     run(ip, "%%copilot new\none again", cell_id="c1")
     assert [m.content for m in echo_requests()[-1].messages][-1] == "one again"
@@ -545,6 +548,12 @@ def test_rename_keeps_history_start_time_and_the_cells_that_replace_exchanges(
     assert events_of("new")[-5].data.get("replaces") or any(
         e.data.get("replaces") for e in events_of("new") if e.type == EventType.USER_MESSAGE
     )
+    # a session this kernel never opened: renamed without opening it (nothing written)
+    client = get_state().client
+    client.create_session(session_id="elsewhere", model="echo").destroy()
+    logged = [e.type for e in client.get_messages("elsewhere")]
+    run(ip, "%copilot rename elsewhere moved")
+    assert [e.type for e in client.get_messages("moved")] == logged
     result, captured = run(ip, "%copilot rename new new")
     assert_quiet_failure(result, captured, "already exists")
     result, captured = run(ip, "%copilot rename nowhere other")
