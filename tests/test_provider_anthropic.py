@@ -497,3 +497,27 @@ def test_thinking_blocks_lead_a_tool_step_only_while_thinking_is_on():
         _, turns = anthropic_messages((messages[0], odd, messages[2]), thinking=True)
         assert [b["type"] for b in turns[1]["content"]] == ["tool_use"]
     assert thinking_record([]) is None
+
+
+@pytest.mark.timeout(30)
+def test_a_replayed_tool_step_carries_its_thinking_only_when_the_request_thinks(server, provider):
+    from copilot.providers.anthropic import thinking_record
+    from copilot.providers.base import ChatMessage, ToolCallRequest
+    from copilot.testing.anthropic_server import thinking_signature
+
+    block = {"type": "thinking", "thinking": "Look.", "signature": thinking_signature("Look.")}
+    call = ToolCallRequest("toolu_9", "get_weather", '{"city": "Oslo"}')
+    messages = (
+        ChatMessage("user", "Weather?"),
+        ChatMessage("assistant", "", tool_calls=(call,), reasoning_opaque=thinking_record([block])),
+        ChatMessage("tool", "Snow", tool_call_id="toolu_9"),
+    )
+    server.enqueue(Reply("Snow in Oslo."), Reply("Snow in Oslo."))
+    ok(provider, messages=messages)
+    plain = server.requests[-1].json
+    assert "thinking" not in plain
+    assert [b["type"] for b in plain["messages"][1]["content"]] == ["tool_use"]
+    ok(provider, messages=messages, options={"reasoning_effort": "low"})
+    thinking = server.requests[-1].json
+    assert thinking["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert thinking["messages"][1]["content"][0] == block
