@@ -438,8 +438,8 @@ class PostgresStore:
                 if session_id is not None and session_id not in tx.locked:
                     self._lock(tx, session_id)
                 elif not tx.begun:
-                    tx.cursor.execute("BEGIN")
                     tx.begun = True
+                    tx.cursor.execute("BEGIN")
                 yield tx.cursor
                 return
             with self._pool.connection() as connection:
@@ -502,12 +502,13 @@ class PostgresStore:
             tx.cursor.execute(_HEAD + " FOR UPDATE", (self.owner, session_id))
         else:
             # Both statements in one simple-protocol query, the values quoted by psycopg: a
-            # pipeline would end in a second round trip (its closing Sync)
+            # pipeline would end in a second round trip (its closing Sync). Marked begun
+            # first: if the SELECT fails after the BEGIN, the transaction is rolled back.
+            tx.begun = True
             tx.cursor.execute(
                 _BEGIN_AND_LOCK.format(sql.Literal(self.owner), sql.Literal(session_id)),
                 prepare=False,
             )
-            tx.begun = True
             tx.cursor.nextset()  # past BEGIN's result to the row's
         row = tx.cursor.fetchone()
         tx.locked.add(session_id)

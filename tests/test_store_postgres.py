@@ -973,6 +973,34 @@ def test_a_store_from_before_search_is_migrated_and_indexed_on_first_search(pg_u
         other.close()
 
 
+def test_a_transaction_whose_first_lock_fails_is_rolled_back_and_the_connection_reused(
+    postgres_server: Any, pg_url: str
+) -> None:
+    from psycopg import pq
+
+    from copilot.store_postgres import PostgresStore
+
+    PostgresStore(pg_url, owner="setup").close()  # the tables' owner creates the schema
+    dbname = pg_url.rsplit("/", 1)[1]
+    postgres_server.execute(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'reader') "
+        "THEN CREATE ROLE reader LOGIN; END IF; END $$"
+    )
+    with _connect(pg_url) as conn:
+        conn.execute("GRANT SELECT ON copilot_schema TO reader")  # and nothing else
+    store = PostgresStore(postgres_server.url(dbname, user="reader"), owner="o", max_size=1)
+    try:
+        for _ in range(2):  # the same pooled connection each time: not left mid-transaction
+            with pytest.raises(StoreError, match="permission denied") as caught:
+                with store.transaction():
+                    store.get_session("s")
+            assert "aborted" not in str(caught.value)
+            with store._pool.connection() as connection:
+                assert connection.pgconn.transaction_status == pq.TransactionStatus.IDLE
+    finally:
+        store.close()
+
+
 def test_row_level_security_with_two_database_roles(postgres_server: Any, pg_url: str) -> None:
     from copilot.store_postgres import ROW_LEVEL_SECURITY, PostgresStore
 
